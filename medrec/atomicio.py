@@ -1,0 +1,113 @@
+"""Atomic file writes: a killed process leaves the old file or the new one, never half of one."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from medrec.errors import OutputError
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on success fsync it and rename it over ``path``.
+
+    Args:
+        path: the final destination.
+        mode: ``"w"`` (text) or ``"wb"`` (binary).
+        encoding: text encoding; ignored for binary mode.
+
+    Raises:
+        OutputError: the folder is not writable or the disk is full.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open mode must be 'w' or 'wb', got {mode!r}")
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as e:
+        raise OutputError(f"{target}: cannot write here ({e.strerror}); choose a writable output folder") from e
+    tmp = Path(tmp_name)
+    try:
+        kwargs = {} if "b" in mode else {"encoding": encoding, "newline": ""}
+        with os.fdopen(fd, mode, **kwargs) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        reason = "disk full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        raise OutputError(f"{target}: write failed ({reason}); nothing was changed") from e
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_open(path, "w") as handle:
+        handle.write(text)
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+
+
+def write_csv(path: str | os.PathLike[str], frame) -> None:  # noqa: ANN001 - pandas.DataFrame
+    """Write a pandas DataFrame as CSV atomically (no index column)."""
+    with atomic_open(path, "w") as handle:
+        frame.to_csv(handle, index=False, lineterminator="\n")
+
+
+def append_line(path: str | os.PathLike[str], line: str) -> None:
+    """Append one complete line with a single ``write`` on an O_APPEND descriptor, then fsync.
+
+    A process killed during the call leaves at most one incomplete trailing line; readers
+    written with :func:`read_complete_lines` ignore it, and the next append first repairs it.
+    """
+    target = Path(path)
+    if "\n" in line:
+        raise ValueError("append_line takes a single line without a newline")
+    data = (line + "\n").encode("utf-8")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise OutputError(f"{target}: cannot append ({e.strerror})") from e
+    try:
+        size = os.fstat(fd).st_size
+        if size:
+            with open(target, "rb") as reader:
+                reader.seek(size - 1)
+                if reader.read(1) != b"\n":
+                    # a previous writer was killed mid-line: cut the partial line off
+                    with open(target, "rb") as whole:
+                        content = whole.read()
+                    keep = content.rfind(b"\n") + 1
+                    os.ftruncate(fd, keep)
+        os.write(fd, data)
+        os.fsync(fd)
+    except OSError as e:
+        reason = "disk full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        raise OutputError(f"{target}: append failed ({reason})") from e
+    finally:
+        os.close(fd)
+
+
+def read_complete_lines(path: str | os.PathLike[str]) -> list[str]:
+    """Return the newline-terminated lines of ``path`` (a trailing partial line is ignored)."""
+    target = Path(path)
+    if not target.exists():
+        return []
+    content = target.read_bytes()
+    keep = content.rfind(b"\n") + 1
+    return content[:keep].decode("utf-8").splitlines()

@@ -1,0 +1,68 @@
+"""The ``medrec`` command line: one entry point, one sub-command per pipeline stage.
+
+Each sub-command lives in ``medrec/commands/<name>.py`` and exposes ``register(app)``.
+Errors that medrec raises on purpose (:class:`medrec.errors.MedrecError`) end the command
+with a one-line reason and a non-zero exit code; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from medrec import __version__
+from medrec.console import console
+from medrec.errors import MedrecError
+
+# The order here is the order of ``medrec --help``: the pipeline, stage by stage.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+app = typer.Typer(
+    name="medrec",
+    help="Turn folders of DICOM series and NIfTI volumes into validated tumor / anomaly classifiers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_state = {"debug": False}
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"medrec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """medrec: index scans, split by patient, train, score and report."""
+    _state["debug"] = debug
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"medrec.commands.{_name}").register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; turn :class:`MedrecError` into a one-line message and exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        app(args=args, prog_name="medrec", standalone_mode=True)
+    except MedrecError as e:
+        if debug:
+            raise
+        console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        console.print("[bold red]interrupted[/]")
+        sys.exit(130)

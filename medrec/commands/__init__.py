@@ -1,0 +1,2 @@
+"""Sub-commands of the medrec CLI; each module exposes ``register(app)``."""
+
