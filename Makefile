@@ -17,7 +17,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/medrec demo
+	$(BIN)/medrec demo -o medrec-demo --publish reports/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

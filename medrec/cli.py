@@ -17,7 +17,7 @@ from medrec.console import console
 from medrec.errors import MedrecError
 
 # The order here is the order of ``medrec --help``: the pipeline, stage by stage.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("synth", "index", "split", "models", "train", "score", "report", "evaluate", "run", "demo")
 
 app = typer.Typer(
     name="medrec",

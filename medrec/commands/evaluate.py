@@ -1,0 +1,66 @@
+"""``medrec evaluate``: score a run's locked test split and write its report into ``RUN/evaluation/``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``evaluate`` command to ``app``."""
+
+    @app.command("evaluate")
+    def evaluate_command(
+        run_dir: Path = typer.Argument(..., metavar="RUN", help="A run directory written by 'medrec train'."),
+        prevalence: float | None = typer.Option(
+            None, "--prevalence", min=0.0, max=1.0, help="Clinical prevalence for adjusted PPV / NPV."),
+        subgroup: list[str] = typer.Option(
+            [], "--subgroup", help="Extra manifest column for subgroup analysis (repeatable)."),
+        ci_method: str = typer.Option("wilson", "--ci-method", help="wilson or clopper-pearson (proportions)."),
+        bootstrap: int = typer.Option(2000, "--bootstrap", min=200, help="Patient-clustered bootstrap replicates."),
+        seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+        batch_size: int = typer.Option(8, "--batch-size", min=1, help="Scoring batch size."),
+        workers: int = typer.Option(0, "--workers", min=0, help="Scoring loader processes."),
+        tta: bool = typer.Option(False, "--tta", help="Test-time flip augmentation (adds an uncertainty column)."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+        keep_identifiers: bool = typer.Option(
+            False, "--keep-identifiers", help="Write raw patient identifiers (default: pseudonyms)."),
+    ) -> None:
+        """Score the run's locked test split and write report.html, report.pdf, report.json into RUN/evaluation/.
+
+        The test samples are those the run set aside in RUN/splits.csv; the threshold is the one chosen on validation when the run was trained. Rerunning resumes an interrupted scoring.
+
+        Examples:
+
+            medrec evaluate runs/ct-lesion
+
+            medrec evaluate runs/ct-lesion --prevalence 0.05 --subgroup manufacturer
+        """
+        from medrec.console import console, print_summary
+        from medrec.errors import ConfigError
+        from medrec.evaluate import evaluate_run
+
+        if ci_method not in ("wilson", "clopper-pearson"):
+            raise ConfigError(f"--ci-method must be wilson or clopper-pearson, got {ci_method!r}")
+        report = evaluate_run(run_dir, prevalence=prevalence, subgroups=subgroup, ci_method=ci_method,
+                              n_boot=bootstrap, seed=seed, batch_size=batch_size, workers=workers, tta=tta,
+                              device=device, keep_identifiers=keep_identifiers)
+        print_summary("medrec evaluate: locked test split", metric_rows(report), ("metric", "value", "95% CI"))
+        console.print(f"report: {Path(run_dir) / 'evaluation' / 'report.html'}")
+
+
+def metric_rows(report: dict) -> list[tuple[str, str, str]]:
+    """The headline metrics of a report dict as table rows (value and 95% CI)."""
+    rows = [("samples / patients", f"{report.get('n_samples')} / {report.get('n_patients')}", "")]
+    for name in ("auc", "sensitivity", "specificity", "ppv", "npv", "f1", "balanced_accuracy", "brier", "ece"):
+        metric = report.get("metrics", {}).get(name)
+        if not metric or metric.get("value") is None:
+            continue
+        ci = metric.get("ci95") or [None, None]
+        ci_text = f"{ci[0]:.3f} - {ci[1]:.3f}" if None not in ci else ""
+        rows.append((name, f"{metric['value']:.3f}", ci_text))
+    threshold = report.get("threshold")
+    if threshold is not None:
+        rows.append(("threshold", f"{threshold:.4f}", str(report.get("threshold_source", ""))))
+    return rows

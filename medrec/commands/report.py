@@ -1,0 +1,89 @@
+"""``medrec report``: the clinical validation report of a predictions file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from medrec.console import console, print_summary
+from medrec.errors import ConfigError
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``report`` command to the CLI."""
+
+    @app.command("report")
+    def report(
+        predictions: Path = typer.Argument(..., help="predictions.csv written by 'medrec score'."),
+        out: Path = typer.Option(..., "-o", "--out", help="Report folder (report.html, report.pdf, report.json, "
+                                                           "figures/)."),
+        run: Path | None = typer.Option(None, "--run", help="Run directory: its model.json gives the operating "
+                                                             "threshold chosen on validation."),
+        manifest: Path | None = typer.Option(None, "--manifest", help="manifest.csv for subgroups and thumbnails "
+                                                                       "(default: RUN/manifest.csv)."),
+        qc: Path | None = typer.Option(None, "--qc", help="qc.csv for the exclusions (default: beside the "
+                                                          "manifest)."),
+        subgroup: list[str] = typer.Option([], "--subgroup", help="Column to break the metrics down by; repeat "
+                                                                   "it or separate with commas."),
+        prevalence: float | None = typer.Option(None, "--prevalence", min=0.0, max=1.0,
+                                                help="Clinical prevalence for adjusted PPV / NPV."),
+        threshold: float | None = typer.Option(None, "--threshold", min=0.0, max=1.0,
+                                               help="User-given operating threshold (overrides the run's)."),
+        exploratory_threshold: str | None = typer.Option(
+            None, "--exploratory-threshold",
+            help="Choose the threshold on these data: 'youden' or 'sensitivity:0.95' (labelled EXPLORATORY)."),
+        ci_method: str = typer.Option("wilson", "--ci-method", help="CI for proportions: wilson or "
+                                                                    "clopper-pearson."),
+        bootstrap: int = typer.Option(2000, "--bootstrap", min=0, help="Bootstrap replicates (patient-clustered)."),
+        seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+        compare: Path | None = typer.Option(None, "--compare", help="A second predictions CSV to compare with "
+                                                                     "(paired on sample_id)."),
+        keep_identifiers: bool = typer.Option(False, "--keep-identifiers",
+                                              help="Write raw patient / sample ids instead of pseudonyms "
+                                                   "(internal use only)."),
+        title: str | None = typer.Option(None, "--title", help="Report title."),
+    ) -> None:
+        """Write a clinical validation report (HTML, PDF, JSON, figures) for a predictions file.
+
+        The operating threshold comes from RUN/model.json (chosen on validation, frozen), or
+        --threshold (user-given), or --exploratory-threshold (chosen on these data: EXPLORATORY).
+        Identifiers are pseudonymised unless --keep-identifiers.
+
+        Examples:
+
+            medrec report predictions.csv -o reports/test --run runs/ct1
+
+            medrec report predictions.csv -o reports/test --run runs/ct1 --subgroup manufacturer --prevalence 0.05
+
+            medrec report predictions.csv -o reports/explore --exploratory-threshold youden
+        """
+        from medrec.report.build import write_report
+        from medrec.report.document import METRICS, KEY_METRICS, fmt_ci, fmt_threshold, fmt_value
+
+        if ci_method not in ("wilson", "clopper-pearson"):
+            raise ConfigError(f"--ci-method {ci_method!r} is not known; use wilson or clopper-pearson")
+        columns = [c.strip() for item in subgroup for c in item.split(",") if c.strip()]
+        with console.status("Analysing predictions and drawing the report"):
+            result = write_report(
+                predictions, out, run_dir=run, manifest=manifest, qc=qc,
+                threshold=threshold, exploratory_threshold=exploratory_threshold, subgroups=columns,
+                prevalence=prevalence, ci_method=ci_method, n_boot=bootstrap, seed=seed, compare=compare,
+                keep_identifiers=keep_identifiers, title=title,
+            )
+        metrics = result.get("metrics") or {}
+        rows = []
+        for name in (*KEY_METRICS, *(m for m in METRICS if m not in KEY_METRICS)):
+            metric = metrics.get(name)
+            if metric:
+                style = METRICS[name][1]
+                rows.append((METRICS[name][0], fmt_value(metric.get("value"), style),
+                             fmt_ci(metric.get("ci95"), style), metric.get("method", "")))
+        source = result.get("threshold_source")
+        label = "EXPLORATORY" if source == "exploratory" else source
+        print_summary(
+            f"Validation report: {result.get('n_samples')} samples, {result.get('n_patients')} patients, "
+            f"threshold {fmt_threshold(result.get('threshold'))} ({label})",
+            rows, columns=("metric", "value", "95% CI", "CI method"),
+        )
+        console.print(f"Report: {Path(out) / 'report.html'} (also report.pdf, report.json)")

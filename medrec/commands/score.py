@@ -1,0 +1,170 @@
+"""``medrec score``: batch scoring with a trained run directory (and ``--merge`` of sharded parts)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from medrec.console import console, print_summary
+from medrec.errors import ConfigError, InputError
+
+HELP = """Score a scan folder or a manifest with a trained run; resumable, one bad
+study never stops the batch.
+
+INPUT is a scan folder (indexed on the fly with the run's series-selection
+rules into <output stem>.index/) or a manifest CSV from 'medrec index'.
+Preprocessing is the run's own (the training transforms without
+augmentation).
+
+Output (-o predictions.csv): sample_id, patient_id, study_uid, score
+(calibrated probability of the positive class; score_<class> per class for
+multi-class runs), prediction (class name at the run's operating threshold,
+or --threshold), label ('' when unknown), error ('' when fine), plus
+uncertainty with --tta. A sidecar predictions.csv.json records the model's
+sha256, the medrec version, the threshold and its source, the input
+fingerprint, level, counts and times.
+
+Levels: --level series gives one row per sample. --level study | patient
+groups the samples (sample-level rows are kept, resumably, in <output
+stem>.samples.csv) and aggregates the score with --aggregate max (default
+for binary runs) or mean (multi-class: mean only). Failed samples are left
+out of their group: a group with at least one scored sample keeps the
+aggregate of those (error empty, n_failed says how many were dropped); a
+group where every sample failed has an empty score and error 'all N samples
+failed: <reason>'. The group label is the members' label when they agree,
+else the positive class if any member is positive.
+
+Resuming: rerunning the same command skips samples already in the output;
+rows with an error are kept as they are unless --retry-errors scores them
+again. An output made by another model (or with other --level / --aggregate
+/ --tta / --threshold / parts) is refused; --overwrite starts fresh.
+--explain maps are written only for the samples scored by that call.
+
+Test-time augmentation (--tta): every flip combination of the spatial axes
+(4 in 2D, 8 in 3D) is scored and averaged; uncertainty is the standard
+deviation of the positive-class probability (multi-class: of the predicted
+class) over the flips.
+
+Grad-CAM (--explain DIR): DIR/<sample_id>.nii.gz holds the positive-class
+Grad-CAM of the last convolution, resampled onto the input image grid (same
+RAS affine as the input), 1 = strongest evidence for the positive class;
+DIR/<sample_id>.png shows the most activated slice.
+
+Many machines: --num-parts K --part-id I scores the samples whose
+sha256(sample_id) mod K == I (at study / patient level the hash of the study
+/ patient, so groups stay whole) into its own file; then 'medrec score
+--merge -o predictions.csv part*.csv' checks the parts (same model, all K
+present, no sample twice) and combines them.
+
+Exit code 0 when at least one sample is scored in the output; non-zero when
+none could be.
+
+\b
+Examples:
+  medrec score runs/ct01 scans/new_ct -o predictions.csv
+  medrec score runs/ct01 index/manifest.csv -o study.csv --level study --aggregate max --tta
+  medrec score runs/ct01 index/manifest.csv -o preds.csv --explain gradcam/
+  medrec score runs/ct01 index/manifest.csv -o part0.csv --num-parts 4 --part-id 0
+  medrec score --merge -o predictions.csv part0.csv part1.csv part2.csv part3.csv
+"""
+
+
+def _default_workers() -> int:
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``medrec score`` to the CLI."""
+
+    @app.command("score", help=HELP, no_args_is_help=True)
+    def score_command(
+        paths: list[Path] = typer.Argument(
+            ..., metavar="RUN INPUT | PART.csv...",
+            help="RUN directory and INPUT (scan folder or manifest CSV); with --merge: the part files.",
+        ),
+        output: Path = typer.Option(..., "-o", "--output", help="Predictions CSV to write (or resume)."),
+        level: str = typer.Option("series", "--level", help="series | study | patient."),
+        aggregate: str | None = typer.Option(None, "--aggregate",
+                                             help="max | mean for study / patient rows [binary: max]."),
+        threshold: float | None = typer.Option(None, "--threshold",
+                                               help="Operating threshold instead of the run's own."),
+        tta: bool = typer.Option(False, "--tta", help="Average all flips; adds an uncertainty column."),
+        explain: Path | None = typer.Option(None, "--explain", metavar="DIR",
+                                            help="Write Grad-CAM maps (NIfTI + PNG) into DIR."),
+        labels: Path | None = typer.Option(None, "--labels", help="Labels file when INPUT is a scan folder."),
+        workers: int | None = typer.Option(None, "--workers",
+                                           help="Loader processes (0: in the main process) [min(4, cores-1)]."),
+        batch_size: int = typer.Option(8, "--batch-size", help="Samples per inference batch."),
+        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+        amp: bool = typer.Option(True, "--amp/--no-amp", help="float16 autocast on CUDA."),
+        retry_errors: bool = typer.Option(False, "--retry-errors", help="Score again rows that hold an error."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Discard an existing output and start fresh."),
+        num_parts: int = typer.Option(1, "--num-parts", help="Split the job into K deterministic parts."),
+        part_id: int = typer.Option(0, "--part-id", help="Which part to score (0..K-1)."),
+        merge: bool = typer.Option(False, "--merge", help="Combine part files (given as arguments) into -o."),
+        allow_incomplete: bool = typer.Option(False, "--allow-incomplete",
+                                              help="--merge: accept missing or unfinished parts."),
+    ) -> None:
+        if merge:
+            _merge(paths, output, allow_incomplete, overwrite)
+            return
+        if len(paths) != 2:
+            raise ConfigError(
+                f"medrec score takes RUN and INPUT (got {len(paths)} argument(s)); to combine part files use "
+                "'medrec score --merge -o predictions.csv part*.csv'"
+            )
+        from medrec.score import ScoreOptions, score
+
+        options = ScoreOptions(
+            level=level, aggregate=aggregate, threshold=threshold, tta=tta,
+            batch_size=batch_size, workers=_default_workers() if workers is None else workers, device=device,
+            amp=amp, explain_dir=explain, retry_errors=retry_errors, overwrite=overwrite,
+            num_parts=num_parts, part_id=part_id,
+        )
+        result = score(paths[0], paths[1], output, options, labels=labels)
+        rows = [
+            ("scored", result.scored),
+            ("failed", result.failed),
+            ("skipped (already done)", result.skipped),
+            ("rows in output", result.rows),
+            ("rows with a score", result.rows_ok),
+            ("level", result.record.get("level")),
+            ("threshold", f"{result.record.get('threshold')} ({result.record.get('threshold_source')})"),
+            ("output", result.output),
+            ("sidecar", result.sidecar),
+        ]
+        if num_parts > 1:
+            rows.insert(5, ("part", f"{part_id} of {num_parts}"))
+        if explain is not None:
+            rows.append(("Grad-CAM maps", explain))
+        print_summary("medrec score", rows)
+        if result.failures:
+            top_reasons = [(reason[:160], count) for reason, count in result.failures.most_common(5)]
+            print_summary("Top failure reasons", top_reasons, columns=("reason", "samples"))
+        counts = result.record.get("counts", {})
+        if result.rows and not result.rows_ok:
+            top = result.failures.most_common(1)
+            reason = f"; first reason: {top[0][0]}" if top else ""
+            raise InputError(f"no sample could be scored ({result.rows} failed){reason}")
+        if not counts.get("part_samples"):
+            console.print(f"[yellow]warning:[/] part {part_id} of {num_parts} holds no sample; wrote an empty {output}")
+
+
+def _merge(parts: list[Path], output: Path, allow_incomplete: bool, overwrite: bool) -> None:
+    from medrec.score import merge_parts
+
+    result = merge_parts(parts, output, allow_incomplete=allow_incomplete, overwrite=overwrite)
+    rows = [
+        ("parts merged", len(result.parts)),
+        ("rows", result.rows),
+        ("rows with a score", result.rows_ok),
+        ("output", result.output),
+        ("sidecar", result.sidecar),
+    ]
+    if result.missing_parts:
+        rows.append(("missing parts", ", ".join(map(str, result.missing_parts))))
+    if result.incomplete_parts:
+        rows.append(("unfinished parts", ", ".join(map(str, result.incomplete_parts))))
+    print_summary("medrec score --merge", rows)

@@ -1,0 +1,349 @@
+"""The training recipe: one frozen, validated ``TrainConfig`` loaded from YAML.
+
+Paths in the YAML are relative to the YAML file's folder and are resolved to absolute paths
+when loaded. Unknown keys and bad values raise one :class:`~medrec.errors.ConfigError` that
+names every offending key by its dotted path and lists the allowed keys or values.
+
+Example (``train.yaml``)::
+
+    data:
+      manifest: index/manifest.csv
+    preprocessing: {}
+    model:
+      name: cnn_small
+    training:
+      epochs: 20
+      batch_size: 4
+      lr: 0.001
+    threshold:
+      method: target_sensitivity
+      target_sensitivity: 0.95
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from medrec.errors import ConfigError
+from medrec.transforms import PreprocessConfig
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir") if info.context else None
+    path = Path(os.path.expanduser(str(value)))
+    if not path.is_absolute():
+        path = Path(base or Path.cwd()) / path
+    return Path(os.path.normpath(path))
+
+
+ResolvedPath = Annotated[Path, AfterValidator(_resolve_path)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataConfig(_Section):
+    """Where the samples and labels come from.
+
+    Attributes:
+        manifest: ``manifest.csv`` written by ``medrec index``.
+        splits: ``splits.csv`` to reuse; when absent the splits are made with ``medrec.split`` and
+            written into the run directory.
+        label_column: manifest column holding the labels (rows with an empty label are not used).
+        classes: class names in model-output order; default: the sorted unique labels.
+        positive_class: binary only: the class whose probability is the score; default: the class
+            that is not ``normal`` / ``negative`` / ``0`` / ``benign`` (or the last sorted class).
+    """
+
+    manifest: ResolvedPath
+    splits: ResolvedPath | None = None
+    label_column: str = "label"
+    classes: tuple[str, ...] | None = None
+    positive_class: str | None = None
+
+    @model_validator(mode="after")
+    def _check_classes(self) -> DataConfig:
+        if self.classes is not None:
+            if len(self.classes) < 2:
+                raise ValueError(f"classes needs at least 2 names, got {list(self.classes)}")
+            if len(set(self.classes)) != len(self.classes):
+                raise ValueError(f"classes lists a name twice: {list(self.classes)}")
+            if self.positive_class is not None and self.positive_class not in self.classes:
+                raise ValueError(f"positive_class {self.positive_class!r} is not one of classes {list(self.classes)}")
+        return self
+
+
+class SplitConfig(_Section):
+    """Patient-level split settings (used only when ``data.splits`` is not given).
+
+    Attributes:
+        val: fraction of patients for validation (threshold, calibration, early stopping).
+        test: fraction of patients held out, never touched by training.
+        folds: k-fold cross-validation instead of a single train/val split.
+        fold: with ``folds``: which fold is the validation fold of this run.
+        stratify_by: extra manifest columns to stratify on besides the label.
+        seed: split seed.
+        check_pixels: the leakage audit also compares pixel content across partitions.
+    """
+
+    val: float = Field(0.15, gt=0.0, lt=1.0)
+    test: float = Field(0.2, ge=0.0, lt=1.0)
+    folds: int | None = Field(None, ge=2)
+    fold: int = Field(0, ge=0)
+    stratify_by: tuple[str, ...] | None = None
+    seed: int = 0
+    check_pixels: bool = True
+
+    @field_validator("stratify_by", mode="before")
+    @classmethod
+    def _one_column(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_fractions(self) -> SplitConfig:
+        if self.val + self.test >= 1.0:
+            raise ValueError(f"val + test must be < 1 so that patients remain for training; got {self.val} + {self.test}")
+        if self.folds is not None and self.fold >= self.folds:
+            raise ValueError(f"fold {self.fold} does not exist with folds={self.folds}; use 0..{self.folds - 1}")
+        return self
+
+
+MODEL_MODES: tuple[str, ...] = ("3d", "2d", "2.5d")
+
+
+class ModelConfig(_Section):
+    """The network, by registry name (see ``medrec models``).
+
+    Attributes:
+        name: registry name, e.g. ``cnn_small``, ``resnet18``.
+        spatial_dims: 2 or 3; default from the preprocessing plan.
+        mode: ``3d`` (a 3D network), ``2d`` / ``2.5d`` (a 2D network per slice of a volume,
+            pooled per study); default from the plan.
+        aggregation: slice modes: ``max``, ``mean`` or ``topk_mean``.
+        top_k: slice modes with ``topk_mean``.
+        context: ``2.5d``: neighbouring slices on each side stacked as channels (0 means 1).
+        pretrained: local safetensors weights to start from (never downloaded).
+        kwargs: extra arguments for the network factory (e.g. ``dropout: 0.2``).
+    """
+
+    name: str = "cnn_small"
+    spatial_dims: Literal[2, 3] | None = None
+    mode: Literal["3d", "2d", "2.5d"] | None = None
+    aggregation: Literal["max", "mean", "topk_mean"] = "max"
+    top_k: int = Field(3, ge=1)
+    context: int = Field(0, ge=0)
+    pretrained: ResolvedPath | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        from medrec.models import model_names
+
+        names = model_names()
+        key = value.strip().lower()
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"unknown model {value!r}; {hint}allowed: {', '.join(names)}")
+        return key
+
+    @field_validator("pretrained")
+    @classmethod
+    def _safetensors_only(cls, value: Path | None) -> Path | None:
+        if value is not None and value.suffix != ".safetensors":
+            raise ValueError(f"{value}: only .safetensors weights are accepted (never a pickle / .pt)")
+        return value
+
+
+IMBALANCE_METHODS: tuple[str, ...] = ("weighted_loss", "balanced_sampler", "none")
+
+
+class TrainingConfig(_Section):
+    """The optimisation loop.
+
+    Attributes:
+        epochs: maximum number of epochs.
+        batch_size: samples per step (per process under torchrun).
+        lr: peak learning rate of AdamW.
+        weight_decay: AdamW weight decay.
+        warmup_epochs: linear warm-up length before the cosine decay (per step).
+        patience: stop after this many epochs without a better validation AUC (None: never).
+        imbalance: ``weighted_loss`` (class-weighted cross-entropy), ``balanced_sampler``
+            (class-balanced sampling with replacement) or ``none``.
+        seed: seed of initialisation, sampling and augmentation.
+        num_workers: DataLoader worker processes.
+        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+        amp: mixed precision (CUDA only; bf16 where supported, else fp16 with a GradScaler).
+        cache_dir: folder of the preprocessed-sample cache (default: ``RUN/cache``).
+        memory_budget_gb: largest allowed size of one input batch in memory; also the most
+            the preprocessed training set may take to be kept in memory between epochs.
+        deterministic: ask torch for deterministic kernels.
+    """
+
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(4, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    warmup_epochs: int = Field(1, ge=0)
+    patience: int | None = Field(10, ge=1)
+    imbalance: Literal["weighted_loss", "balanced_sampler", "none"] = "weighted_loss"
+    seed: int = 0
+    num_workers: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True
+    cache_dir: ResolvedPath | None = None
+    memory_budget_gb: float = Field(4.0, gt=0.0)
+    deterministic: bool = True
+
+
+class ThresholdConfig(_Section):
+    """How the binary operating threshold is chosen on the validation split.
+
+    Attributes:
+        method: ``youden`` (max sensitivity + specificity - 1) or ``target_sensitivity`` (the highest
+            threshold whose validation sensitivity reaches ``target_sensitivity``).
+        target_sensitivity: in (0, 1].
+    """
+
+    method: Literal["youden", "target_sensitivity"] = "youden"
+    target_sensitivity: float = Field(0.95, gt=0.0, le=1.0)
+
+
+class CalibrationConfig(_Section):
+    """Probability calibration fitted on validation logits: ``temperature`` scaling or ``none``."""
+
+    method: Literal["temperature", "none"] = "temperature"
+
+
+class TrainConfig(_Section):
+    """The whole training recipe.
+
+    Attributes:
+        data: manifest, splits and labels.
+        split: how to split when no splits file is given.
+        preprocessing: the preprocessing recipe (planned against the training data).
+        model: the network.
+        training: the loop.
+        threshold: operating threshold choice (binary).
+        calibration: probability calibration.
+    """
+
+    data: DataConfig
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    preprocessing: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+
+    @field_validator("threshold", "calibration", mode="before")
+    @classmethod
+    def _method_shorthand(cls, value: Any) -> Any:
+        # ``calibration: none`` and ``threshold: youden`` are accepted as short forms.
+        return {"method": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _input_fits_budget(self) -> TrainConfig:
+        size = self.preprocessing.input_size
+        if size != "auto":
+            batch_bytes = self.training.batch_size * math.prod(size) * 4
+            if batch_bytes > self.training.memory_budget_gb * 1024**3:
+                raise ValueError(
+                    f"training.batch_size {self.training.batch_size} x preprocessing.input_size {list(size)} needs "
+                    f"{batch_bytes / 1024**3:.2f} GiB per batch > training.memory_budget_gb "
+                    f"{self.training.memory_budget_gb}; lower them or raise the budget"
+                )
+        return self
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        """The resolved config as plain data (absolute paths, every default filled in)."""
+        return self.model_dump(mode="json")
+
+
+def _section_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that holds the key at ``loc`` (for listing its allowed keys)."""
+    current: type[BaseModel] | None = TrainConfig
+    for part in loc[:-1]:
+        if current is None or not isinstance(part, str) or part not in current.model_fields:
+            return None
+        annotation = current.model_fields[part].annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return current
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    """One readable message naming each bad key by dotted path and what is allowed there."""
+    problems = []
+    for item in error.errors():
+        loc = tuple(part for part in item["loc"] if not (isinstance(part, str) and part.startswith("function-")))
+        dotted = ".".join(str(part) for part in loc) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            section = _section_model(loc)
+            allowed = sorted(section.model_fields) if section is not None else []
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"unknown key '{dotted}'{hint}; allowed keys here: {', '.join(allowed)}")
+        elif item["type"] == "missing":
+            problems.append(f"'{dotted}' is required")
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            shown = item.get("input")
+            got = "" if isinstance(shown, dict) else f" (got {shown!r})"
+            problems.append(f"'{dotted}': {message}{got}" if loc else message)
+    return f"{source}: invalid training config: " + "; ".join(problems)
+
+
+def parse_config(data: Any, base_dir: str | Path | None = None, source: str = "config") -> TrainConfig:
+    """Validate a config mapping; relative paths are resolved against ``base_dir`` (default: cwd).
+
+    Raises:
+        ConfigError: the mapping does not describe a valid config (every problem named by key).
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a training config must be a mapping of sections (data, model, training, ...)")
+    try:
+        return TrainConfig.model_validate(data, context={"base_dir": str(base_dir) if base_dir else None})
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source)) from e
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read and validate a training YAML; relative paths are taken from the YAML file's folder.
+
+    Raises:
+        ConfigError: missing file, bad YAML, unknown keys or bad values.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise ConfigError(f"{source}: config file not found")
+    try:
+        data = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML ({e})") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{source}: not a UTF-8 text file") from e
+    return parse_config(data if data is not None else {}, base_dir=source.resolve().parent, source=str(source))
+
+
+def dump_config(config: TrainConfig) -> str:
+    """The resolved config as YAML text (loadable again with :func:`load_config`)."""
+    return yaml.safe_dump(config.to_yaml_dict(), sort_keys=False, default_flow_style=False)

@@ -1,0 +1,8 @@
+"""Training data: the no-pickle preprocessed-sample cache and the datasets served from it."""
+
+from __future__ import annotations
+
+from medrec.data.cache import CachedSample, SampleCache
+from medrec.data.dataset import CachedImageDataset, SampleStore, fill_cache
+
+__all__ = ["CachedImageDataset", "CachedSample", "SampleCache", "SampleStore", "fill_cache"]

@@ -1,0 +1,219 @@
+"""Datasets for training: preprocess each sample once into the cache, then serve cached tensors.
+
+The deterministic preprocessing (loading, resampling, intensity windowing, cropping) of each
+sample runs once, possibly in DataLoader worker processes, and lands in the
+:class:`~medrec.data.cache.SampleCache`. Every epoch then reads only cached tensors (kept in
+memory when they fit the budget) and applies the random augmentation on top, seeded by
+(seed, epoch, sample index) so that an epoch is the same whatever the worker layout.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from torch.utils.data import DataLoader, Dataset
+
+from medrec.data.cache import CachedSample, SampleCache
+from medrec.errors import InputError, MedrecError
+from medrec.train.determinism import derive_seed
+
+logger = logging.getLogger("medrec.data")
+
+IMAGE_KEY = "image"
+
+
+def _reason(error: BaseException) -> str:
+    # MONAI wraps transform errors; the medrec error in the chain names the file and the fix.
+    current: BaseException | None = error
+    seen: set[int] = set()
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, MedrecError):
+            return str(current).splitlines()[0]
+        current = current.__cause__ or current.__context__
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+
+
+class _PreprocessDataset(Dataset):
+    """Runs the deterministic transforms on manifest rows; a failure becomes an error string."""
+
+    def __init__(self, rows: Sequence[Mapping[str, Any]], transform: Callable) -> None:
+        self.rows = [dict(row) for row in rows]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = self.rows[index]
+        try:
+            data = self.transform(dict(row))
+            image = data[IMAGE_KEY] if isinstance(data, Mapping) else data
+            affine = getattr(image, "affine", None)
+            array = torch.as_tensor(image).detach().cpu().as_subclass(torch.Tensor).numpy().astype(np.float32)
+            if not np.isfinite(array).all():
+                raise ValueError("preprocessed image holds NaN or infinite values")
+        except Exception as e:  # noqa: BLE001 - one bad sample is reported by id, with its reason
+            return {"sample_id": row["sample_id"], "array": None, "affine": None, "error": _reason(e)}
+        affine_array = None if affine is None else np.asarray(torch.as_tensor(affine).cpu(), dtype=np.float64)
+        return {"sample_id": row["sample_id"], "array": array, "affine": affine_array, "error": ""}
+
+
+def _keep_as_is(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return items
+
+
+def fill_cache(
+    rows: Sequence[Mapping[str, Any]],
+    transform: Callable,
+    cache: SampleCache,
+    num_workers: int = 0,
+    on_sample: Callable[[str], None] | None = None,
+) -> dict[str, CachedSample]:
+    """Preprocess every row not validly cached yet and store it.
+
+    Args:
+        rows: manifest rows (dicts with ``sample_id`` and the fields the loader reads).
+        transform: the plan's deterministic transforms (dict in, dict with ``image`` out).
+        cache: where tensors go.
+        num_workers: DataLoader worker processes for loading / preprocessing.
+        on_sample: called with each sample id when it is done (progress).
+
+    Returns:
+        The newly computed samples by id (callers may keep them instead of reading them back).
+
+    Raises:
+        InputError: some samples could not be loaded or preprocessed (ids and reasons listed).
+    """
+    missing = []
+    for row in rows:
+        if cache.get(str(row["sample_id"])) is None:
+            missing.append(row)
+        elif on_sample is not None:
+            on_sample(str(row["sample_id"]))
+    computed: dict[str, CachedSample] = {}
+    if not missing:
+        return computed
+    loader = DataLoader(
+        _PreprocessDataset(missing, transform),
+        batch_size=1,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_keep_as_is,
+    )
+    failures: list[str] = []
+    for batch in loader:
+        for item in batch:
+            if item["error"]:
+                failures.append(f"{item['sample_id']}: {item['error']}")
+            else:
+                cache.put(item["sample_id"], item["array"], item["affine"])
+                computed[item["sample_id"]] = CachedSample(item["array"], item["affine"])
+            if on_sample is not None:
+                on_sample(item["sample_id"])
+    if failures:
+        shown = "; ".join(failures[:5]) + (f"; and {len(failures) - 5} more" if len(failures) > 5 else "")
+        raise InputError(
+            f"{len(failures)} sample(s) could not be preprocessed: {shown}. "
+            "Fix or remove these rows of the manifest (or re-run 'medrec index')"
+        )
+    return computed
+
+
+class SampleStore:
+    """Cached preprocessed samples by id: in memory when they fit, else read from the cache on use.
+
+    Args:
+        cache: the sample cache (already filled).
+        sample_ids: the ids this store serves.
+        memory_budget_bytes: keep arrays in memory when their total size is at most this.
+        preloaded: arrays already in hand (from :func:`fill_cache`), used instead of re-reading.
+    """
+
+    def __init__(
+        self,
+        cache: SampleCache,
+        sample_ids: Sequence[str],
+        memory_budget_bytes: float,
+        preloaded: Mapping[str, CachedSample] | None = None,
+    ) -> None:
+        self.cache = cache
+        self.sample_ids = list(sample_ids)
+        self.in_memory: dict[str, CachedSample] | None = {}
+        used = 0.0
+        for sample_id in self.sample_ids:
+            sample = (preloaded or {}).get(sample_id) or self._read(sample_id)
+            used += sample.array.nbytes
+            if used > memory_budget_bytes:
+                logger.info("preprocessed samples exceed the memory budget; reading them from the cache each epoch")
+                self.in_memory = None
+                break
+            self.in_memory[sample_id] = sample
+
+    def _read(self, sample_id: str) -> CachedSample:
+        sample = self.cache.get(sample_id)
+        if sample is None:
+            raise InputError(
+                f"cache entry of sample {sample_id} under {self.cache.root} vanished or was damaged during "
+                "training; run again (it will be rebuilt)"
+            )
+        return sample
+
+    def get(self, sample_id: str) -> CachedSample:
+        if self.in_memory is not None:
+            return self.in_memory[sample_id]
+        return self._read(sample_id)
+
+
+class CachedImageDataset(Dataset):
+    """``(image, label_index, position)`` items from a :class:`SampleStore`, optionally augmented.
+
+    Args:
+        store: the preprocessed samples.
+        sample_ids: the samples, in a fixed order.
+        labels: class index of each sample.
+        augment: the plan's random transforms (a MONAI Compose) or None.
+        seed: base seed of the augmentation.
+    """
+
+    def __init__(
+        self,
+        store: SampleStore,
+        sample_ids: Sequence[str],
+        labels: Sequence[int],
+        augment: Callable | None = None,
+        seed: int = 0,
+    ) -> None:
+        if len(sample_ids) != len(labels):
+            raise ValueError("sample_ids and labels differ in length")
+        self.store = store
+        self.sample_ids = list(sample_ids)
+        self.labels = [int(label) for label in labels]
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation draws of ``epoch`` (call before iterating)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        sample = self.store.get(self.sample_ids[index])
+        image = torch.from_numpy(np.array(sample.array, dtype=np.float32, copy=True))
+        if self.augment is not None:
+            meta_image = MetaTensor(image, affine=None if sample.affine is None else torch.as_tensor(sample.affine))
+            # Seeded per (seed, epoch, sample): the same draws whichever worker runs the sample.
+            if hasattr(self.augment, "set_random_state"):
+                self.augment.set_random_state(seed=derive_seed(self.seed, self.epoch, index) % 2**32)
+            output = self.augment({IMAGE_KEY: meta_image})
+            augmented = output[IMAGE_KEY] if isinstance(output, Mapping) else output
+            image = torch.as_tensor(augmented).as_subclass(torch.Tensor).float().contiguous()
+        return image, self.labels[index], index

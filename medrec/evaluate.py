@@ -1,0 +1,123 @@
+"""``medrec evaluate``: score a run's locked test split and write its report into ``RUN/evaluation/``.
+
+The test split is the one the run recorded in ``RUN/splits.csv`` when it was trained; its samples
+come from the run's own copy of the manifest (``RUN/manifest.csv``), so the evaluation always
+reads exactly the studies that training set aside and never saw. The threshold is the run's,
+chosen on validation and frozen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medrec.errors import ManifestError, ModelError
+from medrec.manifest import read_manifest
+
+EVALUATION_DIR = "evaluation"
+
+
+def _sha256_file(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def evaluation_fingerprint(run_dir: str | Path, options: dict[str, Any]) -> str:
+    """sha256 of what an evaluation consumes: weights, model.json, splits, manifest and options."""
+    folder = Path(run_dir)
+    parts = {name: _sha256_file(folder / name)
+             for name in ("model.safetensors", "model.json", "splits.csv", "manifest.csv")}
+    parts["options"] = options
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def test_manifest(run_dir: str | Path) -> pd.DataFrame:
+    """The manifest rows of the run's locked test split.
+
+    Raises:
+        ModelError: the run is incomplete or has no test split.
+        ManifestError: the run's splits name samples its manifest does not have.
+    """
+    folder = Path(run_dir)
+    for name in ("model.json", "model.safetensors", "splits.csv", "manifest.csv"):
+        if not (folder / name).is_file():
+            raise ModelError(f"{folder}: not a complete run directory ({name} missing); train it with 'medrec train'")
+    splits = pd.read_csv(folder / "splits.csv", dtype=str, keep_default_na=False)
+    if not {"sample_id", "split"} <= set(splits.columns):
+        raise ManifestError(f"{folder / 'splits.csv'}: needs columns sample_id and split")
+    test_ids = splits.loc[splits["split"] == "test", "sample_id"]
+    if test_ids.empty:
+        raise ModelError(
+            f"{folder}: the run has no test split (k-fold runs or test: 0); score a held-out set with "
+            "'medrec score RUN INPUT' and report it with 'medrec report'"
+        )
+    manifest = read_manifest(folder / "manifest.csv")
+    missing = sorted(set(test_ids) - set(manifest["sample_id"]))
+    if missing:
+        raise ManifestError(
+            f"{folder / 'splits.csv'}: {len(missing)} test sample(s) are not in the run's manifest "
+            f"(e.g. {', '.join(missing[:3])}); the run directory is inconsistent"
+        )
+    return manifest[manifest["sample_id"].isin(set(test_ids))].reset_index(drop=True)
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    prevalence: float | None = None,
+    subgroups: Sequence[str] = (),
+    ci_method: str = "wilson",
+    n_boot: int = 2000,
+    seed: int = 0,
+    batch_size: int = 8,
+    workers: int = 0,
+    tta: bool = False,
+    device: str = "auto",
+    keep_identifiers: bool = False,
+) -> dict[str, Any]:
+    """Score the run's test split into ``RUN/evaluation/predictions.csv`` and write the report there.
+
+    Scoring resumes: an interrupted evaluation continues where it stopped.
+
+    Args:
+        run_dir: a complete run directory.
+        prevalence: clinical prevalence for adjusted PPV / NPV.
+        subgroups: extra manifest columns for subgroup analysis.
+        ci_method: ``wilson`` or ``clopper-pearson``.
+        n_boot: patient-clustered bootstrap replicates.
+        seed: bootstrap seed.
+        batch_size: scoring batch size.
+        workers: scoring loader processes.
+        tta: test-time flip augmentation.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        keep_identifiers: write raw identifiers in the report (pseudonyms by default).
+
+    Returns:
+        The report dict (as in ``RUN/evaluation/report.json``).
+    """
+    from medrec.report.build import write_report
+    from medrec.score import ScoreOptions, load_scoring_run, score_manifest
+
+    folder = Path(run_dir)
+    manifest = test_manifest(folder)
+    out_dir = folder / EVALUATION_DIR
+    predictions = out_dir / "predictions.csv"
+    run, model_hash = load_scoring_run(folder)
+    options = ScoreOptions(batch_size=batch_size, workers=workers, tta=tta, device=device)
+    score_manifest(run, manifest, predictions, options, model_sha256=model_hash,
+                   input_description={"kind": "test split", "run_dir": str(folder), "samples": len(manifest)})
+    qc = folder / "qc.csv"
+    return write_report(predictions, out_dir, run_dir=folder, manifest=folder / "manifest.csv",
+                        qc=qc if qc.is_file() else None, subgroups=subgroups, prevalence=prevalence,
+                        ci_method=ci_method, n_boot=n_boot, seed=seed, keep_identifiers=keep_identifiers,
+                        title="Clinical validation report: locked test split")

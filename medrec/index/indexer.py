@@ -1,0 +1,287 @@
+"""The index stage end to end: walk, read headers, build series, select, label, write."""
+
+from __future__ import annotations
+
+import fnmatch
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from medrec.atomicio import write_csv
+from medrec.errors import InputError
+from medrec.index.headers import DicomHeader, FileProblem, ReadOptions, read_headers, resolve_workers, walk_files
+from medrec.index.labels import LabelMatch, LabelsTable, match_labels, read_labels
+from medrec.index.nifti import NiftiSample
+from medrec.index.selection import SelectionRules, select_candidates
+from medrec.index.series import Candidate, build_dicom_candidates
+from medrec.manifest import MANIFEST_COLUMNS, QC_COLUMNS, write_manifest, write_qc
+
+QC_EXTRA_COLUMNS: tuple[str, ...] = ("code",)
+MATCH_ON_CHOICES: tuple[str, ...] = ("patient_id", "study_uid", "accession", "path")
+
+
+@dataclass(frozen=True)
+class IndexResult:
+    """What :func:`index_folder` wrote: the manifest, the qc table and a summary of counts."""
+
+    manifest: pd.DataFrame
+    qc: pd.DataFrame
+    summary: dict
+
+
+def index_folder(
+    scans: str | Path,
+    out_dir: str | Path,
+    labels: str | Path | None = None,
+    match_on: str | None = None,
+    rules: SelectionRules | None = None,
+    workers: int | None = None,
+    *,
+    label_column: str = "label",
+    check_nifti_values: bool = True,
+    show_progress: bool = True,
+) -> IndexResult:
+    """Index a folder of DICOM and NIfTI files; write ``out_dir/manifest.csv`` and ``out_dir/qc.csv``.
+
+    Args:
+        scans: the scan folder (any nesting, any file names) or a single file.
+        out_dir: where manifest.csv, qc.csv (and labels_unmatched.csv) are written.
+        labels: optional CSV/TSV with a label column and a patient_id / study_uid / accession / path column.
+        match_on: the labels key; ``None`` picks the column that matches most samples.
+        rules: geometry and series-selection rules (defaults: :class:`SelectionRules`).
+        workers: header-reading processes; ``None`` is serial for small inputs, parallel for large.
+        label_column: name of the labels column.
+        check_nifti_values: scan floating-point NIfTI voxels for NaN / inf.
+        show_progress: show a progress bar while reading headers.
+
+    Returns:
+        :class:`IndexResult` with the manifest and qc frames and a summary dict.
+
+    Raises:
+        InputError: ``scans`` does not exist or holds no files.
+        LabelsError: the labels file is unusable (missing label or key column).
+    """
+    root = Path(scans).absolute()
+    if not root.exists():
+        raise InputError(f"{root}: scan folder not found; pass a folder of DICOM/NIfTI files")
+    if match_on is not None and match_on not in MATCH_ON_CHOICES:
+        raise InputError(f"match_on must be one of {', '.join(MATCH_ON_CHOICES)}, got {match_on!r}")
+    rules = rules or SelectionRules()
+    out = Path(out_dir).absolute()
+    # read the labels first: a broken labels file should fail before minutes of header reading
+    table: LabelsTable | None = read_labels(labels, label_column) if labels is not None else None
+
+    outputs = [out / name for name in ("manifest.csv", "qc.csv", "labels_unmatched.csv")]
+    skip = [out, *outputs] + ([Path(labels).absolute()] if labels is not None else [])
+    paths, junk = walk_files(root, skip)
+    if not paths:
+        raise InputError(f"{root}: no files found (only {junk} OS junk files); point SCANS at the folder holding the scans")
+    scans_root = root if root.is_dir() else root.parent
+    paths, pattern_problems = filter_by_patterns(paths, scans_root, rules.include, rules.exclude)
+    options = ReadOptions(check_nifti_values=check_nifti_values, scans_root=str(scans_root))
+    results = _read_with_progress(paths, options, workers, show_progress)
+
+    headers = [r for r in results if isinstance(r, DicomHeader)]
+    niftis = [r for r in results if isinstance(r, NiftiSample)]
+    problems: list[FileProblem] = pattern_problems + [r for r in results if isinstance(r, FileProblem)]
+
+    dicom_candidates, series_problems, n_series = build_dicom_candidates(headers, rules)
+    problems.extend(series_problems)
+    candidates = dicom_candidates + [_nifti_candidate(sample) for sample in niftis]
+    kept, selection_problems = select_candidates(candidates, rules)
+    problems.extend(selection_problems)
+
+    label_match = None
+    if table is not None:
+        kept, label_problems, label_match = _apply_labels(kept, table, scans_root, match_on)
+        problems.extend(label_problems)
+
+    manifest = pd.DataFrame([c.manifest_row() for c in kept], columns=list(MANIFEST_COLUMNS))
+    manifest = manifest.sort_values(["patient_id", "study_uid", "sample_id"], kind="stable").reset_index(drop=True)
+    qc = pd.DataFrame(
+        [{"path": p.path, "series_uid": p.series_uid, "reason": p.reason, "code": p.code} for p in problems],
+        columns=list(QC_COLUMNS) + list(QC_EXTRA_COLUMNS),
+    )
+    qc = qc.sort_values(["path"], kind="stable").reset_index(drop=True)
+
+    write_manifest(manifest, out / "manifest.csv")
+    write_qc(qc, out / "qc.csv")
+    summary = _summary(paths, junk, headers, niftis, n_series, manifest, qc, label_match, table, out)
+    if label_match is not None and table is not None:
+        write_csv(out / "labels_unmatched.csv", label_match.unmatched_rows)
+    return IndexResult(manifest=manifest, qc=qc, summary=summary)
+
+
+def filter_by_patterns(
+    paths: list[str], scans_root: Path, include: Sequence[str], exclude: Sequence[str]
+) -> tuple[list[str], list[FileProblem]]:
+    """Keep the files that match an ``include`` pattern (when any) and no ``exclude`` pattern.
+
+    A pattern matches the file name or the path relative to ``scans_root`` (``fnmatch`` rules, so
+    ``*`` also crosses folder separators). Files left out are returned as qc problems.
+    """
+    if not include and not exclude:
+        return paths, []
+    kept: list[str] = []
+    problems: list[FileProblem] = []
+    for path in paths:
+        name = Path(path).name
+        try:
+            relative = Path(path).relative_to(scans_root).as_posix()
+        except ValueError:
+            relative = name
+        matches = lambda pattern: fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(relative, pattern)  # noqa: E731
+        hit = next((pattern for pattern in exclude if matches(pattern)), None)
+        if hit is not None:
+            problems.append(FileProblem(path, "excluded_by_pattern", f"excluded by pattern {hit!r}"))
+        elif include and not any(matches(pattern) for pattern in include):
+            problems.append(FileProblem(path, "not_included",
+                                        f"matches none of the include patterns {', '.join(map(repr, include))}"))
+        else:
+            kept.append(path)
+    return kept, problems
+
+
+def _read_with_progress(paths: list[str], options: ReadOptions, workers: int | None, show: bool) -> list[object]:
+    if not show or not paths:
+        return read_headers(paths, options, workers)
+    from medrec.console import progress
+
+    n_workers = resolve_workers(workers, len(paths))
+    status = f"{n_workers} processes" if n_workers > 1 else "serial"
+    with progress() as bar:
+        task = bar.add_task("Reading headers", total=len(paths), status=status)
+        return read_headers(paths, options, workers, on_progress=lambda n: bar.advance(task, n))
+
+
+def _nifti_candidate(sample: NiftiSample) -> Candidate:
+    cols, rows, n_slices = sample.shape[0], sample.shape[1], sample.shape[2]
+    return Candidate(
+        sample_key=sample.relative_path,
+        series_uid=sample.study_uid,
+        study_uid=sample.study_uid,
+        patient_id=sample.patient_id,
+        accession="",
+        modality=sample.modality,
+        format="nifti",
+        path=sample.path,
+        files=[],
+        n_slices=n_slices,
+        rows=rows,
+        cols=cols,
+        spacing_x=sample.spacing[0],
+        spacing_y=sample.spacing[1],
+        spacing_z=sample.spacing[2],
+        slice_thickness=None,
+        orientation=sample.orientation,
+        manufacturer=sample.manufacturer,
+        sex=sample.sex,
+        age=sample.age,
+        series_description=sample.series_description,
+        warnings=list(sample.warnings),
+    )
+
+
+def _apply_labels(
+    kept: list[Candidate], table: LabelsTable, scans_root: Path, match_on: str | None
+) -> tuple[list[Candidate], list[FileProblem], LabelMatch]:
+    rows = []
+    for candidate in kept:
+        row = candidate.manifest_row()
+        row["_files"] = candidate.files
+        rows.append(row)
+    result = match_labels(table, rows, scans_root, match_on)
+    problems: list[FileProblem] = []
+    labelled: list[Candidate] = []
+    for candidate in kept:
+        if candidate.sample_id in result.conflicts:
+            problems.extend(candidate.problems("label_conflict", result.conflicts[candidate.sample_id]))
+            continue
+        candidate.label = result.labels.get(candidate.sample_id, "")
+        if result.match_on == "path" and candidate.format == "nifti" and candidate.sample_id in result.patient_ids:
+            candidate.patient_id = result.patient_ids[candidate.sample_id]
+        labelled.append(candidate)
+    return labelled, problems, result
+
+
+def _summary(
+    paths: list[str],
+    junk: int,
+    headers: list[DicomHeader],
+    niftis: list[NiftiSample],
+    n_series: int,
+    manifest: pd.DataFrame,
+    qc: pd.DataFrame,
+    label_match: LabelMatch | None,
+    table: LabelsTable | None,
+    out: Path,
+) -> dict:
+    summary: dict = {
+        "files_seen": len(paths),
+        "os_junk_skipped": junk,
+        "dicom_readable": len(headers),
+        "nifti_readable": len(niftis),
+        "series_found": n_series,
+        "samples_kept": int(len(manifest)),
+        "files_excluded": int(len(qc)),
+        "excluded_by_reason": dict(Counter(qc["code"]).most_common()) if len(qc) else {},
+        "patients": int(manifest["patient_id"].nunique()) if len(manifest) else 0,
+        "studies": int(manifest["study_uid"].nunique()) if len(manifest) else 0,
+        "samples_with_warnings": int((manifest["warnings"] != "").sum()) if len(manifest) else 0,
+        "manifest": str(out / "manifest.csv"),
+        "qc": str(out / "qc.csv"),
+    }
+    if label_match is not None and table is not None:
+        summary["labels"] = {
+            "file": str(table.path),
+            "match_on": label_match.match_on,
+            "samples_labelled": int((manifest["label"] != "").sum()) if len(manifest) else 0,
+            "samples_unlabelled": int((manifest["label"] == "").sum()) if len(manifest) else 0,
+            "samples_conflicting": len(label_match.conflicts),
+            "rows_unmatched": int(len(label_match.unmatched_rows)),
+            "rows_without_label": label_match.empty_label_rows,
+            "unmatched_file": str(out / "labels_unmatched.csv"),
+        }
+    return summary
+
+
+def index_summary_rows(summary: dict) -> list[tuple[str, object]]:
+    """The summary as (item, value) rows for a console table."""
+    rows: list[tuple[str, object]] = [
+        ("files seen", summary["files_seen"]),
+        ("DICOM readable", summary["dicom_readable"]),
+        ("NIfTI readable", summary["nifti_readable"]),
+        ("series found", summary["series_found"]),
+        ("samples kept", summary["samples_kept"]),
+        ("samples with warnings", summary["samples_with_warnings"]),
+        ("patients", summary["patients"]),
+        ("studies", summary["studies"]),
+        ("files excluded (qc.csv)", summary["files_excluded"]),
+    ]
+    rows += [(f"  excluded: {code}", count) for code, count in summary["excluded_by_reason"].items()]
+    if summary["os_junk_skipped"]:
+        rows.append(("OS junk skipped (.DS_Store, ...)", summary["os_junk_skipped"]))
+    labels = summary.get("labels")
+    if labels:
+        rows += [
+            (f"labels matched by {labels['match_on']}", labels["samples_labelled"]),
+            ("samples without label", labels["samples_unlabelled"]),
+            ("samples with conflicting labels (qc.csv)", labels["samples_conflicting"]),
+            ("label rows matching no sample", labels["rows_unmatched"]),
+        ]
+    return rows
+
+
+def print_index_summary(summary: dict) -> None:
+    """Print the index summary table to the console."""
+    from medrec.console import console, print_summary
+
+    print_summary("medrec index", index_summary_rows(summary))
+    console.print(f"manifest: {summary['manifest']}\nqc:       {summary['qc']}")
+    labels = summary.get("labels")
+    if labels and labels["rows_unmatched"]:
+        console.print(f"unmatched label rows: {labels['unmatched_file']}")

@@ -1,0 +1,34 @@
+"""Classification networks by registry name, slice-wise aggregation, and local weight loading.
+
+Examples:
+    >>> from medrec.models import create_model
+    >>> model = create_model("resnet18", spatial_dims=3, in_channels=1, num_classes=2)
+"""
+
+from __future__ import annotations
+
+from medrec.models import networks as _networks  # noqa: F401  (registers the built-in models)
+from medrec.models.aggregation import AGGREGATIONS, SliceAggregator, create_slice_model, stack_slice_context
+from medrec.models.pretrained import load_pretrained
+from medrec.models.registry import (
+    ModelInfo,
+    count_parameters,
+    create_model,
+    list_models,
+    model_names,
+    register_model,
+)
+
+__all__ = [
+    "AGGREGATIONS",
+    "ModelInfo",
+    "SliceAggregator",
+    "count_parameters",
+    "create_model",
+    "create_slice_model",
+    "list_models",
+    "load_pretrained",
+    "model_names",
+    "register_model",
+    "stack_slice_context",
+]

@@ -1,0 +1,215 @@
+"""The model registry: ``@register_model`` on factory functions, ``create_model`` to build by name.
+
+Recipes refer to models by registry name only (never by class path). Every factory takes
+``spatial_dims``, ``in_channels`` and ``num_classes`` and returns a ``torch.nn.Module`` that maps a
+``(B, C, *spatial)`` batch to ``(B, num_classes)`` logits.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from medrec.errors import ModelError
+
+logger = logging.getLogger("medrec.models")
+
+ModelFactory = Callable[..., torch.nn.Module]
+
+SLICE_MODES: tuple[str, ...] = ("2d", "2.5d")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What ``medrec models`` shows about one registered model.
+
+    Attributes:
+        name: registry name, as used in recipes (``model.name``).
+        family: architecture family (``cnn``, ``resnet``, ``densenet``, ``senet``, ``efficientnet``).
+        description: one line on what it is and when to use it.
+        supports: the spatial dimensions it can be built with.
+        params_m_2d: millions of parameters for ``in_channels=1, num_classes=2`` in 2D (None if unsupported).
+        params_m_3d: the same in 3D.
+    """
+
+    name: str
+    family: str
+    description: str
+    supports: tuple[int, ...]
+    params_m_2d: float | None
+    params_m_3d: float | None
+
+
+@dataclass(frozen=True)
+class _Entry:
+    factory: ModelFactory
+    family: str
+    description: str
+    supports: tuple[int, ...]
+    params_m: dict[int, float]
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register_model(
+    name: str,
+    *,
+    family: str,
+    description: str,
+    supports: tuple[int, ...] = (2, 3),
+    params_m: Mapping[int, float] | None = None,
+) -> Callable[[ModelFactory], ModelFactory]:
+    """Register a factory ``f(spatial_dims, in_channels, num_classes, **kw) -> nn.Module`` under ``name``.
+
+    Args:
+        name: the registry name (lower case, unique).
+        family: architecture family shown by ``medrec models``.
+        description: one line shown by ``medrec models``.
+        supports: spatial dimensions the factory accepts.
+        params_m: stated millions of parameters per spatial dimension for ``in_channels=1,
+            num_classes=2`` (a test checks them against :func:`count_parameters`); counted when omitted.
+
+    Returns:
+        The decorator; it returns the factory unchanged.
+
+    Raises:
+        ModelError: the name is already registered.
+    """
+
+    def decorator(factory: ModelFactory) -> ModelFactory:
+        if name in _REGISTRY:
+            raise ModelError(f"model name {name!r} is registered twice; pick another name")
+        _REGISTRY[name] = _Entry(factory, family, description, tuple(supports), dict(params_m or {}))
+        return factory
+
+    return decorator
+
+
+def model_names() -> list[str]:
+    """All registered model names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def _lookup(name: str) -> _Entry:
+    if not isinstance(name, str):
+        raise ModelError(f"model name must be a string, got {type(name).__name__} {name!r}")
+    key = name.strip().lower()
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    close = difflib.get_close_matches(key, _REGISTRY, n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ModelError(
+        f"unknown model {name!r}; {hint}available models: {', '.join(model_names())} (see 'medrec models')"
+    )
+
+
+def create_model(
+    name: str,
+    spatial_dims: int,
+    in_channels: int,
+    num_classes: int,
+    *,
+    slice_mode: str | None = None,
+    context: int = 0,
+    aggregation: str = "max",
+    top_k: int = 3,
+    slice_chunk: int = 64,
+    **kwargs: Any,
+) -> torch.nn.Module:
+    """Build a registered model by name.
+
+    With ``slice_mode`` set (``"2d"`` or ``"2.5d"``) the registered network is built in 2D and
+    wrapped in a :class:`medrec.models.SliceAggregator`, so the returned module takes
+    ``(B, in_channels, X, Y, Z)`` volumes and returns study-level logits. In that case
+    ``spatial_dims`` may be given as 3 (the volume) or 2 (the per-slice network); both mean the same.
+
+    Args:
+        name: registry name (see :func:`list_models`).
+        spatial_dims: 2 or 3.
+        in_channels: image channels (1 for a single CT / MR / XR series).
+        num_classes: number of output logits.
+        slice_mode: None for a plain network; ``"2d"`` or ``"2.5d"`` for a slice-wise network on volumes.
+        context: 2.5D only: neighbouring slices on each side stacked as extra channels (default 1 for 2.5d).
+        aggregation: slice modes only: ``max``, ``mean`` or ``topk_mean`` over slices.
+        top_k: slice modes with ``topk_mean`` only.
+        slice_chunk: slice modes only: slices per forward chunk (bounds memory).
+        **kwargs: passed on to the factory (e.g. ``dropout=0.2``).
+
+    Returns:
+        The model, in training mode, freshly initialised (never downloaded weights).
+
+    Raises:
+        ModelError: unknown name (with the nearest valid one), unsupported dimension or bad argument.
+    """
+    entry = _lookup(name)
+    for label, value in (("in_channels", in_channels), ("num_classes", num_classes)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ModelError(f"model {name!r}: {label} must be a positive integer, got {value!r}")
+    if slice_mode is not None:
+        if slice_mode not in SLICE_MODES:
+            raise ModelError(
+                f"model {name!r}: slice_mode must be one of {', '.join(SLICE_MODES)} or None, got {slice_mode!r}"
+            )
+        if spatial_dims not in (2, 3):
+            raise ModelError(f"model {name!r}: spatial_dims must be 2 or 3, got {spatial_dims!r}")
+        from medrec.models.aggregation import create_slice_model
+
+        if slice_mode == "2d" and context:
+            raise ModelError(f"model {name!r}: slice_mode '2d' takes no context (got {context}); use '2.5d'")
+        # 2.5D without an explicit context means one neighbour on each side.
+        slice_context = 1 if slice_mode == "2.5d" and context == 0 else context
+        return create_slice_model(
+            name,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            context=slice_context,
+            aggregation=aggregation,
+            top_k=top_k,
+            chunk_size=slice_chunk,
+            **kwargs,
+        )
+    if spatial_dims not in entry.supports:
+        raise ModelError(
+            f"model {name!r} supports spatial_dims {', '.join(map(str, entry.supports))}, got {spatial_dims!r}"
+        )
+    try:
+        model = entry.factory(spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes, **kwargs)
+    except TypeError as e:
+        raise ModelError(f"model {name!r}: bad argument ({e})") from e
+    return model
+
+
+@functools.lru_cache(maxsize=None)
+def count_parameters(name: str, spatial_dims: int, in_channels: int = 1, num_classes: int = 2) -> int:
+    """Number of parameters of a registered model, counted on the ``meta`` device (no memory, no init cost)."""
+    with torch.device("meta"):
+        model = create_model(name, spatial_dims, in_channels, num_classes)
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def list_models(with_params: bool = True) -> list[ModelInfo]:
+    """Describe every registered model, sorted by family then name.
+
+    Args:
+        with_params: report parameters (``in_channels=1, num_classes=2``): the registered figures, or
+            counted on the meta device for models registered without them.
+
+    Returns:
+        One :class:`ModelInfo` per model.
+    """
+    infos = []
+    for name, entry in _REGISTRY.items():
+        params: dict[int, float | None] = {2: None, 3: None}
+        if with_params:
+            for dims in entry.supports:
+                stated = entry.params_m.get(dims)
+                params[dims] = stated if stated is not None else round(count_parameters(name, dims) / 1e6, 3)
+        infos.append(ModelInfo(name, entry.family, entry.description, entry.supports, params[2], params[3]))
+    return sorted(infos, key=lambda info: (info.family, info.name))

@@ -1,0 +1,1 @@
+"""Clinical validation reports: statistics, figures, HTML, PDF and JSON."""

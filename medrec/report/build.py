@@ -1,0 +1,766 @@
+"""Build the clinical validation report: read the inputs, analyse, draw, render, write.
+
+:func:`write_report` is the one entry point (the ``medrec report`` command and ``medrec evaluate``
+call it). It writes, inside ``out_dir``::
+
+    report.html      self-contained (inline CSS, images as data URIs)
+    report.pdf       the same content, A4, paginated
+    report.json      the analysis dict plus ``cohort``, ``limitations``, ``provenance``, ``figures``
+    figures/*.png    every figure (file names never come from identifiers or header values)
+
+Identifiers are pseudonymised before the analysis sees them (see :mod:`medrec.report.pseudonym`),
+so nothing downstream can leak them; a final check refuses to write any output that still
+contains a raw patient, study or sample identifier.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from medrec import __version__
+from medrec.atomicio import write_bytes, write_text
+from medrec.errors import ConfigError, InputError, MedrecError, ModelError
+from medrec.manifest import read_manifest
+from medrec.report import document as doc_model
+from medrec.report import figures as figs
+from medrec.report.pseudonym import Pseudonymiser, check_no_identifiers, is_safe_file_token, key_from_file, \
+    raw_identifiers
+from medrec.report.render_html import render_html
+from medrec.report.render_pdf import render_pdf
+
+LIBRARIES: tuple[str, ...] = ("medrec", "torch", "monai", "numpy", "pydicom", "scikit-learn", "scipy", "pandas",
+                              "matplotlib", "reportlab")
+PREDICTION_ID_COLUMNS: tuple[str, ...] = ("sample_id", "patient_id", "study_uid")
+EXPLORATORY_RULES = re.compile(r"^(youden|(sensitivity|specificity):(0(\.\d+)?|1(\.0+)?))$")
+MAX_THUMBNAILS = 6  # per kind (false negatives, false positives)
+THUMBNAIL_MAX_BYTES = 512 * 1024 * 1024
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# Inputs
+# ------------------------------------------------------------------------------------------------
+
+
+def read_predictions(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a predictions CSV with identifiers, labels and errors kept as strings.
+
+    Raises:
+        InputError: the file is missing, unreadable, or lacks the identifier / score / label columns.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise InputError(f"{source}: predictions file not found; create one with 'medrec score RUN INPUT -o FILE'")
+    try:
+        frame = pd.read_csv(source, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise InputError(f"{source}: not a readable predictions CSV ({e})") from e
+    score_columns = [c for c in frame.columns if c == "score" or c.startswith("score_")]
+    missing = [c for c in ("sample_id", "patient_id", "label") if c not in frame.columns]
+    if not score_columns:
+        missing.append("score (or score_<class>)")
+    if missing:
+        raise InputError(
+            f"{source}: predictions lack column(s) {', '.join(missing)}; expected sample_id, patient_id, "
+            "study_uid, score, prediction, label, error (as written by 'medrec score')"
+        )
+    for column in score_columns:
+        frame[column] = pd.to_numeric(frame[column].replace("", np.nan), errors="coerce")
+    for column in ("study_uid", "prediction", "error"):
+        if column not in frame.columns:
+            frame[column] = ""
+    if frame["sample_id"].duplicated().any():
+        raise InputError(f"{source}: sample_id values repeat; each sample must be scored once")
+    return frame
+
+
+def is_multiclass(predictions: pd.DataFrame) -> bool:
+    return "score" not in predictions.columns and any(c.startswith("score_") for c in predictions.columns)
+
+
+def read_model_json(run_dir: Path) -> dict:
+    """The run's ``model.json``.
+
+    Raises:
+        ModelError: the file is missing or not JSON.
+    """
+    path = run_dir / "model.json"
+    if not path.is_file():
+        raise ModelError(
+            f"{path}: not found, so the run's operating threshold is unknown; pass the run directory written by "
+            "'medrec train', or give --threshold T or --exploratory-threshold youden"
+        )
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelError(f"{path}: not valid JSON ({e}); the run directory is damaged") from e
+
+
+def resolve_threshold(
+    model_json: Mapping | None,
+    model_json_path: Path | None,
+    threshold: float | None,
+    exploratory_threshold: str | None,
+    multiclass: bool,
+) -> tuple[float | None, str, str, str]:
+    """Decide the operating threshold and how to describe where it came from.
+
+    Returns:
+        ``(threshold, kind, method, source_text)``: ``kind`` is ``validation`` (from the run,
+        frozen), ``user-given``, ``exploratory`` or ``argmax``; ``source_text`` is the sentence
+        written to ``threshold_source`` (the analysis replaces it for exploratory thresholds).
+
+    Raises:
+        ConfigError: both a fixed and an exploratory threshold, a threshold outside [0, 1], an
+            unknown exploratory rule, or no threshold source at all.
+        ModelError: the run's model.json lacks a usable ``threshold``.
+    """
+    if threshold is not None and exploratory_threshold:
+        raise ConfigError("give either --threshold or --exploratory-threshold, not both")
+    if threshold is not None:
+        if not (isinstance(threshold, int | float) and 0.0 <= float(threshold) <= 1.0):
+            raise ConfigError(f"--threshold must lie in [0, 1], got {threshold}")
+        return float(threshold), "user-given", "given on the command line", \
+            "user-given (--threshold); not chosen by medrec"
+    if exploratory_threshold:
+        rule = exploratory_threshold.strip().lower()
+        if not EXPLORATORY_RULES.match(rule):
+            raise ConfigError(
+                f"--exploratory-threshold {exploratory_threshold!r} is not a known rule; use 'youden', "
+                "'sensitivity:0.95' or 'specificity:0.9' (target in [0, 1])"
+            )
+        return None, "exploratory", rule, f"EXPLORATORY: chosen on the test data ({rule})"
+    if model_json is not None:
+        entry = model_json.get("threshold")
+        if isinstance(entry, Mapping):
+            value, method = entry.get("value"), str(entry.get("method") or "")
+            chosen_on = str(entry.get("chosen_on") or "validation")
+        else:
+            value, method, chosen_on = entry, "", "validation"
+        if value is None:
+            if multiclass:
+                return None, "argmax", "argmax", "argmax (multi-class)"
+            raise ModelError(
+                f"{model_json_path}: has no 'threshold' with a 'value'; re-run 'medrec train' to store one, or "
+                "give --threshold T or --exploratory-threshold youden"
+            )
+        try:
+            number = float(value)
+        except (TypeError, ValueError) as e:
+            raise ModelError(f"{model_json_path}: threshold value {value!r} is not a number") from e
+        if math.isnan(number) or not 0.0 <= number <= 1.0:
+            raise ModelError(f"{model_json_path}: threshold value {number} lies outside [0, 1]")
+        how = f" by {method}" if method else ""
+        if chosen_on in ("validation", "val"):
+            return number, "validation", method, \
+                f"validation: chosen on the validation split{how} and frozen before the test data were scored " \
+                "(run's model.json)"
+        return number, "user-given", method, f"run's model.json, chosen on {chosen_on}{how}"
+    if multiclass:
+        return None, "argmax", "argmax", "argmax (multi-class)"
+    raise ConfigError(
+        "no operating threshold: pass --run RUN (its model.json holds the threshold chosen on validation), "
+        "--threshold T (user-given) or --exploratory-threshold youden|sensitivity:0.95 (exploratory)"
+    )
+
+
+def _read_optional_csv(path: Path | None) -> pd.DataFrame | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: not a readable CSV ({e})") from e
+
+
+# ------------------------------------------------------------------------------------------------
+# Cohort, provenance
+# ------------------------------------------------------------------------------------------------
+
+def _count_reasons(values: pd.Series) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        reason = doc_model.scrub_paths(value) or "unspecified"
+        counts[reason] = counts.get(reason, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def cohort_flow(
+    predictions: pd.DataFrame,
+    manifest: pd.DataFrame | None,
+    qc: pd.DataFrame | None,
+    splits: pd.DataFrame | None,
+    positive_label: str | None,
+    classes: Sequence[str] = (),
+) -> dict:
+    """Counts for the participant flow (STARD 2015): found, excluded with reasons, scored, analysed.
+
+    Only counts and path-scrubbed reasons leave this function, never identifiers.
+    """
+    errors = predictions["error"].astype(str).str.strip()
+    failed = errors != ""
+    labels = predictions["label"].astype(str).str.strip()
+    labelled = labels.isin(list(classes)) if classes else labels != ""
+    score_columns = [c for c in predictions.columns if c == "score" or c.startswith("score_")]
+    scored = predictions[score_columns].notna().all(axis=1)
+    analysed = predictions[~failed & labelled & scored]
+    cohort: dict = {
+        "n_predictions": int(len(predictions)),
+        "n_errors": int(failed.sum()),
+        "error_reasons": _count_reasons(errors[failed]),
+        "n_studies": int(analysed["study_uid"].replace("", np.nan).nunique()),
+    }
+    if manifest is not None:
+        cohort["n_manifest"] = int(len(manifest))
+        cohort["n_not_scored"] = int((~manifest["sample_id"].isin(predictions["sample_id"])).sum())
+    if qc is not None:
+        cohort["n_excluded_qc"] = int(len(qc))
+        cohort["qc_reasons"] = _count_reasons(qc["reason"] if "reason" in qc.columns else pd.Series([""] * len(qc)))
+    if manifest is not None and qc is not None:
+        cohort["n_eligible"] = cohort["n_manifest"] + cohort["n_excluded_qc"]
+    if splits is not None and {"sample_id", "split"} <= set(splits.columns):
+        source = manifest if manifest is not None else predictions
+        merged = source.merge(splits[["sample_id", "split"]], on="sample_id", how="inner")
+        rows = []
+        for split, part in sorted(merged.groupby("split"), key=lambda item: _split_order(str(item[0]))):
+            labels = part["label"].astype(str).str.strip()
+            known = labels[labels != ""]
+            positives = int((known == positive_label).sum()) if positive_label is not None else None
+            rows.append({
+                "split": str(split),
+                "n_samples": int(len(part)),
+                "n_patients": int(part["patient_id"].nunique()),
+                "n_studies": int(part["study_uid"].nunique()) if "study_uid" in part.columns else None,
+                "n_positive": positives,
+                "prevalence": positives / len(known) if positives is not None and len(known) else None,
+            })
+        cohort["splits"] = rows
+    return cohort
+
+
+def _split_order(name: str) -> tuple[int, str]:
+    order = {"train": 0, "val": 1, "test": 2}
+    return order.get(name, 3), name
+
+
+def _versions() -> dict[str, str]:
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def report_date() -> str:
+    """Today (UTC) as ISO date, or the date of ``SOURCE_DATE_EPOCH`` for reproducible builds."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch and epoch.isdigit():
+        return dt.datetime.fromtimestamp(int(epoch), tz=dt.UTC).date().isoformat()
+    return dt.datetime.now(tz=dt.UTC).date().isoformat()
+
+
+def _fingerprint_text(value: object) -> str:
+    if value in (None, "", {}):
+        return ""
+    if isinstance(value, str):
+        return value
+    digest = hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    details = []
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(item, int | float | str) and not isinstance(item, bool) and len(details) < 6:
+                if isinstance(item, str) and ("/" in item or "\\" in item):
+                    continue
+                details.append(f"{key}={item}")
+    return f"sha256:{digest}" + (f" ({', '.join(details)})" if details else "")
+
+
+def _training_summary(run_dir: Path | None, limit: int = 24) -> dict[str, str]:
+    """Scalar settings of the run's config.yaml as dotted keys (paths left out: they name local folders)."""
+    if run_dir is None or not (run_dir / "config.yaml").is_file():
+        return {}
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError):
+        return {"config.yaml": "unreadable"}
+    summary: dict[str, str] = {}
+
+    def walk(node: object, prefix: str) -> None:
+        if len(summary) >= limit:
+            return
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                walk(value, f"{prefix}.{key}" if prefix else str(key))
+        elif isinstance(node, list):
+            if all(isinstance(v, int | float | str) for v in node) and len(node) <= 8:
+                walk(", ".join(str(v) for v in node), prefix)
+        elif node is not None:
+            text = str(node)
+            if any(word in prefix.lower() for word in ("path", "dir", "root", "file", "scans", "labels", "manifest")):
+                return
+            if "/" in text or "\\" in text:
+                return
+            summary[prefix] = text
+
+    walk(config, "")
+    return summary
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def provenance_block(
+    predictions_csv: Path,
+    run_dir: Path | None,
+    model_json: Mapping | None,
+    report: Mapping,
+    keep_identifiers: bool,
+    analysis_kw: Mapping,
+    date: str,
+    compare_path: Path | None = None,
+    manifest_path: Path | None = None,
+) -> dict:
+    """Everything a reader needs to trace the report back to its inputs and software.
+
+    File and folder *names* only are recorded, never full paths (folders can be named after patients).
+    """
+    model = model_json or {}
+    architecture = model.get("architecture") or {}
+    if isinstance(architecture, Mapping):
+        model_name = architecture.get("name") or model.get("name")
+        architecture_text = doc_model.plain_text({k: v for k, v in architecture.items()
+                                              if isinstance(v, int | float | str | bool)}) or None
+    else:
+        model_name, architecture_text = model.get("name") or str(architecture), str(architecture)
+    calibration = model.get("calibration")
+    return {
+        "report_date": date,
+        "medrec_version": __version__,
+        "predictions_file": predictions_csv.name,
+        "predictions_sha256": _sha256(predictions_csv),
+        "compare_file": compare_path.name if compare_path is not None else None,
+        "compare_sha256": _sha256(compare_path) if compare_path is not None else None,
+        "manifest": manifest_path.name if manifest_path is not None else None,
+        "run": run_dir.name if run_dir is not None else None,
+        "model_name": model_name,
+        "architecture": architecture_text,
+        "classes": model.get("classes") or report.get("classes"),
+        "positive_class": model.get("positive_class") or report.get("positive_label"),
+        "threshold": report.get("threshold"),
+        "threshold_source": report.get("threshold_source"),
+        "threshold_method": report.get("threshold_method"),
+        "calibration": calibration if calibration is None or isinstance(calibration, str | int | float)
+        else doc_model.plain_text(calibration),
+        "data_fingerprint": _fingerprint_text(model.get("data_fingerprint") or model.get("fingerprint")),
+        "ci_method": analysis_kw.get("ci_method"),
+        "n_boot": analysis_kw.get("n_boot"),
+        "seed": analysis_kw.get("seed"),
+        "identifiers": "kept (--keep-identifiers)" if keep_identifiers else
+        "pseudonymised: keyed SHA-256 HMAC, key derived from the predictions file (medrec.report.pseudonym)",
+        "library_versions": _versions(),
+        "training_library_versions": model.get("library_versions") or model.get("versions") or {},
+        "training": _training_summary(run_dir),
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# Figures
+# ------------------------------------------------------------------------------------------------
+
+
+def compare_curves(compare: pd.DataFrame | None, report: Mapping) -> dict | None:
+    """ROC / PR curves of the comparison model on the analysed samples (for the overlay in the ROC figure)."""
+    if compare is None or report.get("task") != "binary" or "score" not in compare.columns:
+        return None
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    positive = report.get("positive_label")
+    usable = compare[(compare["error"].astype(str).str.strip() == "") & compare["score"].notna()]
+    usable = usable[usable["label"].astype(str).str.strip().isin(report.get("classes") or [])]
+    y = (usable["label"].astype(str).str.strip() == positive).to_numpy()
+    if y.all() or not y.any():
+        return None
+    scores = usable["score"].to_numpy(dtype=float)
+    fpr, tpr, _ = roc_curve(y, scores)
+    precision, recall, _ = precision_recall_curve(y, scores)
+    return {"roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()},
+            "pr": {"recall": recall.tolist(), "precision": precision.tolist()}}
+
+
+def draw_figures(report: Mapping, other_curves: Mapping | None = None) -> dict[str, bytes]:
+    """All plots of the report as ``{file name: PNG bytes}`` (names are fixed, never data-derived)."""
+    figures: dict[str, bytes] = {}
+    curves = report.get("curves") or {}
+    metrics = report.get("metrics") or {}
+    threshold = report.get("threshold")
+    binary = report.get("task", "binary") == "binary"
+    operating = None
+    if binary and metrics.get("sensitivity") and metrics.get("specificity"):
+        operating = {
+            "sensitivity": metrics["sensitivity"], "specificity": metrics["specificity"], "ppv": metrics.get("ppv"),
+            "label": f"operating point (threshold {doc_model.fmt_threshold(threshold)})",
+        }
+    comparison = report.get("comparison") or {}
+    other_curves = other_curves or {}
+    first = "this model" if other_curves else "model"
+    roc = curves.get("roc")
+    if binary and isinstance(roc, Mapping) and roc.get("fpr"):
+        series = [{"fpr": roc["fpr"], "tpr": roc["tpr"], "label": f"{first}, AUC {_auc_text(metrics.get('auc'))}"}]
+        if other_curves.get("roc"):
+            auc_b = (comparison.get("auc") or {}).get("auc_b")
+            series.append({"fpr": other_curves["roc"]["fpr"], "tpr": other_curves["roc"]["tpr"],
+                           "label": f"comparison model, AUC {doc_model.fmt_value(auc_b)}"})
+        figures["roc.png"] = figs.roc_figure(series, operating)
+    elif not binary and isinstance(roc, Mapping) and roc:
+        series = [{"fpr": c["fpr"], "tpr": c["tpr"], "label": f"{name} vs rest"} for name, c in roc.items()
+                  if isinstance(c, Mapping) and c.get("fpr")]
+        if series:
+            figures["roc_multiclass.png"] = figs.roc_figure(series)
+    pr = curves.get("pr")
+    if binary and isinstance(pr, Mapping) and pr.get("recall"):
+        series = [{"recall": pr["recall"], "precision": pr["precision"],
+                   "label": f"{first}, AP {_auc_text(metrics.get('pr_auc'))}"}]
+        if other_curves.get("pr"):
+            series.append({"recall": other_curves["pr"]["recall"], "precision": other_curves["pr"]["precision"],
+                           "label": "comparison model"})
+        prevalence = report.get("prevalence")
+        figures["pr.png"] = figs.pr_figure(series, prevalence if doc_model.is_number(prevalence) else None,
+                                           operating)
+    histogram = curves.get("histogram") or {}
+    counts_by_class = {}
+    if histogram.get("bin_edges"):
+        classes = report.get("classes") or ["negative", "positive"]
+        counts_by_class = {
+            f"reference negative '{classes[0]}' (n={doc_model.fmt_count(report.get('n_negative'))})":
+                histogram.get("negative") or [],
+            f"reference positive '{classes[-1]}' (n={doc_model.fmt_count(report.get('n_positive'))})":
+                histogram.get("positive") or [],
+        }
+    calibration = curves.get("calibration")
+    if binary and isinstance(calibration, Mapping) and calibration.get("mean_predicted") is not None:
+        figures["calibration.png"] = figs.calibration_figure(
+            calibration["mean_predicted"], calibration.get("observed_fraction") or [], calibration.get("count") or [],
+            histogram.get("bin_edges"), counts_by_class or None,
+        )
+    if binary and counts_by_class:
+        figures["scores.png"] = figs.score_distribution_figure(
+            histogram["bin_edges"], counts_by_class, threshold if doc_model.is_number(threshold) else None)
+    rows = _forest_rows(report)
+    if binary and len(rows) > 1:
+        figures["subgroups.png"] = figs.forest_figure(rows)
+    multiclass = report.get("multiclass") or {}
+    if multiclass.get("confusion_matrix") and multiclass.get("classes"):
+        figures["confusion_multiclass.png"] = figs.confusion_heatmap(multiclass["confusion_matrix"],
+                                                                    multiclass["classes"])
+    return figures
+
+
+def _auc_text(metric: Mapping | None) -> str:
+    if not metric:
+        return "n/a"
+    return f"{doc_model.fmt_value(metric.get('value'))} ({doc_model.fmt_ci(metric.get('ci95'))})"
+
+
+def _forest_rows(report: Mapping) -> list[dict]:
+    metrics = report.get("metrics") or {}
+    rows = [{"label": f"all (n={doc_model.fmt_count(report.get('n_samples'))})", "overall": True,
+             "sensitivity": metrics.get("sensitivity"), "specificity": metrics.get("specificity")}]
+    for column, groups in (report.get("subgroups") or {}).items():
+        for group in doc_model.subgroup_rows(groups):
+            values = group.get("metrics") or {}
+            rows.append({
+                "label": f"{column} = {group.get('group')} (n={doc_model.fmt_count(group.get('n'))})",
+                "small": bool(group.get("small")),
+                "sensitivity": values.get("sensitivity"), "specificity": values.get("specificity"),
+            })
+    return rows
+
+
+def _case_picture(
+    raw_sample_id: str | None,
+    manifest_rows: Mapping[str, Mapping],
+    explain_dir: Path,
+) -> tuple[np.ndarray | None, str]:
+    """The picture of one flagged case and a note on where it came from (never a path)."""
+    if raw_sample_id and is_safe_file_token(raw_sample_id):
+        overlay = explain_dir / f"{raw_sample_id}.png"
+        if overlay.is_file():
+            try:
+                if overlay.read_bytes()[:8] == PNG_SIGNATURE:
+                    import matplotlib.image as mpimg
+
+                    return np.asarray(mpimg.imread(overlay)), "saliency overlay"
+            except (OSError, ValueError, SyntaxError):
+                pass
+    row = manifest_rows.get(raw_sample_id or "")
+    if row is None:
+        return None, "not in the manifest"
+    try:
+        from medrec.loader import load_sample
+    except ImportError:
+        return None, "loader unavailable"
+    try:
+        image = load_sample(row, max_bytes=THUMBNAIL_MAX_BYTES)
+    except MedrecError as e:
+        return None, f"unreadable ({type(e).__name__})"
+    except Exception as e:  # noqa: BLE001 - one bad case must not stop the report
+        return None, f"unreadable ({type(e).__name__})"
+    array = np.asarray(image.detach().cpu().numpy() if hasattr(image, "detach") else image)
+    if array.ndim in (3, 4) and array.shape[0] == 1:
+        array = array[0]
+    modality = str(row.get("modality", ""))
+    try:
+        picture = figs.display_slice(array, modality)
+    except ValueError:
+        return None, "unsupported image shape"
+    note = f"middle slice {array.shape[2] // 2 + 1}/{array.shape[2]}" if array.ndim == 3 else "image"
+    return picture, note
+
+
+def draw_thumbnails(
+    report: Mapping,
+    shown_to_raw: Mapping[str, str],
+    manifest_rows: Mapping[str, Mapping],
+    explain_dir: Path,
+) -> dict[str, list[doc_model.Case]]:
+    """The flagged cases, each with its picture when one can be made.
+
+    Args:
+        report: the report dict (``flagged``, ``classes``).
+        shown_to_raw: sample id as shown in the report (pseudonym) -> raw sample id.
+        manifest_rows: raw sample id -> manifest row (for :func:`medrec.loader.load_sample`).
+        explain_dir: the folder of saliency overlays ``<raw sample id>.png``.
+
+    Returns:
+        ``{"false_negatives": [Case, ...], "false_positives": [...]}`` in the order of ``flagged``;
+        a case's ``figure`` (``fn_01.png`` ...) is None when no picture could be made.
+    """
+    flagged = report.get("flagged") or {}
+    classes = report.get("classes") or ["", ""]
+    truth = {"false_negatives": classes[-1], "false_positives": classes[0]}
+    result: dict[str, list[doc_model.Case]] = {}
+    for key, prefix in (("false_negatives", "fn"), ("false_positives", "fp")):
+        cases = []
+        for index, entry in enumerate(list(flagged.get(key) or [])[:MAX_THUMBNAILS], start=1):
+            shown_id = str(entry.get("sample_id", ""))
+            picture, note = _case_picture(shown_to_raw.get(shown_id), manifest_rows, explain_dir)
+            score = entry.get("score")
+            label = f"{prefix.upper()} {index}"
+            figure = None
+            if picture is not None:
+                png = figs.thumbnail_figure(picture, f"{label} \u00b7 score {doc_model.fmt_value(score)}", note)
+                caption = f"{label}: sample {shown_id}, score {doc_model.fmt_value(score)} ({note})"
+                figure = doc_model.Figure(f"{prefix}_{index:02d}.png", png, caption, width=0.24)
+            cases.append(doc_model.Case(label, shown_id, str(entry.get("patient_id") or ""), score,
+                                        str(entry.get("label", truth[key])), note, figure))
+        result[key] = cases
+    return result
+
+
+# ------------------------------------------------------------------------------------------------
+# Output
+# ------------------------------------------------------------------------------------------------
+
+
+def to_json_ready(value: object) -> object:
+    """Plain JSON types: numpy scalars / arrays to Python, NaN / inf to None, tuples to lists."""
+    if isinstance(value, Mapping):
+        return {str(k): to_json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [to_json_ready(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return to_json_ready(value.item())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, pd.Timestamp | dt.date):
+        return value.isoformat()
+    return value
+
+
+def write_report(
+    predictions_csv: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    run_dir: str | os.PathLike[str] | None = None,
+    manifest: str | os.PathLike[str] | None = None,
+    qc: str | os.PathLike[str] | None = None,
+    *,
+    threshold: float | None = None,
+    exploratory_threshold: str | None = None,
+    subgroups: Sequence[str] = (),
+    prevalence: float | None = None,
+    ci_method: str = "wilson",
+    n_boot: int = 2000,
+    seed: int = 0,
+    compare: str | os.PathLike[str] | None = None,
+    keep_identifiers: bool = False,
+    title: str | None = None,
+    **analysis_kw,
+) -> dict:
+    """Analyse a predictions file and write report.html, report.pdf, report.json and figures/.
+
+    Args:
+        predictions_csv: the ``medrec score`` output.
+        out_dir: the report folder (created).
+        run_dir: the run directory; its ``model.json`` gives the frozen operating threshold, its
+            ``manifest.csv`` / ``splits.csv`` / ``config.yaml`` are used when present.
+        manifest: manifest.csv for subgroup columns and thumbnails (default: ``RUN/manifest.csv``).
+        qc: qc.csv for the exclusions in the cohort flow (default: beside the manifest).
+        threshold: a user-given operating threshold (overrides the run's).
+        exploratory_threshold: ``youden`` or ``sensitivity:0.95``: choose the threshold on these
+            data (labelled EXPLORATORY everywhere).
+        subgroups: manifest (or predictions) columns to break the metrics down by.
+        prevalence: the clinical prevalence for adjusted PPV / NPV.
+        ci_method: ``wilson`` or ``clopper-pearson`` for proportions.
+        n_boot: bootstrap replicates (AUC-free metrics, patient-clustered).
+        seed: bootstrap seed.
+        compare: a second predictions CSV to compare against (paired on sample_id).
+        keep_identifiers: write raw identifiers instead of pseudonyms (internal use only).
+        title: the report title.
+        **analysis_kw: passed on to :func:`medrec.report.analysis.analyse_predictions`.
+
+    Returns:
+        The report dict as written to report.json.
+
+    Raises:
+        InputError: unreadable predictions / manifest / qc.
+        ConfigError: no threshold source, or contradictory options.
+        ModelError: the run's model.json is missing or has no threshold.
+        SecurityError: an output would contain a raw identifier.
+        OutputError: the output folder is not writable.
+    """
+    from medrec.report.analysis import analyse_predictions
+
+    predictions_path = Path(predictions_csv)
+    out = Path(out_dir)
+    run = Path(run_dir) if run_dir is not None else None
+    if run is not None and not run.is_dir():
+        raise ModelError(f"{run}: run directory not found; pass the folder written by 'medrec train -o RUN'")
+    predictions = read_predictions(predictions_path)
+    multiclass = is_multiclass(predictions)
+
+    model_json = None
+    if run is not None and ((threshold is None and not exploratory_threshold) or (run / "model.json").is_file()):
+        model_json = read_model_json(run)
+    value, kind, method, source_text = resolve_threshold(
+        model_json, run / "model.json" if run else None, threshold, exploratory_threshold, multiclass)
+
+    if manifest is not None and not Path(manifest).is_file():
+        raise InputError(f"{manifest}: manifest not found; pass the manifest.csv written by 'medrec index'")
+    if qc is not None and not Path(qc).is_file():
+        raise InputError(f"{qc}: qc file not found; pass the qc.csv written by 'medrec index'")
+    manifest_path = Path(manifest) if manifest is not None else (run / "manifest.csv" if run else None)
+    manifest_frame = read_manifest(manifest_path) if manifest_path is not None and manifest_path.is_file() else None
+    qc_path = Path(qc) if qc is not None else (manifest_path.parent / "qc.csv" if manifest_frame is not None else None)
+    qc_frame = _read_optional_csv(qc_path)
+    split_candidates = ([run / "splits.csv"] if run else []) + (
+        [manifest_path.parent / "splits.csv"] if manifest_frame is not None else [])
+    splits_frame = _read_optional_csv(next((p for p in split_candidates if p.is_file()), None))
+    compare_path = Path(compare) if compare is not None else None
+    compare_frame = read_predictions(compare_path) if compare_path is not None else None
+    for column in subgroups:
+        if column not in predictions.columns and (manifest_frame is None or column not in manifest_frame.columns):
+            available = sorted(manifest_frame.columns) if manifest_frame is not None else []
+            raise ConfigError(
+                f"--subgroup {column!r}: no such column in the manifest or the predictions; available: "
+                f"{', '.join(available) if available else 'none (pass --manifest MANIFEST)'}"
+            )
+
+    # Pseudonymise before anything is analysed or drawn: nothing downstream sees a raw identifier.
+    pseudonymiser = Pseudonymiser(key_from_file(predictions_path), enabled=not keep_identifiers)
+    tables = [t for t in (predictions, manifest_frame, compare_frame, splits_frame) if t is not None]
+    for column in ("patient_id", "study_uid", "sample_id", "series_uid", "accession"):
+        pseudonymiser.reserve(column, (v for t in tables if column in t.columns for v in t[column]))
+    shown_to_raw = {pseudonymiser.pseudonym(s, "sample_id"): str(s) for s in predictions["sample_id"]}
+    manifest_rows = ({str(r["sample_id"]): r for r in manifest_frame.to_dict("records")}
+                     if manifest_frame is not None else {})
+    keep_columns = {*PREDICTION_ID_COLUMNS, "prediction", "label", "error", "split", *subgroups}
+    predictions_view = pseudonymiser.frame(predictions)
+    predictions_view = predictions_view[[c for c in predictions_view.columns
+                                         if c in keep_columns or c == "score" or c.startswith("score_")]]
+    compare_view = pseudonymiser.frame(compare_frame)
+    positive_label = analysis_kw.pop("positive_label", None)
+    if positive_label is None and model_json is not None and not multiclass \
+            and model_json.get("positive_class") is not None:
+        positive_label = str(model_json["positive_class"])
+
+    report = dict(analyse_predictions(
+        predictions_view, value, source_text,
+        manifest=pseudonymiser.frame(manifest_frame),
+        subgroups=tuple(subgroups),
+        prevalence=prevalence,
+        ci_method=ci_method,
+        n_boot=n_boot,
+        seed=seed,
+        compare=compare_view,
+        exploratory_threshold=method if kind == "exploratory" else None,
+        positive_label=positive_label,
+        **analysis_kw,
+    ))
+    report["threshold_kind"] = kind
+    report["threshold_method"] = method
+    cohort = dict(report.get("cohort") or {})
+    for name, item in cohort_flow(predictions, manifest_frame, qc_frame, splits_frame,
+                                  report.get("positive_label"), report.get("classes") or ()).items():
+        cohort.setdefault(name, item)
+    report["cohort"] = cohort
+    report["limitations"] = doc_model.limitations(report)
+    date = report_date()
+    report["provenance"] = provenance_block(
+        predictions_path, run, model_json, report, keep_identifiers,
+        {"ci_method": ci_method, "n_boot": n_boot, "seed": seed}, date,
+        compare_path=compare_path, manifest_path=manifest_path if manifest_frame is not None else None,
+    )
+
+    figures = draw_figures(report, compare_curves(compare_view, report))
+    cases = draw_thumbnails(report, shown_to_raw, manifest_rows, predictions_path.parent / "explain")
+    all_figures = dict(figures)
+    for flagged_cases in cases.values():
+        all_figures.update({c.figure.name: c.figure.png for c in flagged_cases if c.figure is not None})
+    report["figures"] = [f"figures/{name}" for name in sorted(all_figures)]
+    report = to_json_ready(report)
+
+    document = doc_model.compose(report, figures, cases, title or doc_model.DEFAULT_TITLE, date)
+    html = render_html(document)
+    pdf = render_pdf(document)
+    report_text = json.dumps(report, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+
+    if not keep_identifiers:
+        check_no_identifiers(
+            {"report.html": html, "report.json": report_text, "report.pdf": "\n".join(document.texts()),
+             "figures/": "\n".join(all_figures)},
+            raw_identifiers([predictions, manifest_frame, compare_frame]),
+        )
+
+    figure_dir = out / "figures"
+    for name, png in sorted(all_figures.items()):
+        write_bytes(figure_dir / name, png)
+    for stale in figure_dir.glob("*.png"):
+        if stale.name not in all_figures:
+            stale.unlink()
+    write_bytes(out / "report.pdf", pdf)
+    write_text(out / "report.html", html)
+    write_text(out / "report.json", report_text)
+    return report

@@ -1,0 +1,858 @@
+"""The report as a document: sections of paragraphs, tables and figures, built from the analysis.
+
+The HTML and the PDF renderers both walk the same :class:`Document`, so the two files say the
+same thing in the same order. All wording that depends on the numbers (the summary, the
+cohort flow, the limitations) is produced here, from the report dict, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+# ------------------------------------------------------------------------------------------------
+# Document model
+# ------------------------------------------------------------------------------------------------
+
+# A number as this module formats it: 12, 1,234, 0.875, 87.5%, +3.1 points, <0.001, 14/16, 80.0-92.0%,
+# optionally followed by "(95% CI ...)".
+_NUMERIC_CELL = re.compile(
+    r"^(?:[<>]?[-+\u2212]?\d[\d,]*(?:\.\d+)?(?:%| points)?(?: \([^)]*\))?"
+    r"|\d[\d.]*\u2013\d[\d.]*%?|\d+ ?/ ?\d+)$"
+)
+
+
+@dataclass
+class Paragraph:
+    text: str
+    kind: str = "paragraph"
+
+
+@dataclass
+class Callout:
+    """A boxed message; ``level`` is ``warning`` (exploratory threshold, leakage) or ``note``."""
+
+    text: str
+    level: str = "note"
+    kind: str = "callout"
+
+
+@dataclass
+class BulletList:
+    items: list[str]
+    kind: str = "list"
+
+
+@dataclass
+class Table:
+    """A table of already formatted strings; the first column is a row header."""
+
+    columns: list[str]
+    rows: list[list[str]]
+    caption: str = ""
+    note: str = ""
+    strong_rows: frozenset[int] = frozenset()  # rows drawn bold (totals, the analysed set)
+    muted_rows: frozenset[int] = frozenset()  # rows drawn grey (small subgroups)
+    kind: str = "table"
+
+    @property
+    def numeric_columns(self) -> list[bool]:
+        """Per column: True when every filled cell is a number (such columns are right-aligned)."""
+        flags = []
+        for index in range(len(self.columns)):
+            cells = [row[index] for row in self.rows if index < len(row) and row[index] not in ("", "n/a")]
+            flags.append(index > 0 and bool(cells) and all(_NUMERIC_CELL.match(c) for c in cells))
+        return flags
+
+
+@dataclass
+class Figure:
+    """One PNG; ``name`` is its file name under ``figures/``; ``width`` is a fraction of the page."""
+
+    name: str
+    png: bytes
+    caption: str
+    width: float = 0.75
+    kind: str = "figure"
+
+
+@dataclass
+class FigureRow:
+    """Figures of equal rank side by side (the ROC and precision-recall curves)."""
+
+    figures: list[Figure]
+    kind: str = "figrow"
+
+
+@dataclass
+class Gallery:
+    """Small figures side by side (the failure-analysis thumbnails)."""
+
+    figures: list[Figure]
+    caption: str = ""
+    kind: str = "gallery"
+
+
+@dataclass
+class Case:
+    """A flagged case of the failure analysis (identifiers already pseudonymised when required)."""
+
+    label: str  # "FN 1", "FP 2"
+    sample_id: str
+    patient_id: str
+    score: float | None
+    reference: str
+    picture_note: str  # where the picture came from, or why there is none
+    figure: Figure | None = None
+
+
+Block = Paragraph | Callout | BulletList | Table | Figure | FigureRow | Gallery
+
+
+@dataclass
+class Section:
+    key: str
+    title: str
+    blocks: list[Block] = field(default_factory=list)
+
+
+@dataclass
+class Document:
+    title: str
+    date: str
+    summary: str
+    banner: str | None
+    sections: list[Section]
+    footer: str
+    key_figures: list[tuple[str, str, str]] = field(default_factory=list)  # (name, value, 95% CI)
+
+    def texts(self) -> Iterable[str]:
+        """Every string the renderers will print (used to check for identifiers before writing)."""
+        yield from (self.title, self.date, self.summary, self.banner or "", self.footer)
+        for figure in self.key_figures:
+            yield from figure
+        for section in self.sections:
+            yield section.title
+            for block in section.blocks:
+                yield from _block_texts(block)
+
+
+def _block_texts(block: Block) -> Iterable[str]:
+    if isinstance(block, Paragraph | Callout):
+        yield block.text
+    elif isinstance(block, BulletList):
+        yield from block.items
+    elif isinstance(block, Table):
+        yield from (block.caption, block.note, *block.columns)
+        for row in block.rows:
+            yield from row
+    elif isinstance(block, Figure):
+        yield from (block.name, block.caption)
+    elif isinstance(block, Gallery | FigureRow):
+        yield getattr(block, "caption", "")
+        for figure in block.figures:
+            yield from (figure.name, figure.caption)
+
+
+# ------------------------------------------------------------------------------------------------
+# Number formatting (one place, so the HTML, the PDF and the console agree)
+# ------------------------------------------------------------------------------------------------
+
+# name -> (display name, "pct" for proportions shown as percentages, "dec" for plain decimals)
+METRICS: dict[str, tuple[str, str]] = {
+    "sensitivity": ("Sensitivity (recall)", "pct"),
+    "specificity": ("Specificity", "pct"),
+    "ppv": ("PPV (precision)", "pct"),
+    "npv": ("NPV", "pct"),
+    "accuracy": ("Accuracy", "pct"),
+    "balanced_accuracy": ("Balanced accuracy", "pct"),
+    "f1": ("F1 score", "dec"),
+    "mcc": ("Matthews correlation", "dec"),
+    "auc": ("ROC AUC", "dec"),
+    "pr_auc": ("Average precision (PR AUC)", "dec"),
+    "brier": ("Brier score (lower is better)", "dec"),
+    "ece": ("Expected calibration error (lower is better)", "dec"),
+}
+KEY_METRICS: tuple[str, ...] = ("sensitivity", "specificity", "ppv", "npv", "auc", "balanced_accuracy")
+
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(float(value))
+
+
+def fmt_value(value: object, style: str = "dec") -> str:
+    """``0.875`` -> ``87.5%`` (style ``pct``) or ``0.875`` (style ``dec``); missing -> ``n/a``."""
+    if not is_number(value):
+        return "n/a"
+    number = float(value)
+    return f"{100 * number:.1f}%" if style == "pct" else f"{number:.3f}"
+
+
+def fmt_ci(ci: Sequence | None, style: str = "dec") -> str:
+    """``[0.80, 0.92]`` -> ``80.0-92.0%`` or ``0.800-0.920``; missing -> ``n/a``."""
+    if not ci or len(ci) != 2 or not (is_number(ci[0]) and is_number(ci[1])):
+        return "n/a"
+    if style == "pct":
+        return f"{100 * float(ci[0]):.1f}\u2013{100 * float(ci[1]):.1f}%"
+    return f"{float(ci[0]):.3f}\u2013{float(ci[1]):.3f}"
+
+
+def fmt_metric(metric: Mapping | None, name: str) -> str:
+    """``sensitivity`` -> ``87.5% (95% CI 80.0-92.0%)``."""
+    style = METRICS.get(name, (name, "dec"))[1]
+    if not metric:
+        return "n/a"
+    return f"{fmt_value(metric.get('value'), style)} (95% CI {fmt_ci(metric.get('ci95'), style)})"
+
+
+def fmt_metric_short(metric: Mapping | None, name: str) -> str:
+    """``sensitivity`` -> ``87.5% (80.0-92.0%)``, for tables whose caption says the brackets hold the 95% CI."""
+    style = METRICS.get(name, (name, "dec"))[1]
+    if not metric:
+        return "n/a"
+    return f"{fmt_value(metric.get('value'), style)} ({fmt_ci(metric.get('ci95'), style)})"
+
+
+def fmt_count(value: object) -> str:
+    return f"{int(value):,}" if is_number(value) else "n/a"
+
+
+def fmt_threshold(value: object) -> str:
+    return f"{float(value):.4g}" if is_number(value) else "n/a"
+
+
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][^\s:;,'\"]+)+")
+
+
+def scrub_paths(text: str, limit: int = 90) -> str:
+    """Replace file paths in a message by ``<path>`` (folder names can carry patient names)."""
+    cleaned = _PATH.sub("<path>", str(text)).strip()
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "\u2026"
+
+
+# ------------------------------------------------------------------------------------------------
+# Composition (the report dict follows the schema in medrec.report.analysis)
+# ------------------------------------------------------------------------------------------------
+
+DEFAULT_TITLE = "Clinical validation report"
+THRESHOLD_KINDS: tuple[str, ...] = ("validation", "user-given", "exploratory", "argmax")
+
+
+def threshold_kind(report: Mapping) -> str:
+    """``validation``, ``user-given``, ``exploratory`` or ``argmax``: where the threshold came from."""
+    kind = report.get("threshold_kind")
+    if kind in THRESHOLD_KINDS:
+        return str(kind)
+    source = str(report.get("threshold_source") or "").strip().lower()
+    for candidate in THRESHOLD_KINDS:
+        if source.startswith(candidate):
+            return candidate
+    return "exploratory" if "exploratory" in source else ("argmax" if "argmax" in source else "validation")
+
+
+def threshold_sentence(report: Mapping) -> str:
+    source = str(report.get("threshold_source") or "unknown source")
+    if threshold_kind(report) == "argmax":
+        return f"Multi-class: the predicted class is the one with the highest score ({source})."
+    return f"Operating threshold {fmt_threshold(report.get('threshold'))} (a sample is positive when its score " \
+           f"is at least the threshold). Source: {source}."
+
+
+def _short_source(report: Mapping) -> str:
+    return {
+        "validation": "chosen on validation, frozen",
+        "user-given": "user-given",
+        "exploratory": "EXPLORATORY, chosen on the test data",
+        "argmax": "argmax",
+    }[threshold_kind(report)]
+
+
+def summary_paragraph(report: Mapping) -> str:
+    """The one-paragraph summary at the top of the report."""
+    metrics = report.get("metrics") or {}
+    first = (f"This report validates the classifier on {fmt_count(report.get('n_samples'))} samples "
+             f"from {fmt_count(report.get('n_patients'))} patients")
+    if is_number(report.get("prevalence")):
+        first += f" (prevalence {fmt_value(report['prevalence'], 'pct')})"
+    parts = [first + "."]
+    if is_number(report.get("n_excluded")) and report["n_excluded"]:
+        n = int(report["n_excluded"])
+        parts.append(f"{n} row{' was' if n == 1 else 's were'} excluded from the analysis (see the cohort flow).")
+    if report.get("task") == "multiclass":
+        parts.append(f"Across {len(report.get('classes') or [])} classes, accuracy was "
+                     f"{fmt_metric(metrics.get('accuracy'), 'accuracy')} and the macro-averaged sensitivity "
+                     f"{fmt_metric(metrics.get('sensitivity'), 'sensitivity')}.")
+    elif report.get("threshold") is not None:
+        parts.append(
+            f"At the operating threshold {fmt_threshold(report.get('threshold'))} ({_short_source(report)}), "
+            f"sensitivity was {fmt_metric(metrics.get('sensitivity'), 'sensitivity')} and specificity "
+            f"{fmt_metric(metrics.get('specificity'), 'specificity')}."
+        )
+    if metrics.get("auc") and report.get("task") != "multiclass":
+        parts.append(f"The ROC AUC was {fmt_metric(metrics.get('auc'), 'auc')}.")
+    adjusted = report.get("prevalence_adjusted")
+    if adjusted and is_number(adjusted.get("prevalence")):
+        parts.append(
+            f"At the stated clinical prevalence of {fmt_value(adjusted['prevalence'], 'pct')}, the expected PPV is "
+            f"{fmt_metric(adjusted.get('ppv'), 'ppv')} and NPV {fmt_metric(adjusted.get('npv'), 'npv')}."
+        )
+    patient = report.get("patient_level") or {}
+    if patient.get("metrics"):
+        pm = patient["metrics"]
+        parts.append(
+            f"Per patient ({fmt_count(patient.get('n_patients'))} patients), sensitivity was "
+            f"{fmt_metric(pm.get('sensitivity'), 'sensitivity')} and specificity "
+            f"{fmt_metric(pm.get('specificity'), 'specificity')}."
+        )
+    if threshold_kind(report) == "exploratory":
+        parts.append("The threshold was chosen on these data: the threshold-dependent results are exploratory.")
+    return " ".join(parts)
+
+
+def _metric_cell(metric: Mapping | None, name: str) -> tuple[str, str]:
+    style = METRICS.get(name, (name, "dec"))[1]
+    if not metric:
+        return "n/a", "n/a"
+    return fmt_value(metric.get("value"), style), fmt_ci(metric.get("ci95"), style)
+
+
+def _count_cell(metric: Mapping) -> str:
+    numerator, denominator = metric.get("numerator"), metric.get("denominator")
+    if is_number(numerator) and is_number(denominator):
+        return f"{int(numerator)}/{int(denominator)}"
+    return ""
+
+
+def short_method(method: str) -> str:
+    """A CI method's name without its details ("Wilson score interval; 57 samples ..." -> "Wilson score interval")."""
+    head = method.split(";")[0].strip()
+    if "," in head:
+        head = head.split(",")[0].strip()
+    if " (" in head and not head.endswith(")"):
+        head = head.split(" (")[0]
+    return head
+
+
+def metrics_table(metrics: Mapping, caption: str = "") -> Table:
+    """Value, 95% CI, the counts behind each proportion and the CI method, for every metric present.
+
+    The method column names each method briefly with a footnote number; the full sentences are
+    the table's note, each once.
+    """
+    rows, footnotes = [], {}
+
+    def method_cell(metric: Mapping) -> str:
+        full = str(metric.get("method", "")).strip()
+        if not full:
+            return ""
+        number = footnotes.setdefault(full, len(footnotes) + 1)
+        return f"{short_method(full)} [{number}]"
+
+    for name, (label, style) in METRICS.items():
+        metric = metrics.get(name)
+        if isinstance(metric, Mapping):
+            rows.append([label, fmt_value(metric.get("value"), style), fmt_ci(metric.get("ci95"), style),
+                         _count_cell(metric), method_cell(metric)])
+    for name, metric in metrics.items():  # metrics this renderer does not know by name still appear
+        if name not in METRICS and isinstance(metric, Mapping) and "value" in metric:
+            rows.append([name, fmt_value(metric.get("value")), fmt_ci(metric.get("ci95")), _count_cell(metric),
+                         method_cell(metric)])
+    note = "\n".join(f"[{number}] {text}." for text, number in footnotes.items())
+    return Table(["Metric", "Value", "95% CI", "Count", "CI method"], rows, caption=caption, note=note)
+
+
+def confusion_table(confusion: Mapping, classes: Sequence[str] = (), caption: str = "") -> Table:
+    """The 2x2 table with margins (rows: reference standard; columns: model)."""
+    tp, fp, tn, fn = (int(confusion.get(k, 0) or 0) for k in ("tp", "fp", "tn", "fn"))
+    negative, positive = (f" ({classes[0]})", f" ({classes[1]})") if len(classes) == 2 else ("", "")
+    rows = [
+        [f"Reference positive{positive}", str(tp), str(fn), str(tp + fn)],
+        [f"Reference negative{negative}", str(fp), str(tn), str(fp + tn)],
+        ["Total", str(tp + fp), str(fn + tn), str(tp + fp + tn + fn)],
+    ]
+    return Table(["", "Model positive", "Model negative", "Total"], rows, caption=caption,
+                 strong_rows=frozenset({2}))
+
+
+def subgroup_rows(groups: object) -> list[Mapping]:
+    """Subgroup entries as a list whatever the container (list of dicts or dict keyed by group)."""
+    if isinstance(groups, Mapping):
+        return [{"group": name, **entry} for name, entry in groups.items() if isinstance(entry, Mapping)]
+    if isinstance(groups, list):
+        return [g for g in groups if isinstance(g, Mapping)]
+    return []
+
+
+def limitations(report: Mapping) -> list[str]:
+    """Statements about what the numbers cannot support, each triggered by a fact in ``report``."""
+    notes: list[str] = []
+    kind = threshold_kind(report)
+    if kind == "exploratory":
+        notes.append("Threshold chosen on the test data: exploratory. Sensitivity, specificity and predictive "
+                     "values at this threshold are optimistically biased and need confirmation on independent data.")
+    elif kind == "user-given":
+        notes.append("The threshold was given by the user; the report cannot tell whether it was fixed before the "
+                     "test data were seen.")
+    n_patients = report.get("n_patients")
+    if is_number(n_patients) and n_patients < 100:
+        notes.append(f"Fewer than 100 patients (n={int(n_patients)}): wide confidence intervals.")
+    if report.get("task") != "multiclass":
+        for key, name in (("n_positive", "reference-positive"), ("n_negative", "reference-negative")):
+            value = report.get(key)
+            if is_number(value) and value < 30:
+                metric = "sensitivity" if key == "n_positive" else "specificity"
+                notes.append(f"Only {int(value)} {name} samples: {metric} is imprecise.")
+    prevalence = report.get("prevalence")
+    adjusted = report.get("prevalence_adjusted") or {}
+    stated = adjusted.get("prevalence")
+    if is_number(prevalence) and is_number(stated):
+        if abs(prevalence - stated) > 0.02:
+            relation = "higher" if prevalence > stated else "lower"
+            notes.append(f"Prevalence in the test set {fmt_value(prevalence, 'pct')} is {relation} than the stated "
+                         f"clinical prevalence {fmt_value(stated, 'pct')}: PPV and NPV adjusted (see the "
+                         "prevalence-adjusted table).")
+    elif is_number(prevalence) and prevalence >= 0.2:
+        notes.append(f"Prevalence in the test set is {fmt_value(prevalence, 'pct')}; PPV and NPV depend on prevalence "
+                     "and will differ in a clinical population (give --prevalence to adjust them).")
+    for column, groups in (report.get("subgroups") or {}).items():
+        for group in subgroup_rows(groups):
+            if group.get("small"):
+                detail = ""
+                if is_number(group.get("n_positive")) and is_number(group.get("n_negative")):
+                    detail = f", {int(group['n_positive'])} positive / {int(group['n_negative'])} negative"
+                notes.append(f"Subgroup {column} = {group.get('group')} has n={fmt_count(group.get('n'))}{detail}: "
+                             "too small to conclude.")
+    ece = (report.get("metrics") or {}).get("ece") or {}
+    if is_number(ece.get("value")) and ece["value"] > 0.1:
+        notes.append(f"Expected calibration error {fmt_value(ece['value'])}: scores should not be read as "
+                     "probabilities without recalibration.")
+    reasons = report.get("excluded_reasons") or {}
+    errors = reasons.get("error")
+    if is_number(errors) and errors:
+        notes.append(f"{int(errors)} sample{' was' if errors == 1 else 's were'} not scored (scoring error) and "
+                     "excluded from the metrics; if the failures are not random the metrics may be biased.")
+    unlabelled = reasons.get("no label")
+    if is_number(unlabelled) and unlabelled:
+        notes.append(f"{int(unlabelled)} scored sample{' has' if unlabelled == 1 else 's have'} no reference label "
+                     "and are excluded.")
+    if is_number(report.get("n_patients")) and is_number(report.get("n_samples")) \
+            and report["n_patients"] < report["n_samples"]:
+        notes.append("Some patients contribute several samples; the sample-level intervals account for this by "
+                     "a patient-clustered bootstrap, and a patient-level analysis is given beside them.")
+    notes.append("Retrospective analysis of one data set; performance at another site, on other scanners or in "
+                 "another population must be confirmed before clinical use.")
+    return notes
+
+
+def cohort_section(report: Mapping) -> Section:
+    """Cohort and flow (STARD 2015 items 19-20): who was eligible, who left and why, who was analysed."""
+    cohort = report.get("cohort") or {}
+    section = Section("cohort", "Cohort and flow")
+    flow: list[list[str]] = []
+    if is_number(cohort.get("n_eligible")):
+        flow.append(["Files / series found by indexing", fmt_count(cohort["n_eligible"]), ""])
+    if is_number(cohort.get("n_excluded_qc")):
+        flow.append(["Excluded by quality control", fmt_count(cohort["n_excluded_qc"]),
+                     "reasons below" if cohort.get("qc_reasons") else ""])
+    if is_number(cohort.get("n_manifest")):
+        flow.append(["Samples in the manifest", fmt_count(cohort["n_manifest"]), ""])
+    if is_number(cohort.get("n_not_scored")) and cohort["n_not_scored"]:
+        flow.append(["Manifest samples not in the predictions", fmt_count(cohort["n_not_scored"]),
+                     "other splits (training / validation) or not scored"])
+    flow.append(["Rows in the predictions file", fmt_count(report.get("n_rows", cohort.get("n_predictions"))), ""])
+    for reason, count in (report.get("excluded_reasons") or {}).items():
+        note = "details below" if reason == "error" and cohort.get("error_reasons") else ""
+        flow.append([f"Excluded: {reason}", fmt_count(count), note])
+    flow.append(["Analysed", fmt_count(report.get("n_samples")),
+                 f"{fmt_count(report.get('n_patients'))} patients"
+                 + (f", {fmt_count(cohort['n_studies'])} studies" if is_number(cohort.get("n_studies")) else "")])
+    section.blocks.append(Table(["Stage", "n", "Note"], flow, caption="Participant flow",
+                                strong_rows=frozenset({len(flow) - 1})))
+    reasons = [[scrub_paths(r), fmt_count(n)] for r, n in (cohort.get("qc_reasons") or {}).items()]
+    if reasons:
+        section.blocks.append(Table(["Exclusion reason (qc.csv)", "n"], reasons, caption="Exclusions at indexing"))
+    errors = [[scrub_paths(r), fmt_count(n)] for r, n in (cohort.get("error_reasons") or {}).items()]
+    if errors:
+        section.blocks.append(Table(["Scoring error (file paths removed)", "n"], errors,
+                                    caption="Samples that could not be scored"))
+    if report.get("task") == "multiclass":
+        counts = ", ".join(f"{name}: {fmt_count(n)}" for name, n in (report.get("n_per_class") or {}).items())
+        text = f"Analysed set: {fmt_count(report.get('n_samples'))} samples from " \
+               f"{fmt_count(report.get('n_patients'))} patients; per class {counts}."
+    else:
+        text = (f"Analysed set: {fmt_count(report.get('n_samples'))} samples from "
+                f"{fmt_count(report.get('n_patients'))} patients; {fmt_count(report.get('n_positive'))} "
+                f"reference-positive and {fmt_count(report.get('n_negative'))} reference-negative "
+                f"(prevalence {fmt_value(report.get('prevalence'), 'pct')}).")
+        if report.get("positive_label"):
+            text += f" Positive class: label '{report['positive_label']}'."
+    section.blocks.append(Paragraph(text))
+    splits = cohort.get("splits") or []
+    if splits:
+        rows = [[str(s.get("split")), fmt_count(s.get("n_samples")), fmt_count(s.get("n_patients")),
+                 fmt_count(s.get("n_studies")), fmt_count(s.get("n_positive")),
+                 fmt_value(s.get("prevalence"), "pct")] for s in splits]
+        section.blocks.append(Table(["Split", "Samples", "Patients", "Studies", "Positive", "Prevalence"], rows,
+                                    caption="Patients, studies and prevalence per split (splits.csv and manifest)"))
+    for warning in report.get("warnings") or []:
+        section.blocks.append(Callout(scrub_paths(warning, limit=300), "note"))
+    return section
+
+
+def performance_section(report: Mapping) -> Section:
+    section = Section("performance", "Diagnostic performance")
+    section.blocks.append(Paragraph(threshold_sentence(report)))
+    if threshold_kind(report) == "exploratory":
+        section.blocks.append(Callout("EXPLORATORY threshold: the numbers below that depend on the threshold were "
+                                      "obtained with a threshold tuned on the same data.", "warning"))
+    confusion = report.get("confusion_matrix")
+    if isinstance(confusion, Mapping):
+        section.blocks.append(confusion_table(confusion, report.get("classes") or (),
+                                              caption="2x2 table at the operating threshold (samples)"))
+    section.blocks.append(metrics_table(report.get("metrics") or {},
+                                        caption="Sample-level metrics" + (" at the operating threshold"
+                                                                          if report.get("threshold") is not None
+                                                                          else "")))
+    patient = report.get("patient_level") or {}
+    if patient.get("metrics"):
+        rows = []
+        for name in METRICS:
+            study_metric = (report.get("metrics") or {}).get(name)
+            patient_metric = patient["metrics"].get(name)
+            if not study_metric and not patient_metric:
+                continue
+            rows.append([METRICS[name][0], *_metric_cell(study_metric, name), *_metric_cell(patient_metric, name)])
+        section.blocks.append(Table(
+            ["Metric", "Sample level", "95% CI", "Patient level", "95% CI"], rows,
+            caption=f"Sample level ({fmt_count(report.get('n_samples'))} samples) beside patient level "
+                    f"({fmt_count(patient.get('n_patients'))} patients, prevalence "
+                    f"{fmt_value(patient.get('prevalence'), 'pct')})",
+            note=f"Patient level: {patient['aggregation']}." if patient.get("aggregation") else "",
+        ))
+        if isinstance(patient.get("confusion_matrix"), Mapping):
+            section.blocks.append(confusion_table(patient["confusion_matrix"], report.get("classes") or (),
+                                                  caption="2x2 table per patient"))
+    adjusted = report.get("prevalence_adjusted")
+    if adjusted and is_number(adjusted.get("prevalence")):
+        rows = [[METRICS[name][0], *_metric_cell(adjusted[name], name), str(adjusted[name].get("method", ""))]
+                for name in ("ppv", "npv") if adjusted.get(name)]
+        section.blocks.append(Table(
+            ["Metric", "Value", "95% CI", "Method"], rows,
+            caption=f"Predictive values at the stated clinical prevalence {fmt_value(adjusted['prevalence'], 'pct')} "
+                    f"(the test set has {fmt_value(report.get('prevalence'), 'pct')})",
+        ))
+    return section
+
+
+FIGURE_CAPTIONS: dict[str, tuple[str, float]] = {
+    "roc.png": ("ROC curve. The marker is the operating point; its error bars are the 95% CIs of sensitivity "
+                "(vertical) and specificity (horizontal).", 0.6),
+    "pr.png": ("Precision-recall curve; the dotted line is the precision without skill (the prevalence). The "
+               "marker is the operating point with the 95% CIs of sensitivity and PPV.", 0.6),
+    "calibration.png": ("Reliability diagram (top: observed fraction of positives per bin of predicted "
+                        "probability; perfect calibration lies on the diagonal) and the score histogram (bottom).",
+                        0.5),
+    "scores.png": ("Distribution of the scores by reference class, with the operating threshold.", 0.75),
+    "roc_multiclass.png": ("One-vs-rest ROC curve of each class.", 0.6),
+}
+
+
+def curves_section(report: Mapping, figures: Mapping[str, bytes]) -> Section:
+    section = Section("curves", "ROC, precision-recall and calibration")
+    pair = [Figure(n, figures[n], FIGURE_CAPTIONS[n][0], width=0.5) for n in ("roc.png", "pr.png") if n in figures]
+    if len(pair) == 2:
+        section.blocks.append(FigureRow(pair))
+    else:
+        section.blocks.extend(pair)
+    for name in ("calibration.png", "scores.png", "roc_multiclass.png"):
+        if name in figures:
+            caption, width = FIGURE_CAPTIONS[name]
+            section.blocks.append(Figure(name, figures[name], caption, width=width))
+    return section
+
+
+def subgroup_section(report: Mapping, figures: Mapping[str, bytes]) -> Section | None:
+    subgroups = report.get("subgroups") or {}
+    if not any(subgroup_rows(groups) for groups in subgroups.values()):
+        return None
+    section = Section("subgroups", "Subgroups")
+    if "subgroups.png" in figures:
+        section.blocks.append(Figure(
+            "subgroups.png", figures["subgroups.png"],
+            "Sensitivity and specificity per subgroup with 95% CIs; the dotted line is the whole set. Hollow "
+            "markers and grey italic labels: small groups (too few positives or negatives to conclude).",
+            width=0.95))
+    names = [n for n in METRICS if any(n in (g.get("metrics") or {}) for gs in subgroups.values()
+                                       for g in subgroup_rows(gs))]
+    rows, muted = [], set()
+    for column, groups in subgroups.items():
+        for group in subgroup_rows(groups):
+            metrics = group.get("metrics") or {}
+            if group.get("small"):
+                muted.add(len(rows))
+            counts = group.get("n_per_class")
+            balance = (", ".join(f"{k}: {v}" for k, v in counts.items()) if isinstance(counts, Mapping)
+                       else f"{fmt_count(group.get('n_positive'))} / {fmt_count(group.get('n_negative'))}")
+            rows.append([f"{column} = {group.get('group')}", fmt_count(group.get("n")), balance,
+                         fmt_count(group.get("n_patients")),
+                         *(fmt_metric_short(metrics.get(n), n) if metrics.get(n) else "n/a" for n in names)])
+    balance_name = "Per class" if report.get("task") == "multiclass" else "Pos / neg"
+    section.blocks.append(Table(["Subgroup", "n", balance_name, "Patients", *(METRICS[n][0] for n in names)], rows,
+                                caption="Metrics per subgroup: value (95% CI)", muted_rows=frozenset(muted),
+                                note="Grey rows: small groups, too small to conclude." if muted else ""))
+    return section
+
+
+def threshold_section(report: Mapping) -> Section | None:
+    table = report.get("threshold_table") or []
+    if not table:
+        return None
+    rows, strong = [], set()
+    for row in table:
+        note = str(row.get("note") or "")
+        if "operating threshold" in note:
+            strong.add(len(rows))
+        rows.append([fmt_threshold(row.get("threshold")),
+                     *(fmt_value(row.get(n), "pct") for n in ("sensitivity", "specificity", "ppv", "npv")),
+                     *(fmt_count(row.get(n)) for n in ("tp", "fp", "tn", "fn")), note])
+    section = Section("thresholds", "Other thresholds")
+    section.blocks.append(Table(
+        ["Threshold", "Sensitivity", "Specificity", "PPV", "NPV", "TP", "FP", "TN", "FN", "Note"], rows,
+        caption="Metrics at other thresholds, for orientation only (no confidence intervals); the operating "
+                "threshold is in bold. Thresholds found on these data are exploratory.",
+        strong_rows=frozenset(strong)))
+    return section
+
+
+def _fmt_p(value: object) -> str:
+    if not is_number(value):
+        return "n/a"
+    return "<0.001" if float(value) < 0.001 else f"{float(value):.3f}"
+
+
+def comparison_section(report: Mapping, figures: Mapping[str, bytes]) -> Section | None:
+    comparison = report.get("comparison")
+    if not comparison:
+        return None
+    section = Section("comparison", "Model comparison")
+    other = report.get("compare_name") or "the comparison model"
+    section.blocks.append(Paragraph(
+        f"This model is compared with {other} on the {fmt_count(comparison.get('n_samples'))} samples both scored "
+        f"(paired analysis; the comparison model's threshold is {fmt_threshold(comparison.get('threshold_b'))})."))
+    rows = []
+    auc = comparison.get("auc")
+    if isinstance(auc, Mapping):
+        rows.append(["ROC AUC", fmt_value(auc.get("auc_a")), fmt_value(auc.get("auc_b")),
+                     fmt_value(auc.get("difference")), fmt_ci(auc.get("ci95")), _fmt_p(auc.get("p_value")),
+                     str(auc.get("method", ""))])
+    for name in ("sensitivity", "specificity"):
+        entry = comparison.get(name)
+        if isinstance(entry, Mapping):
+            a, b = entry.get("value_a"), entry.get("value_b")
+            difference = float(a) - float(b) if is_number(a) and is_number(b) else None
+            rows.append([METRICS[name][0], fmt_value(a, "pct"), fmt_value(b, "pct"),
+                         f"{100 * difference:+.1f} points" if difference is not None else "n/a", "n/a",
+                         _fmt_p(entry.get("p_value")),
+                         f"{entry.get('method', '')} (discordant pairs b={entry.get('b')}, c={entry.get('c')})"])
+    section.blocks.append(Table(["Metric", "This model", "Comparison", "Difference", "95% CI", "p", "Test"], rows,
+                                caption="Paired comparison (difference = this model minus the comparison model)"))
+    if "roc.png" in figures:
+        section.blocks.append(Paragraph("Both ROC curves are drawn in the ROC figure."))
+    return section
+
+
+def multiclass_section(report: Mapping, figures: Mapping[str, bytes]) -> Section | None:
+    multiclass = report.get("multiclass")
+    if not multiclass:
+        return None
+    section = Section("multiclass", "Per-class results")
+    rows = []
+    for entry in multiclass.get("per_class") or []:
+        metrics = entry.get("metrics") or {}
+        rows.append([str(entry.get("class")), fmt_count(entry.get("n")),
+                     *(fmt_metric_short(metrics.get(n), n) if metrics.get(n) else "n/a"
+                       for n in ("sensitivity", "specificity", "ppv", "f1", "auc"))])
+    if rows:
+        section.blocks.append(Table(["Class", "n", "Sensitivity", "Specificity", "PPV", "F1", "AUC"], rows,
+                                    caption="Per-class metrics, each class against the rest: value (95% CI)"))
+    if "confusion_multiclass.png" in figures:
+        section.blocks.append(Figure("confusion_multiclass.png", figures["confusion_multiclass.png"],
+                                     "Confusion matrix: counts, coloured by the fraction of each true class.",
+                                     width=0.6))
+    matrix = multiclass.get("confusion_matrix")
+    classes = multiclass.get("classes") or []
+    if matrix and classes:
+        section.blocks.append(Table(["True \\ predicted", *map(str, classes)],
+                                    [[str(c), *(str(v) for v in r)] for c, r in zip(classes, matrix, strict=False)],
+                                    caption="Confusion matrix (rows: reference class, columns: predicted class)"))
+    return section
+
+
+def failure_section(report: Mapping, cases: Mapping[str, Sequence[Case]]) -> Section | None:
+    """The worst false negatives and false positives: a table, and a picture of each where possible."""
+    if report.get("task") == "multiclass" or not isinstance(report.get("flagged"), Mapping):
+        return None
+    section = Section("failures", "Failure analysis")
+    section.blocks.append(Paragraph(
+        "The missed positives with the lowest scores and the false alarms with the highest scores. A picture is "
+        "the middle slice of the sample (from the manifest), or its saliency overlay when one was exported to "
+        "explain/. Identifiers are pseudonyms unless the report was made with --keep-identifiers."))
+    titles = {"false_negatives": "False negatives (lowest scores first)",
+              "false_positives": "False positives (highest scores first)"}
+    for key, title in titles.items():
+        items = list(cases.get(key) or [])
+        if not items:
+            section.blocks.append(Paragraph(f"{title}: none at the operating threshold."))
+            continue
+        rows = [[c.label, c.sample_id, c.patient_id, fmt_value(c.score), c.reference,
+                 "shown below" if c.figure is not None else c.picture_note] for c in items]
+        section.blocks.append(Table(["Case", "Sample", "Patient", "Score", "Reference", "Picture"], rows,
+                                    caption=title))
+        pictured = [c.figure for c in items if c.figure is not None]
+        if pictured:
+            section.blocks.append(Gallery(pictured))
+    return section
+
+
+PROVENANCE_LABELS: dict[str, str] = {
+    "report_date": "Report date",
+    "medrec_version": "medrec version",
+    "predictions_file": "Predictions file",
+    "predictions_sha256": "Predictions SHA-256",
+    "compare_file": "Comparison predictions file",
+    "compare_sha256": "Comparison predictions SHA-256",
+    "run": "Run directory",
+    "model_name": "Model",
+    "architecture": "Architecture",
+    "classes": "Classes",
+    "positive_class": "Positive class",
+    "threshold": "Operating threshold",
+    "threshold_source": "Threshold source",
+    "calibration": "Calibration",
+    "data_fingerprint": "Data fingerprint",
+    "manifest": "Manifest",
+    "ci_method": "CI method (proportions)",
+    "n_boot": "Bootstrap replicates",
+    "seed": "Seed",
+    "identifiers": "Identifiers",
+}
+
+
+def provenance_section(provenance: Mapping) -> Section:
+    section = Section("provenance", "Provenance")
+    rows = [[label, plain_text(provenance[key])] for key, label in PROVENANCE_LABELS.items()
+            if provenance.get(key) not in (None, "", [], {})]
+    section.blocks.append(Table(["Item", "Value"], rows, caption="Model, data and report"))
+    training = provenance.get("training") or {}
+    if training:
+        section.blocks.append(Table(["Training setting", "Value"],
+                                    [[k, plain_text(v)] for k, v in training.items()],
+                                    caption="Training configuration (scalar settings of the run's config.yaml; "
+                                            "paths left out)"))
+    versions = provenance.get("library_versions") or {}
+    trained = provenance.get("training_library_versions") or {}
+    if versions:
+        rows = [[name, str(version), str(trained.get(name, ""))] for name, version in versions.items()]
+        section.blocks.append(Table(["Library", "Version (report)", "Version (training)"], rows,
+                                    caption="Library versions"))
+    return section
+
+
+def plain_text(value: object) -> str:
+    """A value as one line of text (lists comma-separated, mappings as ``key: value; ...``)."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list | tuple):
+        return ", ".join(plain_text(v) for v in value)
+    if isinstance(value, Mapping):
+        return "; ".join(f"{k}: {plain_text(v)}" for k, v in value.items())
+    return str(value)
+
+
+def methods_section(report: Mapping) -> Section:
+    """How the numbers were obtained (the STARD / CLAIM statistical-methods items)."""
+    items = [
+        "Index test: the model's score; a sample is positive when its score is at least the operating threshold "
+        "(multi-class: the class with the highest score).",
+        "Reference standard: the label column of the predictions (from the labels file given at indexing).",
+        "Unit of analysis: the sample (one series per study); a patient-level analysis is given beside it.",
+        "Samples that failed scoring or lack a reference label are excluded and counted in the cohort flow.",
+    ]
+    names = {"proportions": "Proportions", "auc": "AUC", "bootstrap": "Bootstrap", "calibration": "Calibration",
+             "threshold_table": "Threshold table"}
+    for name, sentence in (report.get("methods") or {}).items():
+        items.append(f"{names.get(name, name.replace('_', ' ').capitalize())}: {sentence}.")
+    return Section("methods", "Methods", [BulletList(items)])
+
+
+def compose(
+    report: Mapping,
+    figures: Mapping[str, bytes],
+    cases: Mapping[str, Sequence[Case]],
+    title: str,
+    date: str,
+) -> Document:
+    """Build the document that both renderers print.
+
+    Args:
+        report: the report dict (analysis, plus ``cohort``, ``provenance`` and ``limitations``).
+        figures: file name -> PNG bytes of the plots.
+        cases: ``false_negatives`` / ``false_positives`` -> the flagged cases with their pictures.
+        title: the report title.
+        date: the report date (ISO).
+    """
+    banner = None
+    if threshold_kind(report) == "exploratory":
+        banner = (f"EXPLORATORY THRESHOLD ({report.get('threshold_method') or 'chosen on these data'}): the operating "
+                  "threshold was chosen on the analysed data themselves. Threshold-dependent metrics are "
+                  "optimistic and are not a validation result.")
+    sections = [
+        cohort_section(report),
+        performance_section(report),
+        curves_section(report, figures),
+        subgroup_section(report, figures),
+        threshold_section(report),
+        comparison_section(report, figures),
+        multiclass_section(report, figures),
+        failure_section(report, cases),
+        Section("limitations", "Limitations", [BulletList(list(report.get("limitations") or []))]),
+        methods_section(report),
+        provenance_section(report.get("provenance") or {}),
+    ]
+    return Document(
+        title=title,
+        date=date,
+        summary=summary_paragraph(report),
+        banner=banner,
+        sections=[s for s in sections if s is not None and s.blocks],
+        footer=f"{title} \u00b7 {date}",
+        key_figures=key_figures(report),
+    )
+
+
+def subtitle(document: Document) -> str:
+    """The line under the title: what the document is, its date and the software version."""
+    from medrec import __version__
+
+    kind = "" if document.title == DEFAULT_TITLE else "Clinical validation report \u00b7 "
+    return f"{kind}{document.date} \u00b7 medrec {__version__}"
+
+
+def key_figures(report: Mapping) -> list[tuple[str, str, str]]:
+    """The headline numbers shown in boxes under the summary: (name, value, 95% CI)."""
+    metrics = report.get("metrics") or {}
+    shown = {"sensitivity": "Sensitivity", "specificity": "Specificity", "ppv": "PPV", "npv": "NPV",
+             "auc": "ROC AUC"}
+    if report.get("task") == "multiclass":
+        shown = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "f1": "Macro F1",
+                 "auc": "Macro AUC"}
+    result = []
+    for name, label in shown.items():
+        metric = metrics.get(name)
+        if metric:
+            value, ci = _metric_cell(metric, name)
+            result.append((label, value, ci))
+    return result

@@ -1,0 +1,395 @@
+"""The report's figures, drawn with matplotlib's Agg backend and returned as PNG bytes.
+
+Every function takes plain numbers (lists, dicts from the analysis) and returns the bytes of one
+PNG, so that the HTML and the PDF embed exactly the same image. The output is deterministic:
+fixed size and dpi, bundled fonts, no software or date metadata in the file, so the same input
+gives the same bytes. Colours come from the Okabe-Ito palette, which stays distinguishable
+for the common forms of colour blindness and in greyscale print (markers and line styles differ
+too).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+# Okabe & Ito (2008), "Color Universal Design".
+OKABE_ITO: dict[str, str] = {
+    "blue": "#0072B2",
+    "orange": "#E69F00",
+    "sky": "#56B4E9",
+    "green": "#009E73",
+    "yellow": "#F0E442",
+    "vermillion": "#D55E00",
+    "purple": "#CC79A7",
+    "black": "#000000",
+    "grey": "#999999",
+}
+SERIES_COLOURS: tuple[str, ...] = (
+    OKABE_ITO["blue"], OKABE_ITO["vermillion"], OKABE_ITO["green"], OKABE_ITO["purple"],
+    OKABE_ITO["orange"], OKABE_ITO["sky"],
+)
+DPI = 120
+
+_STYLE = {
+    "font.family": "DejaVu Sans",
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": "#dddddd",
+    "grid.linewidth": 0.6,
+    "legend.frameon": False,
+    "legend.fontsize": 8,
+    "svg.hashsalt": "medrec",
+    "path.simplify": False,
+}
+
+
+def _new_figure(width: float, height: float, nrows: int = 1, ncols: int = 1, **kw) -> tuple[Figure, np.ndarray]:
+    with plt.rc_context(_STYLE):
+        fig = Figure(figsize=(width, height), dpi=DPI, layout="tight")
+        axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
+    return fig, axes
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """Render ``fig`` to PNG bytes without software / time metadata (same figure -> same bytes)."""
+    buffer = io.BytesIO()
+    with plt.rc_context(_STYLE):
+        fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None}, facecolor="white")
+    return buffer.getvalue()
+
+
+def _ci(metric: Mapping | None) -> tuple[float, float, float] | None:
+    """(value, lo, hi) of a ``{"value", "ci95"}`` metric, or None when any part is missing."""
+    if not metric:
+        return None
+    value = metric.get("value")
+    ci = metric.get("ci95") or [None, None]
+    if value is None or ci[0] is None or ci[1] is None:
+        return None
+    values = (float(value), float(ci[0]), float(ci[1]))
+    if any(math.isnan(v) for v in values):
+        return None
+    return values
+
+
+def roc_figure(
+    curves: Sequence[Mapping],
+    operating_point: Mapping | None = None,
+) -> bytes:
+    """ROC curve(s) with the operating point and its sensitivity / specificity 95% CIs.
+
+    Args:
+        curves: one mapping per model: ``fpr``, ``tpr`` (lists) and ``label`` (legend text,
+            e.g. "this model, AUC 0.91 (0.85-0.95)").
+        operating_point: ``sensitivity`` and ``specificity`` metrics (``value``, ``ci95``) at
+            the frozen threshold, plus ``label``.
+    """
+    fig, axes = _new_figure(4.6, 4.2)
+    ax = axes[0, 0]
+    ax.plot([0, 1], [0, 1], color=OKABE_ITO["grey"], linestyle=":", linewidth=1, label="chance")
+    styles = ("-", "--", "-.", ":")
+    for index, curve in enumerate(curves):
+        ax.plot(curve["fpr"], curve["tpr"], color=SERIES_COLOURS[index % len(SERIES_COLOURS)],
+                linestyle=styles[index % len(styles)], linewidth=1.8, label=curve.get("label", f"model {index + 1}"),
+                drawstyle="default")
+    if operating_point:
+        sens = _ci(operating_point.get("sensitivity"))
+        spec = _ci(operating_point.get("specificity"))
+        if sens and spec:
+            x, y = 1 - spec[0], sens[0]
+            ax.errorbar(
+                [x], [y],
+                xerr=[[x - (1 - spec[2])], [(1 - spec[1]) - x]],
+                yerr=[[y - sens[1]], [sens[2] - y]],
+                fmt="o", color=OKABE_ITO["black"], markerfacecolor=OKABE_ITO["orange"], markersize=7,
+                capsize=3, linewidth=1.2, zorder=5, label=operating_point.get("label", "operating point"),
+            )
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_aspect("equal")
+    ax.set_xlabel("1 - specificity (false positive rate)")
+    ax.set_ylabel("sensitivity (true positive rate)")
+    ax.set_title("ROC curve")
+    ax.legend(loc="lower right")
+    return png_bytes(fig)
+
+
+def pr_figure(
+    curves: Sequence[Mapping],
+    prevalence: float | None = None,
+    operating_point: Mapping | None = None,
+) -> bytes:
+    """Precision-recall curve(s), the no-skill line at the prevalence, and the operating point.
+
+    Args:
+        curves: one mapping per model: ``recall``, ``precision`` and ``label``.
+        prevalence: fraction of positives in the analysed set (the no-skill precision).
+        operating_point: ``sensitivity`` and ``ppv`` metrics at the threshold.
+    """
+    fig, axes = _new_figure(4.6, 4.2)
+    ax = axes[0, 0]
+    if prevalence is not None and not math.isnan(prevalence):
+        ax.axhline(prevalence, color=OKABE_ITO["grey"], linestyle=":", linewidth=1,
+                   label=f"no skill (prevalence {prevalence:.0%})")
+    styles = ("-", "--", "-.", ":")
+    for index, curve in enumerate(curves):
+        ax.plot(curve["recall"], curve["precision"], color=SERIES_COLOURS[index % len(SERIES_COLOURS)],
+                linestyle=styles[index % len(styles)], linewidth=1.8, label=curve.get("label", f"model {index + 1}"))
+    if operating_point:
+        sens = _ci(operating_point.get("sensitivity"))
+        ppv = _ci(operating_point.get("ppv"))
+        if sens and ppv:
+            ax.errorbar(
+                [sens[0]], [ppv[0]],
+                xerr=[[sens[0] - sens[1]], [sens[2] - sens[0]]],
+                yerr=[[ppv[0] - ppv[1]], [ppv[2] - ppv[0]]],
+                fmt="o", color=OKABE_ITO["black"], markerfacecolor=OKABE_ITO["orange"], markersize=7,
+                capsize=3, linewidth=1.2, zorder=5, label=operating_point.get("label", "operating point"),
+            )
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_aspect("equal")
+    ax.set_xlabel("recall (sensitivity)")
+    ax.set_ylabel("precision (PPV)")
+    ax.set_title("Precision-recall curve")
+    ax.legend(loc="lower left")
+    return png_bytes(fig)
+
+
+def _stacked_bars(ax, edges: np.ndarray, counts_by_class: Mapping[str, Sequence[float]], alpha: float = 1.0) -> None:
+    """Stacked histogram bars from per-bin counts (one layer per class, hatched for greyscale print)."""
+    colours = (OKABE_ITO["sky"], OKABE_ITO["vermillion"], OKABE_ITO["green"], OKABE_ITO["purple"])
+    hatches = ("", "////", "....", "xxxx")
+    widths = np.diff(edges)
+    bottom = np.zeros(len(widths))
+    for index, (label, counts) in enumerate(counts_by_class.items()):
+        values = np.nan_to_num(np.asarray(counts, dtype=float)[: len(widths)])
+        ax.bar(edges[:-1], values, width=widths, bottom=bottom, align="edge", color=colours[index % len(colours)],
+               edgecolor="white", linewidth=0.6, hatch=hatches[index % len(hatches)], alpha=alpha, label=label)
+        bottom = bottom + values
+
+
+def calibration_figure(
+    mean_predicted: Sequence[float | None],
+    observed_fraction: Sequence[float | None],
+    counts: Sequence[int],
+    histogram_edges: Sequence[float] | None = None,
+    histogram_counts: Mapping[str, Sequence[float]] | None = None,
+) -> bytes:
+    """Reliability diagram (observed vs predicted risk per bin) over a histogram of the scores.
+
+    Args:
+        mean_predicted: mean predicted probability per bin (None / NaN for empty bins).
+        observed_fraction: observed fraction of positives per bin.
+        counts: samples per bin (the marker area follows it).
+        histogram_edges: bin edges of ``histogram_counts``.
+        histogram_counts: class label -> samples per histogram bin (stacked); when None the
+            lower panel shows ``counts`` per calibration bin.
+    """
+    fig, axes = _new_figure(4.6, 5.2, nrows=2, ncols=1, sharex=True, gridspec_kw={"height_ratios": [3, 1.2]})
+    ax, hist_ax = axes[0, 0], axes[1, 0]
+    ax.plot([0, 1], [0, 1], color=OKABE_ITO["grey"], linestyle=":", linewidth=1, label="perfect calibration")
+    x = np.array([np.nan if v is None else v for v in mean_predicted], dtype=float)
+    y = np.array([np.nan if v is None else v for v in observed_fraction], dtype=float)
+    n = np.array([0 if v is None else v for v in counts], dtype=float)
+    keep = ~(np.isnan(x) | np.isnan(y))
+    if len(n) != len(x):
+        n = np.ones_like(x)
+    if keep.any():
+        sizes = 12 + 60 * (n[keep] / max(n[keep].max(), 1))
+        ax.plot(x[keep], y[keep], color=OKABE_ITO["blue"], linewidth=1.5)
+        ax.scatter(x[keep], y[keep], s=sizes, color=OKABE_ITO["blue"], edgecolor="white", zorder=3,
+                   label="observed (marker area ~ n)")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("observed fraction positive")
+    ax.set_title("Calibration (reliability diagram)")
+    ax.legend(loc="upper left")
+    if histogram_counts and histogram_edges is not None:
+        _stacked_bars(hist_ax, np.asarray(histogram_edges, dtype=float), histogram_counts)
+        tallest = sum(np.nan_to_num(np.asarray(v, dtype=float)) for v in histogram_counts.values())
+        hist_ax.set_ylim(0, max(float(np.max(tallest)), 1.0) * 1.45)  # room for the legend above the bars
+        hist_ax.legend(loc="upper center", ncols=len(histogram_counts), fontsize=6.5)
+    elif len(n):
+        edges = np.linspace(0, 1, len(n) + 1)
+        _stacked_bars(hist_ax, edges, {"samples": n})
+    hist_ax.set_xlabel("predicted probability")
+    hist_ax.set_ylabel("count")
+    return png_bytes(fig)
+
+
+def score_distribution_figure(
+    edges: Sequence[float],
+    counts_by_class: Mapping[str, Sequence[float]],
+    threshold: float | None = None,
+) -> bytes:
+    """Histograms of the scores of each reference class (side by side per bin), with the threshold.
+
+    Args:
+        edges: histogram bin edges on [0, 1].
+        counts_by_class: legend label (e.g. "reference positive (n=60)") -> samples per bin.
+        threshold: drawn as a vertical line when given.
+    """
+    fig, axes = _new_figure(6.4, 3.0)
+    ax = axes[0, 0]
+    bin_edges = np.asarray(edges, dtype=float)
+    widths = np.diff(bin_edges)
+    colours = (OKABE_ITO["sky"], OKABE_ITO["vermillion"], OKABE_ITO["green"], OKABE_ITO["purple"])
+    hatches = ("", "////", "....", "xxxx")
+    k = max(len(counts_by_class), 1)
+    for index, (label, counts) in enumerate(counts_by_class.items()):
+        values = np.nan_to_num(np.asarray(counts, dtype=float)[: len(widths)])
+        ax.bar(bin_edges[:-1] + widths * index / k, values, width=widths / k * 0.95, align="edge",
+               color=colours[index % len(colours)], hatch=hatches[index % len(hatches)], edgecolor="white",
+               linewidth=0.5, label=label)
+    if threshold is not None:
+        ax.axvline(threshold, color=OKABE_ITO["black"], linestyle="--", linewidth=1.2,
+                   label=f"threshold {threshold:.3g}")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("score (probability of the positive class)")
+    ax.set_ylabel("samples")
+    ax.set_title("Score distribution by reference class")
+    ax.legend(loc="best")
+    return png_bytes(fig)
+
+
+def forest_figure(rows: Sequence[Mapping], metrics: Sequence[str] = ("sensitivity", "specificity")) -> bytes:
+    """Forest plot: one row per subgroup, one panel per metric, point estimate and 95% CI.
+
+    Args:
+        rows: ``label`` (row text), ``small`` (True marks the row: hollow marker, grey text),
+            ``overall`` (True draws it as the reference row) and one ``{"value", "ci95"}``
+            mapping per metric name.
+        metrics: the metric names to draw, one panel each.
+    """
+    height = 1.0 + 0.28 * max(len(rows), 1)
+    fig, axes = _new_figure(6.6, height, nrows=1, ncols=len(metrics), sharey=True)
+    positions = np.arange(len(rows))[::-1]
+    for panel, name in enumerate(metrics):
+        ax = axes[0, panel]
+        for y, row in zip(positions, rows, strict=True):
+            triple = _ci(row.get(name))
+            if triple is None:
+                ax.text(0.5, y, "n/a", ha="center", va="center", fontsize=7, color=OKABE_ITO["grey"])
+                continue
+            value, lo, hi = triple
+            colour = OKABE_ITO["black"] if row.get("overall") else SERIES_COLOURS[panel % len(SERIES_COLOURS)]
+            small = bool(row.get("small"))
+            ax.plot([lo, hi], [y, y], color=OKABE_ITO["grey"] if small else colour, linewidth=1.4)
+            ax.plot([value], [y], marker="D" if row.get("overall") else "s", markersize=5.5,
+                    color=colour, markerfacecolor="white" if small else colour, linestyle="none")
+        overall = next((r for r in rows if r.get("overall")), None)
+        reference = _ci(overall.get(name)) if overall else None
+        if reference:
+            ax.axvline(reference[0], color=OKABE_ITO["grey"], linestyle=":", linewidth=1)
+        ax.set_xlim(-0.05, 1.05)
+        ax.set_title(name)
+        ax.grid(axis="y", visible=False)
+    first = axes[0, 0]
+    first.set_yticks(positions)
+    first.set_yticklabels([str(r.get("label", "")) for r in rows])
+    for tick, row in zip(first.get_yticklabels(), rows, strict=True):
+        if row.get("small"):
+            tick.set_color(OKABE_ITO["grey"])
+            tick.set_style("italic")
+        if row.get("overall"):
+            tick.set_fontweight("bold")
+    first.set_ylim(-0.7, len(rows) - 0.3)
+    return png_bytes(fig)
+
+
+def confusion_heatmap(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> bytes:
+    """Heat map of a multi-class confusion matrix (rows: true class, columns: predicted), with counts."""
+    values = np.asarray(matrix, dtype=float)
+    size = 2.4 + 0.55 * len(classes)
+    fig, axes = _new_figure(size + 0.8, size)
+    ax = axes[0, 0]
+    row_totals = values.sum(axis=1, keepdims=True)
+    fractions = np.divide(values, row_totals, out=np.zeros_like(values), where=row_totals > 0)
+    image = ax.imshow(fractions, cmap="cividis", vmin=0, vmax=1)
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            ax.text(j, i, f"{int(values[i, j])}", ha="center", va="center", fontsize=8,
+                    color="black" if fractions[i, j] > 0.55 else "white")
+    ax.set_xticks(range(len(classes)), labels=list(classes), rotation=30, ha="right")
+    ax.set_yticks(range(len(classes)), labels=list(classes))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title("Confusion matrix (colour: row fraction)")
+    ax.grid(False)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="fraction of true class")
+    return png_bytes(fig)
+
+
+def thumbnail_figure(image: np.ndarray | None, title: str, note: str = "") -> bytes:
+    """A small greyscale picture of one case (or an "image unavailable" placeholder).
+
+    Args:
+        image: 2D array in display orientation (rows, cols), already windowed to [0, 1];
+            None draws the placeholder.
+        title: the case line (pseudonym, score, label).
+        note: a second line (which slice, or why no image).
+    """
+    fig, axes = _new_figure(2.3, 2.6)
+    ax = axes[0, 0]
+    ax.grid(False)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if image is None:
+        ax.set_facecolor("#eeeeee")
+        ax.text(0.5, 0.5, "image unavailable", ha="center", va="center", transform=ax.transAxes,
+                color="#555555", fontsize=8)
+    else:
+        ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect="equal")
+    ax.set_title(title, fontsize=7.5)
+    if note:
+        ax.set_xlabel(note, fontsize=7, color="#444444")
+    return png_bytes(fig)
+
+
+def display_slice(volume: np.ndarray, modality: str = "", mode: str = "middle") -> np.ndarray:
+    """Pick a 2D picture of a sample and window it to [0, 1] for display.
+
+    Args:
+        volume: ``(I, J, K)`` or ``(I, J)`` real-world values (channel axis already removed),
+            in medrec's ``vol[i, j, k]`` convention.
+        modality: ``CT`` gets a soft-tissue window (W 400, L 40); others the 1st-99th percentile.
+        mode: ``middle`` (the middle slice) or ``mip`` (maximum-intensity projection along k).
+
+    Returns:
+        The picture in display orientation (DICOM rows down, columns across), values in [0, 1].
+    """
+    data = np.asarray(volume, dtype=np.float32)
+    if data.ndim == 3:
+        plane = data.max(axis=2) if mode == "mip" else data[:, :, data.shape[2] // 2]
+    elif data.ndim == 2:
+        plane = data
+    else:
+        raise ValueError(f"display_slice expects a 2D or 3D array, got shape {data.shape}")
+    plane = plane.T  # vol[:, :, k].T is the DICOM pixel array (rows x cols)
+    if modality.upper() == "CT":
+        low, high = 40 - 200, 40 + 200
+    else:
+        finite = plane[np.isfinite(plane)]
+        if finite.size == 0:
+            return np.zeros_like(plane)
+        low, high = np.percentile(finite, [1, 99])
+    if high <= low:
+        high = low + 1
+    return np.clip((plane - low) / (high - low), 0, 1)

@@ -1,0 +1,133 @@
+"""Decoding and preprocessing in worker processes, overlapped with batched inference.
+
+A torch ``DataLoader`` runs the run's deterministic transforms in ``num_workers`` processes with a
+bounded prefetch. A sample that fails to load or preprocess never reaches the model and never
+kills a worker: :class:`ScoringDataset` catches the error and returns a marker that
+:func:`collate_scoring` routes to the error list of the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from medrec.errors import MedrecError
+from medrec.score.writer import one_line
+
+
+def error_reason(error: BaseException) -> str:
+    """A one-line reason for a failed sample.
+
+    MONAI wraps exceptions raised inside transforms in ``RuntimeError("applying transform ...")``;
+    the medrec error that caused it (named file, reason, fix) is the useful message, so the cause
+    chain is searched for it first.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, MedrecError):
+            return one_line(current)
+        current = current.__cause__ or current.__context__
+    return one_line(f"{type(error).__name__}: {error}")
+
+
+class ScoringDataset(Dataset):
+    """Manifest rows -> preprocessed tensors, one error marker instead of an exception per bad sample.
+
+    Args:
+        rows: manifest rows as plain dicts (the fields ``LoadSampled`` reads).
+        transform: the run's deterministic transforms (dict in, dict with ``key`` out).
+        key: the image key of the transform chain.
+    """
+
+    def __init__(self, rows: Sequence[Mapping[str, Any]], transform: Callable, key: str = "image") -> None:
+        self.rows = [dict(row) for row in rows]
+        self.transform = transform
+        self.key = key
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = self.rows[index]
+        try:
+            data = self.transform(dict(row))
+            image = data[self.key] if isinstance(data, Mapping) else data
+            affine = getattr(image, "affine", None)
+            tensor = torch.as_tensor(image).detach().clone().float()
+            tensor = tensor.as_subclass(torch.Tensor)
+            if not torch.isfinite(tensor).all():
+                raise ValueError("preprocessed image holds NaN or infinite values")
+        except Exception as e:  # noqa: BLE001 - any failure of one sample becomes its error row
+            return {"index": index, "image": None, "affine": None, "error": error_reason(e)}
+        affine_array = None if affine is None else np.asarray(torch.as_tensor(affine).detach().cpu(), dtype=np.float64)
+        return {"index": index, "image": tensor, "affine": affine_array, "error": ""}
+
+
+@dataclass
+class ScoringBatch:
+    """One collated batch: the good samples stacked per shape, the failures with their reasons."""
+
+    indices: list[int] = field(default_factory=list)
+    images: list[torch.Tensor] = field(default_factory=list)
+    affines: list[np.ndarray | None] = field(default_factory=list)
+    failed: list[tuple[int, str]] = field(default_factory=list)
+
+    def stacks(self) -> Iterator[tuple[list[int], torch.Tensor]]:
+        """Positions (into ``indices``) and a stacked tensor for each group of equal shape."""
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for position, image in enumerate(self.images):
+            by_shape.setdefault(tuple(image.shape), []).append(position)
+        for positions in by_shape.values():
+            yield positions, torch.stack([self.images[p] for p in positions])
+
+    def pin_memory(self) -> ScoringBatch:
+        """Called by the DataLoader's pin-memory thread when ``pin_memory=True``."""
+        self.images = [image.pin_memory() for image in self.images]
+        return self
+
+
+def collate_scoring(items: Sequence[Mapping[str, Any]]) -> ScoringBatch:
+    """Route error markers to ``failed``; keep good samples (stacked later per shape)."""
+    batch = ScoringBatch()
+    for item in items:
+        if item["image"] is None:
+            batch.failed.append((item["index"], item["error"]))
+        else:
+            batch.indices.append(item["index"])
+            batch.images.append(item["image"])
+            batch.affines.append(item["affine"])
+    return batch
+
+
+def iterate_batches(
+    dataset: ScoringDataset, batch_size: int, workers: int, pin_memory: bool = False, prefetch: int = 2
+) -> Iterator[ScoringBatch]:
+    """Batches of ``dataset`` in order, loaded by ``workers`` processes (0: in this process).
+
+    Args:
+        dataset: the samples to load.
+        batch_size: samples per batch.
+        workers: worker processes; each keeps at most ``prefetch`` batches ready.
+        pin_memory: pin host memory (for fast copies to a CUDA device).
+        prefetch: batches prefetched per worker.
+    """
+    kwargs: dict[str, Any] = {}
+    if workers > 0:
+        kwargs["prefetch_factor"] = prefetch
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate_scoring,
+        pin_memory=pin_memory,
+        **kwargs,
+    )
+    yield from loader

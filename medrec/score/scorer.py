@@ -1,0 +1,598 @@
+"""``medrec score``: batch scoring of a manifest or a scan folder with a trained run directory."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import math
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medrec import __version__
+from medrec.atomicio import write_csv
+from medrec.console import console, progress
+from medrec.errors import ConfigError, InputError, ModelError, OutputError
+from medrec.score.aggregate import AGGREGATIONS, GROUP_COLUMNS, aggregate_rows
+from medrec.score.inference import Predictor, resolve_device
+from medrec.score.pipeline import ScoringDataset, iterate_batches
+from medrec.score.shards import LEVEL_KEYS, check_part, select_part
+from medrec.score.writer import PredictionsWriter, read_rows, read_sidecar, sidecar_path, write_sidecar
+
+LEVELS = tuple(LEVEL_KEYS)
+IDENTITY_COLUMNS = ("sample_id", "patient_id", "study_uid")
+# settings that must be the same for every row of one predictions file
+RESUME_KEYS = ("model_sha256", "level", "aggregate", "tta", "threshold", "num_parts", "part_id")
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """How to score (every ``medrec score`` option that is not an input or output path).
+
+    Attributes:
+        level: ``series`` (one row per sample), ``study`` or ``patient`` (rows grouped).
+        aggregate: ``max`` or ``mean`` at study / patient level; None: ``max`` for binary runs,
+            ``mean`` for multi-class.
+        threshold: operating threshold; None: the run's own.
+        tta: average over all flips of the spatial axes; adds ``uncertainty``.
+        batch_size: samples per inference batch.
+        workers: loader processes (0: load in this process).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        amp: float16 autocast on CUDA.
+        explain_dir: write Grad-CAM maps (NIfTI + PNG) here.
+        retry_errors: score again the samples whose earlier row holds an error.
+        overwrite: discard an existing output instead of resuming it.
+        num_parts: split the job into this many deterministic parts ...
+        part_id: ... and score this one (0-based).
+    """
+
+    level: str = "series"
+    aggregate: str | None = None
+    threshold: float | None = None
+    tta: bool = False
+    batch_size: int = 8
+    workers: int = 0
+    device: str = "auto"
+    amp: bool = True
+    explain_dir: Path | None = None
+    retry_errors: bool = False
+    overwrite: bool = False
+    num_parts: int = 1
+    part_id: int = 0
+
+    def validate(self) -> None:
+        """Raises ConfigError naming the first invalid option."""
+        if self.level not in LEVELS:
+            raise ConfigError(f"--level must be one of {', '.join(LEVELS)}, got {self.level!r}")
+        if self.aggregate is not None and self.aggregate not in AGGREGATIONS:
+            raise ConfigError(f"--aggregate must be one of {', '.join(AGGREGATIONS)}, got {self.aggregate!r}")
+        if self.threshold is not None and not (0.0 <= self.threshold <= 1.0 and math.isfinite(self.threshold)):
+            raise ConfigError(f"--threshold must be a probability in [0, 1], got {self.threshold}")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.workers < 0:
+            raise ConfigError(f"--workers must be >= 0, got {self.workers}")
+        check_part(self.num_parts, self.part_id)
+
+
+@dataclass
+class ScoreResult:
+    """What one ``score`` call did.
+
+    Attributes:
+        output: the predictions CSV.
+        sidecar: its JSON record.
+        scored: samples scored by this call.
+        failed: samples that failed in this call (their rows hold the reason).
+        skipped: samples already in the output (not scored again).
+        rows: rows in the output after this call.
+        rows_ok: rows with a score.
+        failures: reason -> count, for this call.
+        record: the sidecar content.
+    """
+
+    output: Path
+    sidecar: Path
+    scored: int = 0
+    failed: int = 0
+    skipped: int = 0
+    rows: int = 0
+    rows_ok: int = 0
+    failures: Counter = field(default_factory=Counter)
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes (streamed)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def input_fingerprint(manifest: pd.DataFrame) -> str:
+    """sha256 of the sorted sample list (ids, paths and file lists); changes when samples are added or moved."""
+    lines = sorted(
+        f"{row.get('sample_id', '')}\t{row.get('path', '')}\t{row.get('files', '')}"
+        for row in manifest.to_dict("records")
+    )
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+
+
+def samples_path(output: str | Path) -> Path:
+    """Where sample-level rows are kept (resumably) when ``--level`` is study or patient."""
+    target = Path(output)
+    return target.with_name(f"{target.stem}.samples.csv")
+
+
+def index_dir(output: str | Path) -> Path:
+    """Where a scan folder given as INPUT is indexed: ``<output stem>.index/``."""
+    target = Path(output)
+    return target.with_name(f"{target.stem}.index")
+
+
+def score_columns(classes: Sequence[str]) -> list[str]:
+    """``["score"]`` for a binary run, ``score_<class>`` per class otherwise."""
+    return ["score"] if len(classes) == 2 else [f"score_{name}" for name in classes]
+
+
+def output_columns(classes: Sequence[str], level: str, tta: bool) -> list[str]:
+    """The header of the predictions file for these classes, level and TTA setting."""
+    columns = [*IDENTITY_COLUMNS, *score_columns(classes), "prediction", "label", "error"]
+    if tta:
+        columns.append("uncertainty")
+    if level != "series":
+        columns.extend(GROUP_COLUMNS)
+    return columns
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def positive_index_of(run: Any) -> int | None:
+    """Index of the positive class in the run's outputs (binary runs; None for multi-class).
+
+    ``run.positive_index`` / ``run.positive_class`` when the run records them, else the second class.
+    """
+    classes = [str(name) for name in run.classes]
+    if len(classes) != 2:
+        return None
+    index = getattr(run, "positive_index", None)
+    if index is None and getattr(run, "positive_class", None) is not None:
+        index = classes.index(str(run.positive_class)) if str(run.positive_class) in classes else None
+    return 1 if index is None else int(index)
+
+
+def _run_threshold(run: Any, options: ScoreOptions) -> tuple[float | None, str]:
+    """The operating threshold and where it came from (None for multi-class runs)."""
+    if len(run.classes) != 2:
+        return None, "argmax (multi-class)"
+    if options.threshold is not None:
+        return float(options.threshold), "command line (--threshold)"
+    value = getattr(run, "threshold", None)
+    if value is None:
+        return 0.5, "default 0.5 (the run records no operating threshold)"
+    source = getattr(run, "threshold_source", None)
+    entry = (getattr(run, "info", None) or {}).get("threshold")
+    if source is None and isinstance(entry, dict) and entry.get("method"):
+        chosen_on = f", chosen on {entry['chosen_on']}" if entry.get("chosen_on") else ""
+        source = f"{entry['method']}{chosen_on}"
+    return float(value), f"run: {source or 'model.json'}"
+
+
+def _check_resume(output: Path, rows_file: Path, record: Mapping[str, Any], overwrite: bool) -> dict[str, Any] | None:
+    """Refuse to mix two models or two settings in one file; returns the previous sidecar (if any)."""
+    if overwrite:
+        for path in {output, rows_file, sidecar_path(output)}:
+            path.unlink(missing_ok=True)
+        return None
+    previous = read_sidecar(output)
+    has_rows = any(bool(read_rows(path)[1]) for path in {output, rows_file} if path.exists())
+    if not has_rows:
+        return previous
+    if previous is None:
+        raise OutputError(
+            f"{output}: exists but has no sidecar {sidecar_path(output).name}, so the model that made it is "
+            "unknown; pass --overwrite to start fresh or choose another -o"
+        )
+    if previous.get("model_sha256") != record["model_sha256"]:
+        raise OutputError(
+            f"{output}: was written by another model (sha256 {str(previous.get('model_sha256'))[:12]}..., this run "
+            f"has {record['model_sha256'][:12]}...); pass --overwrite to start fresh or choose another -o"
+        )
+    for key in RESUME_KEYS[1:]:
+        if previous.get(key) != record.get(key):
+            raise OutputError(
+                f"{output}: was written with {key}={previous.get(key)!r}, this command has {key}={record.get(key)!r}; "
+                "rerun with the same options, pass --overwrite to start fresh, or choose another -o"
+            )
+    return previous
+
+
+@contextlib.contextmanager
+def output_lock(output: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``<output>.lock`` so that two scoring processes never append to one file.
+
+    The kernel drops the lock when the process dies (even by SIGKILL), so a killed run never
+    leaves a stale lock behind.
+
+    Raises:
+        OutputError: another process holds the lock.
+    """
+    lock_path = output.with_name(output.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_path, "a+")  # noqa: SIM115 - held for the whole run
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            raise OutputError(
+                f"{output}: another 'medrec score' is writing this file right now; wait for it or choose another -o"
+            ) from e
+        yield
+    finally:
+        handle.close()
+
+
+def score_manifest(
+    run: Any,
+    manifest: pd.DataFrame,
+    output: str | Path,
+    options: ScoreOptions | None = None,
+    *,
+    model_sha256: str,
+    input_description: Mapping[str, Any] | None = None,
+    show_progress: bool = True,
+) -> ScoreResult:
+    """Score every sample of ``manifest`` with ``run`` into ``output`` (resumable).
+
+    Args:
+        run: a loaded run (:func:`medrec.rundir.load_run`): ``model``, ``classes``, ``threshold``,
+            ``predict(batch)`` (calibrated probabilities) and ``deterministic_transforms()``.
+        manifest: the samples (manifest contract columns).
+        output: the predictions CSV.
+        options: see :class:`ScoreOptions`.
+        model_sha256: sha256 of the run's ``model.safetensors`` (recorded; resuming checks it).
+        input_description: what INPUT was (recorded in the sidecar).
+        show_progress: draw a progress bar.
+
+    Returns:
+        A :class:`ScoreResult`.
+
+    Raises:
+        ConfigError: invalid options.
+        OutputError: the output belongs to another model or other settings (and no ``overwrite``).
+    """
+    options = options or ScoreOptions()
+    options.validate()
+    output = Path(output)
+    if output.is_dir():
+        raise OutputError(f"{output}: is a folder; -o takes the predictions CSV file to write")
+    classes = [str(name) for name in run.classes]
+    if len(classes) < 2:
+        raise ModelError(f"the run has {len(classes)} class(es) ({classes}); a classifier needs at least 2")
+    binary = len(classes) == 2
+    positive_index = positive_index_of(run)
+    positive = classes[positive_index] if positive_index is not None else None
+    negative = classes[1 - positive_index] if positive_index is not None else None
+    aggregate = options.aggregate or ("max" if binary else "mean")
+    if options.level != "series" and not binary and aggregate == "max":
+        raise ConfigError("--aggregate max is only defined for binary runs; use --aggregate mean for multi-class")
+    threshold, threshold_source = _run_threshold(run, options)
+    probability_columns = score_columns(classes)
+    columns = output_columns(classes, options.level, options.tta)
+    sample_columns = output_columns(classes, "series", options.tta)
+    rows_file = output if options.level == "series" else samples_path(output)
+
+    part = select_part(manifest, options.num_parts, options.part_id, options.level)
+    duplicated = part["sample_id"][part["sample_id"].duplicated()].tolist()
+    if duplicated:
+        raise InputError(f"the input lists sample_id {duplicated[0]} more than once; re-index the scans")
+    device = resolve_device(options.device)
+    with output_lock(output):
+        record: dict[str, Any] = {
+            "model_sha256": model_sha256,
+            "medrec_version": __version__,
+            "classes": classes,
+            "positive_class": positive,
+            "threshold": threshold,
+            "threshold_source": threshold_source,
+            "level": options.level,
+            "aggregate": aggregate if options.level != "series" else None,
+            "tta": options.tta,
+            "num_parts": options.num_parts,
+            "part_id": options.part_id,
+            "input": dict(input_description or {}),
+            "input_fingerprint": input_fingerprint(manifest),
+            "columns": columns,
+            "samples_file": None if options.level == "series" else rows_file.name,
+            "device": str(device),
+            "amp": options.amp and device.type == "cuda",
+            "batch_size": options.batch_size,
+            "workers": options.workers,
+            "explain_dir": None if options.explain_dir is None else str(options.explain_dir),
+            "started": _now(),
+            "finished": None,
+            "status": "running",
+        }
+        previous = _check_resume(output, rows_file, record, options.overwrite)
+        record["first_started"] = (previous or {}).get("first_started") or record["started"]
+        write_sidecar(output, record)
+
+        writer = PredictionsWriter(rows_file, sample_columns)
+        done = writer.start(retry_errors=options.retry_errors)
+        already = part["sample_id"].isin(list(done))
+        todo = part[~already].reset_index(drop=True)
+        result = ScoreResult(output=output, sidecar=sidecar_path(output), skipped=int(already.sum()))
+
+        explainer = None
+        if options.explain_dir is not None and len(todo):
+            from medrec.score.explain import GradCamExplainer
+
+            explainer = GradCamExplainer(run, options.explain_dir, device=device)
+        predictor = Predictor(run, device, amp=options.amp, tta=options.tta, uncertainty_class=positive_index)
+        records = todo.to_dict("records")
+        dataset = ScoringDataset(records, scoring_transforms(run, keep_geometry=explainer is not None))
+        started = time.monotonic()
+        bar = progress() if show_progress else None
+        task = None
+        if bar is not None:
+            bar.start()
+            task = bar.add_task("Scoring", total=len(records), status="")
+        try:
+            batches = iterate_batches(dataset, options.batch_size, options.workers, pin_memory=device.type == "cuda")
+            for batch in batches:
+                new_rows: dict[int, dict[str, Any]] = {}
+                for index, reason in batch.failed:
+                    new_rows[index] = _base_row(records[index]) | {"error": reason}
+                    result.failures[reason] += 1
+                for positions, stacked in batch.stacks():
+                    probabilities, spread = predictor(stacked)
+                    for offset, position in enumerate(positions):
+                        index = batch.indices[position]
+                        row = _base_row(records[index])
+                        probs = probabilities[offset]
+                        if binary:
+                            row["score"] = float(probs[positive_index])
+                            row["prediction"] = positive if probs[positive_index] >= threshold else negative
+                        else:
+                            row.update({name: float(probs[c]) for c, name in enumerate(probability_columns)})
+                            row["prediction"] = classes[int(probs.argmax())]
+                        if spread is not None:
+                            row["uncertainty"] = float(spread[offset])
+                        new_rows[index] = row
+                        if explainer is not None:
+                            explainer.explain_or_warn(records[index], batch.images[position], batch.affines[position],
+                                                      class_index=positive_index if binary else int(probs.argmax()))
+                ordered = [new_rows[index] for index in sorted(new_rows)]
+                writer.append(ordered)
+                result.failed += sum(1 for row in ordered if row["error"])
+                result.scored += sum(1 for row in ordered if not row["error"])
+                if bar is not None:
+                    bar.update(task, advance=len(ordered), status=f"{result.failed} failed" if result.failed else "")
+        finally:
+            if bar is not None:
+                bar.stop()
+
+        _, sample_rows = read_rows(rows_file)
+        if options.level != "series":
+            grouped = aggregate_rows(
+                sample_rows, options.level, aggregate, classes, probability_columns, threshold,
+                with_uncertainty=options.tta, positive_class=positive,
+            )
+            write_csv(output, pd.DataFrame(grouped, columns=columns))
+            final_rows = grouped
+        else:
+            final_rows = sample_rows
+        result.rows = len(final_rows)
+        result.rows_ok = sum(1 for row in final_rows if not row.get("error"))
+        record.update(
+            finished=_now(),
+            status="complete" if len(part) == result.skipped + result.scored + result.failed else "partial",
+            seconds=round(time.monotonic() - started, 3),
+            counts={
+                "input_samples": int(len(manifest)),
+                "part_samples": int(len(part)),
+                "scored": result.scored,
+                "failed": result.failed,
+                "skipped": result.skipped,
+                "rows": result.rows,
+                "rows_ok": result.rows_ok,
+                "rows_with_error": result.rows - result.rows_ok,
+            },
+            failure_reasons=dict(result.failures.most_common(10)),
+        )
+        if explainer is not None:
+            record["explain"] = {"maps_written": len(explainer.written) // 2, "failed_samples": explainer.failed}
+        write_sidecar(output, record)
+        result.record = record
+        return result
+
+
+def scoring_transforms(run: Any, keep_geometry: bool = False) -> Any:
+    """The run's deterministic preprocessing chain (training's, without augmentation).
+
+    Args:
+        run: the loaded run.
+        keep_geometry: end with a MetaTensor that keeps its affine (needed to map Grad-CAM back
+            onto the input grid); the voxel values are the same either way.
+    """
+    if keep_geometry and getattr(run, "plan", None) is not None:
+        from medrec.transforms import build_transforms
+
+        return build_transforms(run.plan, keys=("image",), track_meta=True)[0]
+    return run.deterministic_transforms()
+
+
+def _base_row(sample: Mapping[str, Any]) -> dict[str, Any]:
+    def text(name: str) -> str:
+        value = sample.get(name, "")
+        return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+    return {"sample_id": text("sample_id"), "patient_id": text("patient_id"), "study_uid": text("study_uid"),
+            "label": text("label"), "error": "", "prediction": ""}
+
+
+def load_input(
+    input_path: str | Path, output: str | Path, rules: Any = None, labels: str | Path | None = None,
+    workers: int | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The manifest to score: a manifest CSV as is, or a scan folder indexed into ``<output stem>.index/``.
+
+    Returns:
+        ``(manifest, description)`` where description goes into the sidecar.
+
+    Raises:
+        InputError: INPUT does not exist, or is a file that is not a manifest CSV.
+    """
+    source = Path(input_path)
+    if source.is_dir():
+        from medrec.index import index_folder
+
+        target = index_dir(output)
+        console.print(f"Indexing {source} into {target} ...")
+        result = index_folder(source, target, labels=labels, rules=rules, workers=workers)
+        description = {"kind": "folder", "path": str(source), "index_dir": str(target),
+                       "rules": _describe_rules(rules)}
+        return result.manifest, description
+    if source.is_file():
+        if source.suffix.lower() != ".csv":
+            raise InputError(
+                f"{source}: INPUT must be a scan folder or a manifest CSV, got a {source.suffix or 'plain'} file"
+            )
+        if labels is not None:
+            raise ConfigError("--labels applies to a scan folder; a manifest already carries its label column")
+        from medrec.manifest import read_manifest
+
+        return read_manifest(source), {"kind": "manifest", "path": str(source)}
+    raise InputError(f"{source}: INPUT not found; give a scan folder or a manifest CSV (from 'medrec index')")
+
+
+def _describe_rules(rules: Any) -> Any:
+    if rules is None:
+        return "SelectionRules defaults"
+    for method in ("model_dump", "_asdict"):
+        if hasattr(rules, method):
+            return getattr(rules, method)()
+    try:
+        from dataclasses import asdict
+
+        return asdict(rules)
+    except TypeError:
+        return repr(rules)
+
+
+def selection_rules_of(run: Any, run_dir: str | Path) -> Any:
+    """The series-selection rules the run was trained with, or None for ``SelectionRules`` defaults.
+
+    Looked up as ``run.selection_rules``, else the ``selection_rules`` (or ``index.rules``) entry of
+    ``model.json`` / ``config.yaml`` in the run directory.
+    """
+    rules = getattr(run, "selection_rules", None)
+    if rules is not None:
+        return rules
+    import json
+
+    import yaml
+
+    found: Any = None
+    folder = Path(run_dir)
+    for name, parse in (("model.json", json.loads), ("config.yaml", yaml.safe_load)):
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            content = parse(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, yaml.YAMLError):
+            continue
+        if not isinstance(content, dict):
+            continue
+        found = content.get("selection_rules")
+        if found is None and isinstance(content.get("index"), dict):
+            found = content["index"].get("rules") or content["index"].get("selection_rules")
+        if found is not None:
+            break
+    if found is None:
+        return None
+    if not isinstance(found, dict):
+        return found
+    from medrec.index import SelectionRules
+
+    try:
+        return SelectionRules(**found)
+    except Exception as e:  # noqa: BLE001 - pydantic or dataclass errors alike
+        raise ModelError(f"{folder}: the run's selection rules {found} are not valid SelectionRules ({e})") from e
+
+
+def load_scoring_run(run_dir: str | Path) -> tuple[Any, str]:
+    """Load a run directory for scoring; returns ``(run, sha256 of model.safetensors)``.
+
+    Raises:
+        ModelError: RUN is a file (e.g. a pickled ``.pt`` checkpoint) or not a complete run directory.
+    """
+    folder = Path(run_dir)
+    if folder.is_file():
+        raise ModelError(
+            f"{folder}: RUN must be a run directory (model.safetensors + model.json from 'medrec train'), got a "
+            f"file; pickled checkpoints (.pt, .pth, .pkl) are never loaded"
+        )
+    if not folder.is_dir():
+        raise ModelError(f"{folder}: run directory not found; train one with 'medrec train CONFIG.yaml -o RUN'")
+    from medrec.rundir import load_run
+
+    run = load_run(folder)
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise ModelError(f"{folder}: has no model.safetensors; only safetensors run directories are scored")
+    return run, file_sha256(weights)
+
+
+def score(
+    run_dir: str | Path,
+    input_path: str | Path,
+    output: str | Path,
+    options: ScoreOptions | None = None,
+    labels: str | Path | None = None,
+    show_progress: bool = True,
+) -> ScoreResult:
+    """Score a scan folder or a manifest CSV with a run directory (what ``medrec score RUN INPUT`` does).
+
+    A scan folder is indexed with the run's own series-selection rules (else the defaults) into
+    ``<output stem>.index/``; a manifest CSV is used as is.
+
+    Args:
+        run_dir: the run directory (``model.safetensors`` + ``model.json``).
+        input_path: a scan folder or a manifest CSV.
+        output: the predictions CSV.
+        options: see :class:`ScoreOptions`.
+        labels: labels file for a scan folder (adds the ``label`` column).
+        show_progress: draw progress bars.
+
+    Returns:
+        A :class:`ScoreResult`.
+
+    Raises:
+        ModelError: RUN is not a run directory.
+        InputError: INPUT is missing or holds no samples.
+        OutputError: the output belongs to another model or other settings.
+    """
+    options = options or ScoreOptions()
+    options.validate()
+    run, model_hash = load_scoring_run(run_dir)
+    rules = selection_rules_of(run, run_dir)
+    manifest, description = load_input(input_path, output, rules=rules, labels=labels,
+                                       workers=options.workers or None)
+    if manifest.empty:
+        raise InputError(f"{input_path}: holds no sample to score (see the index's qc.csv for what was left out)")
+    description["run_dir"] = str(run_dir)
+    return score_manifest(run, manifest, output, options, model_sha256=model_hash,
+                          input_description=description, show_progress=show_progress)

@@ -1,0 +1,857 @@
+"""``medrec train``: from a config to a complete run directory.
+
+Order of work (each step logged to ``train.log``):
+
+1. check the run directory (a complete run is never overwritten; ``--resume`` continues one);
+2. read the manifest, decide the classes, make or reuse the patient-level splits, audit leakage;
+3. plan the preprocessing on the training split only, check the input against the memory budget;
+4. preprocess training and validation samples once into the cache (the test split is never read);
+5. train: AdamW, linear warm-up + cosine decay per step, class-weighted loss or balanced sampling,
+   early stopping on validation AUC, best + last checkpoints every epoch;
+6. reload the best weights, fit the temperature on validation logits, choose the operating
+   threshold on the calibrated validation probabilities, and write ``model.json`` last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, WeightedRandomSampler
+
+from medrec.atomicio import append_line, read_complete_lines, write_csv, write_text
+from medrec.config import TrainConfig, dump_config
+from medrec.console import progress
+from medrec.data.cache import SampleCache
+from medrec.data.dataset import CachedImageDataset, SampleStore, fill_cache
+from medrec.errors import ConfigError, LeakageError, ManifestError, MedrecError, ModelError, ResourceBudgetError
+from medrec.manifest import read_manifest
+from medrec.rundir import (
+    CACHE_DIR,
+    CHECKPOINT_STEM,
+    CONFIG_YAML,
+    METRICS_JSONL,
+    MODEL_JSON,
+    MODEL_WEIGHTS,
+    PLAN_JSON,
+    RUN_FORMAT,
+    SPLITS_CSV,
+    TRAIN_LOG,
+    VAL_PREDICTIONS_CSV,
+    TrainLog,
+    check_run_dir_for_training,
+    library_versions,
+    sha256_file,
+)
+from medrec.train.calibration import TemperatureFit, calibrated_probabilities, fit_temperature, negative_log_likelihood
+from medrec.train.checkpoint import load_checkpoint, load_safetensors, save_checkpoint, save_weights
+from medrec.train.ddp import (
+    DistributedContext,
+    DistributedWeightedSampler,
+    all_gather_objects,
+    all_reduce_sum,
+    barrier,
+    broadcast_object,
+    setup_distributed,
+    teardown_distributed,
+)
+from medrec.train.determinism import (
+    capture_rng_state,
+    derive_seed,
+    enable_deterministic_mode,
+    restore_rng_state,
+    seed_everything,
+)
+from medrec.train.evaluation import classification_auc, validation_summary
+from medrec.train.setup import (
+    LabelSpace,
+    check_partition,
+    check_splits_table,
+    label_space,
+    labelled_rows,
+    partition,
+)
+from medrec.train.threshold import choose_threshold, sensitivity_specificity
+
+# Config keys that may differ between a run and its --resume (they do not change the result).
+RESUME_FREE_KEYS: frozenset[str] = frozenset({"training.device", "training.num_workers", "training.cache_dir"})
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a ``train`` call produced.
+
+    Attributes:
+        run_dir: the run directory.
+        complete: False only when stopped on purpose before the end (``interrupt_after_epoch``).
+        best_epoch: epoch of the kept weights (1-based).
+        epochs_completed: epochs trained in total.
+        stopped_early: early stopping ended training.
+        val_metrics: validation metrics of the kept weights (calibrated).
+        threshold: the ``model.json`` threshold entry.
+        calibration: the ``model.json`` calibration entry.
+        classes: class names in model-output order.
+        positive_class: binary positive class, or None.
+        seconds: wall time of this call.
+    """
+
+    run_dir: Path
+    complete: bool
+    best_epoch: int
+    epochs_completed: int
+    stopped_early: bool
+    val_metrics: dict[str, Any] = field(default_factory=dict)
+    threshold: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
+    classes: tuple[str, ...] = ()
+    positive_class: str | None = None
+    seconds: float = 0.0
+
+
+def resolve_device(requested: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error.
+
+    Raises:
+        ConfigError: CUDA requested but not available.
+    """
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("training.device: 'cuda' requested but no CUDA device is available; use cpu or auto")
+    if requested not in ("cpu", "cuda"):
+        raise ConfigError(f"training.device: {requested!r} is not one of auto, cpu, cuda")
+    return torch.device(requested)
+
+
+def train(
+    config: TrainConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    *,
+    device: str | None = None,
+    interrupt_after_epoch: int | None = None,
+    show_progress: bool = True,
+) -> RunResult:
+    """Train a classifier and write a complete run directory.
+
+    Under ``torchrun`` every rank calls this; rank 0 alone writes the run directory.
+
+    Args:
+        config: the validated recipe.
+        run_dir: output folder (created; a complete run there is an error unless ``resume``).
+        resume: continue an unfinished run from its last completed epoch (a complete run: no-op).
+        device: overrides ``training.device`` (``auto``, ``cpu``, ``cuda``).
+        interrupt_after_epoch: stop right after this epoch's checkpoint, leaving the run
+            unfinished as if the process had been killed (for tests and time-boxed jobs).
+        show_progress: show progress bars (rank 0).
+
+    Returns:
+        The :class:`RunResult`.
+
+    Raises:
+        ConfigError, InputError, LeakageError, OutputError, ResourceBudgetError: bad recipe, data
+            or output folder, always before training starts where they can be detected.
+    """
+    started = time.perf_counter()
+    target = resolve_device(device or config.training.device)
+    context = setup_distributed(target.type)
+    try:
+        trainer = _Trainer(config, Path(run_dir).resolve(), resume, context, target, show_progress)
+        result = trainer.run(interrupt_after_epoch)
+    finally:
+        teardown_distributed(context)
+    return RunResult(**{**result.__dict__, "seconds": round(time.perf_counter() - started, 2)})
+
+
+def _json_number(value: float | None) -> float | None:
+    return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
+
+
+def plan_hash(plan_data: dict[str, Any]) -> str:
+    """sha256 of a plan's canonical JSON (keys sorted)."""
+    return hashlib.sha256(json.dumps(plan_data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): data}
+
+
+class _NullProgress:
+    def add_task(self, *args: Any, **kwargs: Any) -> int:
+        return 0
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def advance(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class _Trainer:
+    """One training run: holds the pieces the steps share (kept private; use :func:`train`)."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: Path,
+        resume: bool,
+        context: DistributedContext,
+        target: torch.device,
+        show_progress: bool,
+    ) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.resume = resume
+        self.context = context
+        self.main = context.is_main
+        self.device = torch.device("cuda", context.local_rank) if target.type == "cuda" else torch.device("cpu")
+        self.show_progress = show_progress and self.main
+        self.log = TrainLog(run_dir / TRAIN_LOG, enabled=self.main)
+
+    # ------------------------------------------------------------------ steps before training
+
+    def _on_main(self, action: Any) -> Any:
+        """Run ``action`` on rank 0, share its result; an error there is raised on every rank."""
+        outcome: Any = None
+        if self.main:
+            try:
+                outcome = ("ok", action())
+            except MedrecError as e:
+                outcome = ("error", type(e).__name__, str(e))
+                if not self.context.enabled:
+                    raise
+                broadcast_object(self.context, outcome)
+                raise
+        outcome = broadcast_object(self.context, outcome)
+        if outcome[0] == "error":
+            import medrec.errors as errors
+
+            raise getattr(errors, outcome[1], MedrecError)(outcome[2])
+        return outcome[1]
+
+    def _resolved_config(self) -> TrainConfig:
+        config = self.config
+        return config.model_copy(
+            update={
+                "data": config.data.model_copy(update={"splits": self.run_dir / SPLITS_CSV}),
+                "training": config.training.model_copy(update={"cache_dir": self.cache_dir}),
+            }
+        )
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.config.training.cache_dir) if self.config.training.cache_dir else self.run_dir / CACHE_DIR
+
+    def _check_config_unchanged(self) -> None:
+        import yaml
+
+        saved_path = self.run_dir / CONFIG_YAML
+        if not saved_path.is_file():
+            return
+        saved = _flatten(yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {})
+        current = _flatten(self._resolved_config().to_yaml_dict())
+        changed = sorted(
+            key for key in set(saved) | set(current) if key not in RESUME_FREE_KEYS and saved.get(key) != current.get(key)
+        )
+        if changed:
+            raise ConfigError(
+                f"{saved_path}: the config changed since this run started ({', '.join(changed)}); "
+                "--resume needs the same config, or start a new run in another folder"
+            )
+
+    def _read_splits(self, rows: pd.DataFrame) -> pd.DataFrame:
+        run_splits = self.run_dir / SPLITS_CSV
+        configured = self.config.data.splits
+        if self.resume and run_splits.is_file():
+            source, frame = run_splits, pd.read_csv(run_splits, dtype=str, keep_default_na=False)
+            self.log(f"splits: reusing {run_splits.name} of this run")
+        elif configured is not None and Path(configured).is_file():
+            source, frame = configured, pd.read_csv(configured, dtype=str, keep_default_na=False)
+            self.log(f"splits: reusing {configured}")
+        else:
+            from medrec.split import make_splits
+
+            split = self.config.split
+            frame = make_splits(
+                rows,
+                val=split.val,
+                test=split.test,
+                folds=split.folds,
+                stratify_by=list(split.stratify_by) if split.stratify_by else None,
+                seed=split.seed,
+            )
+            source = "medrec.split.make_splits"
+            self.log(f"splits: made with seed {split.seed} (val {split.val}, test {split.test}, folds {split.folds})")
+        frame = check_splits_table(frame, str(source))
+        frame = frame[frame["sample_id"].isin(set(rows["sample_id"]))]
+        return frame.reset_index(drop=True)
+
+    def _prepare_data(self) -> None:
+        config = self.config
+        manifest_path = Path(config.data.manifest)
+        manifest = read_manifest(manifest_path)
+        rows = labelled_rows(manifest, config.data.label_column)
+        rows["sample_id"] = rows["sample_id"].astype(str)
+        if rows["sample_id"].duplicated().any():
+            raise ManifestError(f"{manifest_path}: sample ids are not unique; re-run 'medrec index'")
+        self.log(f"manifest: {len(manifest)} samples, {len(rows)} labelled ({len(manifest) - len(rows)} unlabelled not used)")
+        self.space: LabelSpace = label_space(rows["label"], config.data.classes, config.data.positive_class)
+        self.log(f"classes: {list(self.space.classes)}; positive class: {self.space.positive_class or '(multi-class: argmax)'}")
+        splits = self._read_splits(rows)
+        self.parts = partition(splits, config.split.fold)
+        self.labels = dict(zip(rows["sample_id"], rows["label"], strict=True))
+        unassigned = len(rows) - len(splits)
+        if unassigned:
+            self.log(f"splits: {unassigned} labelled samples are in no split and are not used")
+        check_partition(self.parts, self.labels, self.space)
+        if set(self.parts["test"]) & (set(self.parts["train"]) | set(self.parts["val"])):
+            raise LeakageError("a sample is both in test and in train/val; the splits table is inconsistent")
+        self.splits = splits
+        self.rows = rows
+        self.manifest_path = manifest_path
+        for name in ("train", "val", "test"):
+            counts = pd.Series([self.labels[s] for s in self.parts[name]], dtype=object).value_counts().to_dict()
+            self.log(f"split {name}: {len(self.parts[name])} samples {dict(sorted(counts.items()))}")
+
+    def _write_inputs(self) -> None:
+        """Audit leakage, then write splits, manifest copies and the resolved config (rank 0)."""
+        from medrec.split import audit_leakage
+
+        if not self.resume or not (self.run_dir / SPLITS_CSV).is_file():
+            audit_leakage(self.rows, self.splits, check_pixels=self.config.split.check_pixels)
+            self.log(f"leakage audit passed (pixel check: {'on' if self.config.split.check_pixels else 'off'})")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_csv(self.run_dir / SPLITS_CSV, self.splits[["sample_id", "patient_id", "split"]])
+        for name in ("manifest.csv", "qc.csv"):
+            source = self.manifest_path if name == "manifest.csv" else self.manifest_path.parent / name
+            if source.is_file() and not (self.run_dir / name).is_file():
+                write_text(self.run_dir / name, source.read_text(encoding="utf-8"))
+        header = "# resolved by medrec train: absolute paths, defaults filled in; preprocessing plan: plan.json\n"
+        write_text(self.run_dir / CONFIG_YAML, header + dump_config(self._resolved_config()))
+
+    def _plan(self) -> dict[str, Any]:
+        """The preprocessing plan (made on the training split only) as JSON data (rank 0)."""
+        plan_path = self.run_dir / PLAN_JSON
+        if self.resume and plan_path.is_file():
+            self.log("plan: reusing plan.json of this run")
+            return json.loads(plan_path.read_text(encoding="utf-8"))["plan"]
+        from medrec.loader import load_sample
+        from medrec.planning import fingerprint, make_plan
+
+        train_rows = self.rows[self.rows["sample_id"].isin(set(self.parts["train"]))]
+        data_fingerprint = fingerprint(train_rows, sample_loader=load_sample, seed=self.config.training.seed)
+        budget = "gpu" if self.device.type == "cuda" else "cpu"
+        plan = make_plan(data_fingerprint, self.config.preprocessing, compute_budget=budget)
+        data = plan.model_dump(mode="json")
+        write_text(plan_path, json.dumps({"plan": data, "plan_hash": plan_hash(data)}, indent=1, default=str) + "\n")
+        for reason in plan.reasons:
+            self.log(f"plan: {reason}")
+        return data
+
+    def _check_budget(self, input_shape: tuple[int, ...]) -> None:
+        budget = self.config.training.memory_budget_gb * 1024**3
+        batch_bytes = self.config.training.batch_size * math.prod(input_shape) * 4
+        if batch_bytes > budget:
+            raise ResourceBudgetError(
+                f"one batch of {self.config.training.batch_size} inputs of shape {list(input_shape)} needs "
+                f"{batch_bytes / 1024**3:.2f} GiB > training.memory_budget_gb {self.config.training.memory_budget_gb}; "
+                "lower training.batch_size or preprocessing.input_size, or raise the budget"
+            )
+
+    # ------------------------------------------------------------------ model and optimisation
+
+    def _architecture(self, input_shape: tuple[int, ...]) -> dict[str, Any]:
+        model_config, plan = self.config.model, self.plan
+        kwargs: dict[str, Any] = dict(model_config.kwargs)
+        spatial_dims = len(input_shape) - 1
+        if model_config.spatial_dims is not None and model_config.spatial_dims != spatial_dims:
+            if not (spatial_dims == 3 and model_config.spatial_dims == 2):
+                raise ConfigError(
+                    f"model.spatial_dims {model_config.spatial_dims} does not fit the {spatial_dims}D inputs of the plan"
+                )
+        mode = model_config.mode or plan.mode
+        if spatial_dims == 3 and (mode in ("2d", "2.5d") or model_config.spatial_dims == 2):
+            mode = mode if mode in ("2d", "2.5d") else "2d"
+            kwargs["slice_mode"] = mode
+            kwargs["aggregation"] = model_config.aggregation
+            kwargs["top_k"] = model_config.top_k
+            if mode == "2.5d":
+                kwargs["context"] = model_config.context or plan.slice_context or 1
+        else:
+            mode = "3d" if spatial_dims == 3 else "2d"
+        return {
+            "name": model_config.name,
+            "spatial_dims": spatial_dims,
+            "in_channels": int(input_shape[0]),
+            "num_classes": len(self.space.classes),
+            "mode": mode,
+            "kwargs": kwargs,
+        }
+
+    def _build_model(self) -> torch.nn.Module:
+        from medrec.models import create_model, load_pretrained
+
+        arch = self.architecture
+        model = create_model(arch["name"], arch["spatial_dims"], arch["in_channels"], arch["num_classes"], **arch["kwargs"])
+        if self.config.model.pretrained is not None:
+            missing, unexpected = load_pretrained(model, self.config.model.pretrained)
+            self.log(f"pretrained weights: {len(missing)} missing and {len(unexpected)} unexpected keys")
+        return model.to(self.device)
+
+    def _lr_factor(self, step: int) -> float:
+        warmup, total = self.warmup_steps, self.total_steps
+        if step < warmup:
+            return (step + 1) / warmup
+        progress_fraction = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress_fraction)))
+
+    def _train_loader(self, epoch: int) -> DataLoader:
+        dataset, config = self.train_dataset, self.config.training
+        dataset.set_epoch(epoch)
+        seed = derive_seed(config.seed, epoch, 1)
+        generator = torch.Generator().manual_seed(seed)
+        labels = np.asarray(dataset.labels)
+        if config.imbalance == "balanced_sampler":
+            counts = np.bincount(labels, minlength=len(self.space.classes)).astype(np.float64)
+            weights = 1.0 / counts[labels]
+            if self.context.enabled:
+                sampler = DistributedWeightedSampler(weights, len(labels), self.context.rank, self.context.world_size, config.seed)
+                sampler.set_epoch(epoch)
+            else:
+                sampler = WeightedRandomSampler(weights.tolist(), len(labels), replacement=True, generator=generator)
+        elif self.context.enabled:
+            sampler = DistributedSampler(
+                dataset, num_replicas=self.context.world_size, rank=self.context.rank, shuffle=True, seed=config.seed
+            )
+            sampler.set_epoch(epoch)
+        else:
+            sampler = RandomSampler(dataset, generator=generator)
+        return DataLoader(
+            dataset,
+            batch_size=config.batch_size,
+            sampler=sampler,
+            num_workers=config.num_workers,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(derive_seed(config.seed, epoch, 2)),
+        )
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+
+    def _train_epoch(self, epoch: int, bar: Any, task: int) -> dict[str, float]:
+        started = time.perf_counter()
+        loader = self._train_loader(epoch)
+        self.ddp_model.train()
+        loss_sum, count, waited = 0.0, 0, 0.0
+        batches: Iterator = iter(loader)
+        while True:
+            wait_started = time.perf_counter()
+            batch = next(batches, None)
+            waited += time.perf_counter() - wait_started
+            if batch is None:
+                break
+            images, labels, _ = batch
+            images = images.to(self.device, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)
+            self.optimizer.zero_grad(set_to_none=True)
+            with self._autocast():
+                logits = self.ddp_model(images)
+            loss = self.criterion(logits.float(), labels)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.optimizer.step()
+            self.scheduler.step()
+            loss_sum += float(loss.detach()) * len(labels)
+            count += len(labels)
+            bar.update(task, advance=1, status=f"loss {loss_sum / max(count, 1):.4f}")
+        loss_sum, count, waited = all_reduce_sum(self.context, [loss_sum, float(count), waited])
+        seconds = time.perf_counter() - started
+        return {
+            "train_loss": loss_sum / max(count, 1.0),
+            "train_seconds": seconds,
+            "data_wait_seconds": waited / self.context.world_size,
+        }
+
+    @torch.no_grad()
+    def _validation_logits(self, sharded: bool) -> np.ndarray:
+        """Validation logits in ``val`` order; each rank scores its shard when ``sharded``."""
+        model = self.model.eval()
+        positions = list(range(len(self.val_dataset)))
+        if sharded and self.context.enabled:
+            positions = positions[self.context.rank :: self.context.world_size]
+        outputs: list[tuple[int, list[float]]] = []
+        for start in range(0, len(positions), self.config.training.batch_size):
+            chunk = positions[start : start + self.config.training.batch_size]
+            images = torch.stack([self.val_dataset[i][0] for i in chunk]).to(self.device)
+            with self._autocast():
+                logits = model(images).float().cpu().numpy()
+            outputs.extend(zip(chunk, logits.astype(np.float64).tolist(), strict=True))
+        if sharded and self.context.enabled:
+            outputs = [item for part in all_gather_objects(self.context, outputs) for item in part]
+        ordered = sorted(outputs, key=lambda item: item[0])
+        return np.asarray([logits for _, logits in ordered], dtype=np.float64)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _checkpoint_state(self, epoch: int, record: dict[str, Any]) -> dict[str, Any]:
+        rng_tensors, rng_scalars = capture_rng_state()
+        scheduler_state = {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"}
+        return {
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": scheduler_state,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": rng_tensors,
+            "rng_scalars": rng_scalars,
+            "loop": dict(self.loop),
+            "metrics": record,
+            "world_size": self.context.world_size,
+            "plan_hash": self.plan_hash,
+            "sampler": {"seed": self.config.training.seed, "rule": "generator seeded per epoch from (seed, epoch)"},
+        }
+
+    def _restore(self) -> int:
+        state = load_checkpoint(self.run_dir / CHECKPOINT_STEM)
+        if state.get("plan_hash") != self.plan_hash:
+            raise ModelError(f"{self.run_dir}: the checkpoint was made with another preprocessing plan; cannot resume")
+        if state.get("world_size") != self.context.world_size:
+            raise ConfigError(
+                f"{self.run_dir}: the run was started with {state.get('world_size')} process(es), now "
+                f"{self.context.world_size}; resume with the same number to get the same result"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None]})
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        restore_rng_state(state["rng"], state["rng_scalars"])
+        self.loop = dict(state["loop"])
+        epoch = int(state["epoch"])
+        if self.main:
+            metrics_path = self.run_dir / METRICS_JSONL
+            kept = [line for line in read_complete_lines(metrics_path) if json.loads(line)["epoch"] <= epoch]
+            if not any(json.loads(line)["epoch"] == epoch for line in kept):
+                kept.append(json.dumps(state["metrics"]))
+            write_text(metrics_path, "".join(line + "\n" for line in kept))
+        self.log(f"resumed after epoch {epoch} (best epoch so far {self.loop['best_epoch']})")
+        return epoch
+
+    # ------------------------------------------------------------------ the run
+
+    def run(self, interrupt_after_epoch: int | None) -> RunResult:
+        config = self.config
+        state = check_run_dir_for_training(self.run_dir, self.resume)
+        if state == "complete":
+            return _result_from_run(self.run_dir)
+        self.resume = state == "resume"
+        if self.resume:
+            self._check_config_unchanged()
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        barrier(self.context)
+        self.log(
+            f"medrec train: {'resuming' if self.resume else 'starting'} on {self.device.type}"
+            + (f" with {self.context.world_size} processes" if self.context.enabled else "")
+        )
+        if config.training.deterministic:
+            enable_deterministic_mode()
+        self._prepare_data()
+        self._on_main(self._write_inputs)
+        from medrec.planning import Plan
+        from medrec.transforms import build_transforms
+
+        plan_data = self._on_main(self._plan)
+        self.plan = Plan.model_validate(plan_data)
+        self.plan_hash = plan_hash(plan_data)
+        self._check_budget((1, *self.plan.input_size))
+        deterministic, augment = build_transforms(self.plan)
+
+        # Preprocess train + val once (never test); rank 0 fills the cache, the others read it.
+        needed = self.parts["train"] + self.parts["val"]
+        if set(needed) & set(self.parts["test"]):
+            raise LeakageError("internal: a test sample was about to be preprocessed for training")
+        cache = SampleCache(self.cache_dir, self.plan_hash)
+        rows_by_id = {row["sample_id"]: row for row in self.rows.to_dict("records")}
+
+        def fill() -> int:
+            with self._progress() as bar:
+                task = bar.add_task("Preprocessing", total=len(needed), status="")
+                self._computed = fill_cache(
+                    [rows_by_id[s] for s in needed], deterministic, cache, config.training.num_workers,
+                    on_sample=lambda _: bar.advance(task),
+                )
+            return len(self._computed)
+
+        self._computed: dict = {}
+        fresh = self._on_main(fill)
+        self.log(f"cache: {len(needed) - fresh} samples cached, {fresh} preprocessed into {self.cache_dir}")
+        store = SampleStore(cache, needed, config.training.memory_budget_gb * 1024**3, preloaded=self._computed)
+        del self._computed
+        shapes = {tuple(store.get(s).array.shape) for s in needed}
+        if len(shapes) != 1:
+            raise ModelError(f"preprocessed samples differ in shape ({sorted(shapes)[:3]}); the plan must fix input_size")
+        input_shape = shapes.pop()
+        self._check_budget(input_shape)
+
+        index_of = self.space.index_of
+        self.train_dataset = CachedImageDataset(
+            store, self.parts["train"], [index_of(self.labels[s]) for s in self.parts["train"]], augment, config.training.seed
+        )
+        self.val_dataset = CachedImageDataset(store, self.parts["val"], [index_of(self.labels[s]) for s in self.parts["val"]])
+        val_labels = np.asarray(self.val_dataset.labels)
+
+        # Model, optimiser, schedule.
+        seed_everything(config.training.seed)
+        self.architecture = self._architecture(input_shape)
+        self.model = self._build_model()
+        self.ddp_model = (
+            DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            if self.context.enabled
+            else self.model
+        )
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.training.lr, weight_decay=config.training.weight_decay
+        )
+        steps_per_epoch = len(self._train_loader(1))
+        self.total_steps = steps_per_epoch * config.training.epochs
+        self.warmup_steps = steps_per_epoch * config.training.warmup_epochs
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.amp_dtype = None
+        self.scaler = None
+        if self.device.type == "cuda" and config.training.amp:
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            if self.amp_dtype == torch.float16:
+                self.scaler = torch.amp.GradScaler("cuda")
+        weight = None
+        if config.training.imbalance == "weighted_loss":
+            counts = np.bincount(self.train_dataset.labels, minlength=len(self.space.classes)).astype(np.float64)
+            weight = torch.tensor(len(self.train_dataset) / (len(counts) * counts), dtype=torch.float32, device=self.device)
+            self.log("class weights: " + ", ".join(f"{c} {w:.3f}" for c, w in zip(self.space.classes, weight.tolist(), strict=True)))
+        self.criterion = torch.nn.CrossEntropyLoss(weight=weight)
+        self.loop: dict[str, Any] = {
+            "best_auc": None, "best_loss": None, "best_epoch": 0, "epochs_without_improvement": 0, "stopped_early": False,
+        }
+
+        start_epoch = 1
+        if self.resume and (self.run_dir / f"{CHECKPOINT_STEM}.json").is_file():
+            start_epoch = self._restore() + 1
+        elif self.resume:
+            self.log("--resume: no completed epoch yet; starting from epoch 1")
+        self.log(
+            f"model {self.architecture['name']} ({self.architecture['mode']}, input {list(input_shape)}), "
+            f"{sum(p.numel() for p in self.model.parameters())} parameters; {steps_per_epoch} steps per epoch"
+        )
+
+        with self._progress() as bar:
+            epoch = start_epoch - 1
+            for epoch in range(start_epoch, config.training.epochs + 1):
+                if self.loop["stopped_early"]:
+                    break
+                task = bar.add_task(f"Epoch {epoch}/{config.training.epochs}", total=steps_per_epoch, status="")
+                epoch_started = time.perf_counter()
+                train_stats = self._train_epoch(epoch, bar, task)
+                summary = validation_summary(self._validation_logits(sharded=True), val_labels, self.space.positive_index)
+                improved = self._update_best(summary, epoch)
+                if improved and self.main:
+                    save_weights(self.run_dir / MODEL_WEIGHTS, self.model.state_dict())
+                seconds = time.perf_counter() - epoch_started
+                record = {
+                    "epoch": epoch,
+                    "train_loss": round(train_stats["train_loss"], 6),
+                    "val_loss": round(summary["loss"], 6),
+                    "val_auc": _json_number(round(summary["auc"], 6)),
+                    "val_accuracy": round(summary["accuracy"], 6),
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "seconds": round(seconds, 3),
+                    "data_wait_fraction": round(train_stats["data_wait_seconds"] / max(seconds, 1e-9), 4),
+                    "best": improved,
+                }
+                if self.main:
+                    save_checkpoint(self.run_dir / CHECKPOINT_STEM, self._checkpoint_state(epoch, record))
+                    append_line(self.run_dir / METRICS_JSONL, json.dumps(record))
+                self.log(
+                    f"epoch {epoch}: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}, "
+                    f"val AUC {summary['auc']:.4f}{' (best)' if improved else ''}, {seconds:.1f} s"
+                )
+                bar.update(task, status=f"loss {record['train_loss']:.4f} | val AUC {summary['auc']:.3f}")
+                barrier(self.context)
+                if interrupt_after_epoch is not None and epoch >= interrupt_after_epoch and epoch < config.training.epochs:
+                    self.log(f"stopped after epoch {epoch} on request; continue with --resume")
+                    return RunResult(self.run_dir, False, self.loop["best_epoch"], epoch, False,
+                                     classes=self.space.classes, positive_class=self.space.positive_class)
+        epochs_completed = epoch
+        result = self._on_main(lambda: self._finalise(val_labels, epochs_completed))
+        barrier(self.context)
+        return result
+
+    def _update_best(self, summary: dict[str, float], epoch: int) -> bool:
+        loop, patience = self.loop, self.config.training.patience
+        auc, loss = summary["auc"], summary["loss"]
+        best_auc = -math.inf if loop["best_auc"] is None else loop["best_auc"]
+        best_loss = math.inf if loop["best_loss"] is None else loop["best_loss"]
+        auc_value = -math.inf if not math.isfinite(auc) else auc
+        # Higher AUC wins; an equal AUC (common on small validation sets) is broken by lower loss.
+        improved = loop["best_epoch"] == 0 or auc_value > best_auc or (auc_value == best_auc and loss < best_loss)
+        if improved:
+            loop.update(best_auc=auc_value if math.isfinite(auc_value) else None, best_loss=loss,
+                        epochs_without_improvement=0)
+            loop["best_epoch"] = epoch
+        else:
+            loop["epochs_without_improvement"] += 1
+            if patience is not None and loop["epochs_without_improvement"] >= patience:
+                loop["stopped_early"] = True
+        return improved
+
+    def _progress(self) -> contextlib.AbstractContextManager:
+        if self.show_progress:
+            return progress()
+        return contextlib.nullcontext(_NullProgress())
+
+    # ------------------------------------------------------------------ after training
+
+    def _finalise(self, val_labels: np.ndarray, epochs_completed: int) -> RunResult:
+        config, space = self.config, self.space
+        self.model.load_state_dict(load_safetensors(self.run_dir / MODEL_WEIGHTS))
+        logits = self._validation_logits(sharded=False)
+        if config.calibration.method == "temperature":
+            fit = fit_temperature(logits, val_labels)
+        else:
+            nll = negative_log_likelihood(logits, val_labels)
+            fit = TemperatureFit(1.0, nll, nll, method="none")
+        probabilities = calibrated_probabilities(logits, fit.temperature)
+        predicted = probabilities.argmax(axis=1)
+        val_metrics: dict[str, Any] = {
+            "n": int(len(val_labels)),
+            "auc": _json_number(classification_auc(val_labels, probabilities, space.positive_index)),
+            "nll_uncalibrated": fit.nll_before,
+            "nll_calibrated": fit.nll_after,
+            "accuracy_argmax": float((predicted == val_labels).mean()),
+        }
+        if space.binary:
+            positive = val_labels == space.positive_index
+            scores = probabilities[:, space.positive_index]
+            choice = choose_threshold(positive, scores, config.threshold.method, config.threshold.target_sensitivity)
+            sensitivity, specificity = sensitivity_specificity(positive, scores, choice.value)
+            threshold = {
+                "value": choice.value,
+                "method": choice.method,
+                "chosen_on": "validation",
+                "val_sensitivity": sensitivity,
+                "val_specificity": specificity,
+                "applies_to": f"calibrated probability of {space.positive_class!r}",
+                "rule": "positive if score >= value",
+            }
+            val_metrics.update(
+                sensitivity=sensitivity, specificity=specificity,
+                accuracy=float(((scores >= choice.value) == positive).mean()),
+            )
+            self.log(
+                f"threshold {choice.value:.4f} ({choice.method}, chosen on validation, calibrated probabilities): "
+                f"sensitivity {sensitivity:.3f}, specificity {specificity:.3f}"
+            )
+        else:
+            threshold = {
+                "value": None,
+                "method": "argmax",
+                "chosen_on": None,
+                "note": "multi-class: the predicted class is the argmax of the calibrated probabilities; no threshold",
+            }
+            self.log("multi-class task: predictions are the argmax of the calibrated probabilities (no threshold)")
+        self.log(f"calibration {fit.method}: T = {fit.temperature:.4f}, val NLL {fit.nll_before:.4f} -> {fit.nll_after:.4f}")
+        self._write_val_predictions(probabilities, val_labels)
+        weights_sha = sha256_file(self.run_dir / MODEL_WEIGHTS)
+        info = {
+            "format": RUN_FORMAT,
+            "architecture": {k: v for k, v in self.architecture.items() if k != "mode"},
+            "mode": self.architecture["mode"],
+            "input_shape": list(self.val_dataset.store.get(self.parts["val"][0]).array.shape),
+            "weights": {"file": MODEL_WEIGHTS, "sha256": weights_sha},
+            "plan": self.plan.model_dump(mode="json"),
+            "plan_hash": self.plan_hash,
+            "classes": list(space.classes),
+            "positive_class": space.positive_class,
+            "task": "binary" if space.binary else "multiclass",
+            "threshold": threshold,
+            "calibration": fit.to_dict(),
+            "versions": library_versions(),
+            "data_fingerprint": self._data_fingerprint(),
+            "seed": config.training.seed,
+            "best_epoch": self.loop["best_epoch"],
+            "epochs_completed": epochs_completed,
+            "stopped_early": bool(self.loop["stopped_early"]),
+            "val_metrics": val_metrics,
+            "device": self.device.type,
+            "world_size": self.context.world_size,
+        }
+        write_text(self.run_dir / MODEL_JSON, json.dumps(info, indent=1, default=str) + "\n")
+        self.log(f"done: best epoch {self.loop['best_epoch']} of {epochs_completed}; run written to {self.run_dir}")
+        return RunResult(
+            self.run_dir, True, self.loop["best_epoch"], epochs_completed, bool(self.loop["stopped_early"]),
+            val_metrics, threshold, fit.to_dict(), space.classes, space.positive_class,
+        )
+
+    def _write_val_predictions(self, probabilities: np.ndarray, val_labels: np.ndarray) -> None:
+        """Calibrated validation probabilities of the kept weights (what threshold and T were fitted on)."""
+        space = self.space
+        frame = pd.DataFrame({"sample_id": self.parts["val"], "label": [space.classes[i] for i in val_labels]})
+        if space.binary:
+            frame["score"] = probabilities[:, space.positive_index]
+        else:
+            for index, name in enumerate(space.classes):
+                frame[f"score_{name}"] = probabilities[:, index]
+        write_csv(self.run_dir / VAL_PREDICTIONS_CSV, frame)
+
+    def _data_fingerprint(self) -> dict[str, Any]:
+        digest = hashlib.sha256()
+        split_of = dict(zip(self.splits["sample_id"], self.splits["split"], strict=True))
+        for sample_id in sorted(split_of):
+            digest.update(f"{sample_id}\t{self.labels[sample_id]}\t{split_of[sample_id]}\n".encode())
+        return {
+            "samples_sha256": digest.hexdigest(),
+            "samples_rule": "sha256 over sorted 'sample_id<TAB>label<TAB>split' lines",
+            "manifest_sha256": sha256_file(self.manifest_path),
+            "n_train": len(self.parts["train"]),
+            "n_val": len(self.parts["val"]),
+            "n_test": len(self.parts["test"]),
+            "planning_fingerprint": self.plan.fingerprint,
+        }
+
+
+def _result_from_run(run_dir: Path) -> RunResult:
+    info = json.loads((run_dir / MODEL_JSON).read_text(encoding="utf-8"))
+    return RunResult(
+        run_dir=run_dir,
+        complete=True,
+        best_epoch=int(info.get("best_epoch", 0)),
+        epochs_completed=int(info.get("epochs_completed", 0)),
+        stopped_early=bool(info.get("stopped_early", False)),
+        val_metrics=dict(info.get("val_metrics") or {}),
+        threshold=info.get("threshold"),
+        calibration=info.get("calibration"),
+        classes=tuple(info.get("classes") or ()),
+        positive_class=info.get("positive_class"),
+    )

@@ -1,0 +1,414 @@
+"""Recipes: one YAML file runs index -> split -> train -> evaluate into one run directory.
+
+A recipe holds the training sections of :class:`medrec.config.TrainConfig` (``split``,
+``preprocessing``, ``model``, ``training``, ``threshold``, ``calibration``) plus three of its own:
+``data`` (the scan folder and the labels file instead of a manifest), ``index`` (series-selection
+rules) and ``evaluation`` (report options). Paths are relative to the recipe's folder.
+
+Layout of the run directory::
+
+    RUN/
+      workflow.yaml      the resolved recipe
+      workflow.json      per step: fingerprint of its inputs and when it finished
+      index/             manifest.csv, qc.csv            (step 1, ``medrec index``)
+      split/splits.csv                                   (step 2, ``medrec split``)
+      config.yaml, model.safetensors, model.json, ...    (step 3, ``medrec train``)
+      evaluation/        predictions.csv, report.html/.pdf/.json, figures/   (step 4, ``medrec evaluate``)
+
+Every step records a fingerprint of what it consumed (file contents, settings). A rerun skips a
+step whose outputs exist and whose fingerprint is unchanged, so rerunning a finished recipe
+trains nothing and leaves the report as it was; a step whose inputs changed runs again, and so
+do the steps after it. A training run whose recipe changed after it finished is never
+overwritten: that is an error asking for a new output folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from medrec.atomicio import write_csv, write_text
+from medrec.config import (
+    CalibrationConfig,
+    ModelConfig,
+    ResolvedPath,
+    SplitConfig,
+    ThresholdConfig,
+    TrainingConfig,
+    format_validation_error,
+    parse_config,
+)
+from medrec.console import console
+from medrec.errors import ConfigError, OutputError
+from medrec.index.selection import SelectionRules
+from medrec.transforms import PreprocessConfig
+
+STEPS: tuple[str, ...] = ("index", "split", "train", "evaluate")
+STATE_FILE = "workflow.json"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class WorkflowData(_Section):
+    """Where the scans and labels are.
+
+    Attributes:
+        scans: the scan folder (any nesting of DICOM and NIfTI files).
+        labels: CSV/TSV with a label column and a patient_id / study_uid / accession / path column.
+        match_on: the labels key column (default: the one that matches most samples).
+        label_column: the labels column.
+        classes: class names in model-output order (default: sorted unique labels).
+        positive_class: binary only: the class whose probability is the score.
+    """
+
+    scans: ResolvedPath
+    labels: ResolvedPath | None = None
+    match_on: Literal["patient_id", "study_uid", "accession", "path"] | None = None
+    label_column: str = "label"
+    classes: tuple[str, ...] | None = None
+    positive_class: str | None = None
+
+
+class IndexStep(_Section):
+    """How the scan folder is indexed.
+
+    Attributes:
+        rules: geometry checks and series selection (see ``medrec index --help``).
+        workers: header-reading processes (default: automatic).
+    """
+
+    rules: SelectionRules = Field(default_factory=SelectionRules)
+    workers: int | None = Field(None, ge=1)
+
+
+class EvaluationStep(_Section):
+    """How the locked test split is scored and reported.
+
+    Attributes:
+        prevalence: clinical prevalence for adjusted PPV / NPV (test sets are often enriched).
+        subgroups: extra manifest columns to break the metrics down by (manufacturer, sex and
+            age band are always included).
+        ci_method: ``wilson`` or ``clopper-pearson`` for proportions.
+        bootstrap: patient-clustered bootstrap replicates.
+        seed: bootstrap seed.
+        batch_size: scoring batch size.
+        workers: scoring loader processes.
+        tta: test-time flip augmentation (adds an ``uncertainty`` column).
+    """
+
+    prevalence: float | None = Field(None, gt=0.0, lt=1.0)
+    subgroups: tuple[str, ...] = ()
+    ci_method: Literal["wilson", "clopper-pearson"] = "wilson"
+    bootstrap: int = Field(2000, ge=200)
+    seed: int = 0
+    batch_size: int = Field(8, ge=1)
+    workers: int = Field(0, ge=0)
+    tta: bool = False
+
+
+class WorkflowConfig(_Section):
+    """A complete recipe: index -> split -> train -> evaluate.
+
+    Attributes:
+        name: a short name (the default output folder is ``runs/<name>``).
+        description: one line for people.
+        data: the scans and labels.
+        index: indexing rules.
+        split, preprocessing, model, training, threshold, calibration: as in ``medrec train``.
+        evaluation: the test-split report.
+    """
+
+    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    data: WorkflowData
+    index: IndexStep = Field(default_factory=IndexStep)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    preprocessing: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    evaluation: EvaluationStep = Field(default_factory=EvaluationStep)
+
+    @field_validator("threshold", "calibration", mode="before")
+    @classmethod
+    def _method_shorthand(cls, value: Any) -> Any:
+        return {"method": value} if isinstance(value, str) else value
+
+
+def load_workflow(path: str | Path, overrides: dict[str, Any] | None = None) -> WorkflowConfig:
+    """Read and validate a recipe; relative paths are taken from the recipe's folder.
+
+    Args:
+        path: the recipe YAML.
+        overrides: dotted keys to set before validation, e.g. ``{"data.scans": "/x"}``
+            (relative override paths are taken from the current folder).
+
+    Raises:
+        ConfigError: missing file, bad YAML, unknown keys or bad values (each named by dotted key).
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise ConfigError(f"{source}: recipe not found (recipes ship in workflows/)")
+    try:
+        data = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML ({e})") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{source}: not a UTF-8 text file") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a recipe is a mapping of sections (name, data, model, training, ...)")
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if isinstance(value, Path):
+            value = str(value.absolute())
+        node = data
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{source}: '{part}' must be a mapping to set {dotted}")
+        node[last] = value
+    base = source.absolute().parent
+    try:
+        return WorkflowConfig.model_validate(data, context={"base_dir": str(base)})
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, str(source)).replace("training config", "recipe")) from e
+
+
+def dump_workflow(config: WorkflowConfig) -> str:
+    """The resolved recipe as YAML (absolute paths, every default filled in)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, default_flow_style=False)
+
+
+def train_config_of(config: WorkflowConfig, run_dir: Path) -> Any:
+    """The :class:`~medrec.config.TrainConfig` that the train step runs."""
+    sections = config.model_dump(mode="json", include={"split", "preprocessing", "model", "training",
+                                                       "threshold", "calibration"})
+    sections["data"] = {
+        "manifest": str(run_dir / "index" / "manifest.csv"),
+        "splits": str(run_dir / "split" / "splits.csv"),
+        "label_column": "label",
+        "classes": list(config.data.classes) if config.data.classes else None,
+        "positive_class": config.data.positive_class,
+    }
+    return parse_config(sections, base_dir=run_dir, source=f"{run_dir / 'workflow.yaml'} (train step)")
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _sha256_json(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def folder_fingerprint(folder: Path, skip: Sequence[Path] = ()) -> str:
+    """sha256 over the relative path, size and modification time of every file under ``folder``.
+
+    Cheap (no file is read), and changes when a file is added, removed, replaced or edited.
+    """
+    skipped = [p.resolve() for p in skip]
+    entries = []
+    for root, dirs, files in os.walk(folder):
+        root_path = Path(root)
+        dirs[:] = sorted(d for d in dirs if not any((root_path / d).resolve() == s for s in skipped))
+        for name in sorted(files):
+            path = root_path / name
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            entries.append((str(path.relative_to(folder)), stat.st_size, stat.st_mtime_ns))
+    return _sha256_json(entries)
+
+
+class WorkflowState:
+    """``RUN/workflow.json``: the fingerprint each finished step consumed."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / STATE_FILE
+        self.steps: dict[str, dict[str, Any]] = {}
+        if self.path.is_file():
+            try:
+                loaded = json.loads(self.path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                loaded = {}  # a damaged state file only costs a rerun of the steps
+            self.steps = dict(loaded.get("steps", {})) if isinstance(loaded, dict) else {}
+
+    def is_current(self, step: str, fingerprint: str) -> bool:
+        return self.steps.get(step, {}).get("fingerprint") == fingerprint
+
+    def record(self, step: str, fingerprint: str, seconds: float) -> None:
+        self.steps[step] = {"fingerprint": fingerprint, "seconds": round(seconds, 2),
+                            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        write_text(self.path, json.dumps({"steps": self.steps}, indent=2) + "\n")
+
+
+@dataclass
+class StepOutcome:
+    """What happened to one step."""
+
+    step: str
+    status: str  # "ran" | "skipped (unchanged)" | "resumed"
+    seconds: float = 0.0
+    detail: str = ""
+
+
+@dataclass
+class WorkflowResult:
+    """What ``run_workflow`` did."""
+
+    run_dir: Path
+    steps: list[StepOutcome] = field(default_factory=list)
+    report: dict[str, Any] | None = None
+
+
+def _index_step(config: WorkflowConfig, run_dir: Path) -> tuple[str, Callable[[], str]]:
+    from medrec.index import index_folder
+
+    scans = config.data.scans
+    if not scans.exists():
+        raise ConfigError(f"data.scans: {scans} does not exist")
+    fingerprint = _sha256_json({
+        "scans": folder_fingerprint(scans, skip=[run_dir]) if scans.is_dir() else _sha256_file(scans),
+        "labels": _sha256_file(config.data.labels) if config.data.labels and config.data.labels.is_file() else None,
+        "settings": config.model_dump(mode="json", include={"data", "index"}),
+    })
+
+    def run() -> str:
+        result = index_folder(scans, run_dir / "index", labels=config.data.labels, match_on=config.data.match_on,
+                              rules=config.index.rules, workers=config.index.workers,
+                              label_column=config.data.label_column)
+        return f"{len(result.manifest)} samples, {len(result.qc)} excluded"
+
+    return fingerprint, run
+
+
+def _split_step(config: WorkflowConfig, run_dir: Path) -> tuple[str, Callable[[], str]]:
+    manifest_path = run_dir / "index" / "manifest.csv"
+    fingerprint = _sha256_json({"manifest": _sha256_file(manifest_path) if manifest_path.is_file() else None,
+                                "split": config.split.model_dump(mode="json")})
+
+    def run() -> str:
+        from medrec.manifest import read_manifest
+        from medrec.split import audit_leakage, make_splits
+
+        manifest = read_manifest(manifest_path)
+        split = config.split
+        splits = make_splits(manifest, val=split.val, test=split.test, folds=split.folds,
+                             stratify_by=split.stratify_by, seed=split.seed)
+        audit_leakage(manifest, splits, check_pixels=split.check_pixels)
+        write_csv(run_dir / "split" / "splits.csv", splits)
+        counts = splits["split"].value_counts()
+        return ", ".join(f"{name} {counts[name]}" for name in sorted(counts.index))
+
+    return fingerprint, run
+
+
+def _train_step(config: WorkflowConfig, run_dir: Path) -> tuple[str, Callable[[], str], Any]:
+    from medrec.rundir import has_started, is_complete
+
+    train_config = train_config_of(config, run_dir)
+    inputs = [run_dir / "index" / "manifest.csv", run_dir / "split" / "splits.csv"]
+    fingerprint = _sha256_json({
+        "inputs": [_sha256_file(p) if p.is_file() else None for p in inputs],
+        "config": train_config.to_yaml_dict(),
+    })
+
+    def run() -> str:
+        from medrec.train import train
+
+        resume = has_started(run_dir) and not is_complete(run_dir)
+        result = train(train_config, run_dir, resume=resume)
+        auc = result.val_metrics.get("auc")
+        return f"best epoch {result.best_epoch}, val AUC {auc:.3f}" if auc is not None else f"best epoch {result.best_epoch}"
+
+    return fingerprint, run, train_config
+
+
+def run_workflow(config: WorkflowConfig, run_dir: str | Path) -> WorkflowResult:
+    """Run (or finish) a recipe into ``run_dir``; steps whose inputs are unchanged are skipped.
+
+    Args:
+        config: the validated recipe.
+        run_dir: the run directory (created).
+
+    Returns:
+        A :class:`WorkflowResult` with what each step did and the evaluation report.
+
+    Raises:
+        OutputError: ``run_dir`` holds a finished training run made from a different recipe or data.
+        MedrecError: whatever a step raises (bad data, leakage, ...), with its one-line reason.
+    """
+    from medrec.rundir import has_started, is_complete
+
+    folder = Path(run_dir).absolute()
+    folder.mkdir(parents=True, exist_ok=True)
+    state = WorkflowState(folder)
+    write_text(folder / "workflow.yaml", dump_workflow(config))
+    result = WorkflowResult(run_dir=folder)
+
+    def step(name: str, fingerprint: str, action: Callable[[], str], outputs_exist: bool) -> None:
+        if outputs_exist and state.is_current(name, fingerprint):
+            result.steps.append(StepOutcome(name, "skipped (unchanged)"))
+            console.print(f"[dim]{name}: unchanged, skipped[/]")
+            return
+        console.rule(f"[bold]{name}")
+        started = time.perf_counter()
+        detail = action()
+        seconds = time.perf_counter() - started
+        state.record(name, fingerprint, seconds)
+        result.steps.append(StepOutcome(name, "ran", seconds, detail))
+
+    fingerprint, action = _index_step(config, folder)
+    step("index", fingerprint, action, (folder / "index" / "manifest.csv").is_file())
+
+    fingerprint, action = _split_step(config, folder)
+    step("split", fingerprint, action, (folder / "split" / "splits.csv").is_file())
+
+    fingerprint, action, _ = _train_step(config, folder)
+    complete = is_complete(folder)
+    if complete and not state.is_current("train", fingerprint):
+        raise OutputError(
+            f"{folder}: holds a finished training run made from a different recipe or data; "
+            "choose another output folder (-o) or delete this one"
+        )
+    if has_started(folder) and not complete and not state.is_current("train", fingerprint):
+        previous = state.steps.get("train")
+        if previous is not None:
+            raise OutputError(f"{folder}: holds an unfinished run of a different recipe; choose another -o")
+    step("train", fingerprint, action, complete)
+
+    from medrec.evaluate import evaluate_run, evaluation_fingerprint
+
+    options = config.evaluation
+    fingerprint = evaluation_fingerprint(folder, options.model_dump(mode="json"))
+
+    def evaluate() -> str:
+        report = evaluate_run(folder, prevalence=options.prevalence, subgroups=options.subgroups,
+                              ci_method=options.ci_method, n_boot=options.bootstrap, seed=options.seed,
+                              batch_size=options.batch_size, workers=options.workers, tta=options.tta)
+        auc = report["metrics"].get("auc", {}).get("value")
+        return f"test AUC {auc:.3f}" if auc is not None else "report written"
+
+    step("evaluate", fingerprint, evaluate, (folder / "evaluation" / "report.json").is_file())
+    report_path = folder / "evaluation" / "report.json"
+    result.report = json.loads(report_path.read_text(encoding="utf-8"))
+    return result
