@@ -8,7 +8,7 @@ rules) and ``evaluation`` (report options). Paths are relative to the recipe's f
 Layout of the run directory::
 
     RUN/
-      workflow.yaml      the resolved recipe
+      workflow.yaml      the resolved recipe that produced the outputs (written when all steps are done)
       workflow.json      per step: fingerprint of its inputs and when it finished
       index/             manifest.csv, qc.csv            (step 1, ``medrec index``)
       split/splits.csv                                   (step 2, ``medrec split``)
@@ -293,9 +293,12 @@ def _index_step(config: WorkflowConfig, run_dir: Path) -> tuple[str, Callable[[]
     })
 
     def run() -> str:
+        from medrec.index import print_index_summary
+
         result = index_folder(scans, run_dir / "index", labels=config.data.labels, match_on=config.data.match_on,
                               rules=config.index.rules, workers=config.index.workers,
                               label_column=config.data.label_column)
+        print_index_summary(result.summary)
         return f"{len(result.manifest)} samples, {len(result.qc)} excluded"
 
     return fingerprint, run
@@ -307,8 +310,9 @@ def _split_step(config: WorkflowConfig, run_dir: Path) -> tuple[str, Callable[[]
                                 "split": config.split.model_dump(mode="json")})
 
     def run() -> str:
+        from medrec.console import print_summary
         from medrec.manifest import read_manifest
-        from medrec.split import audit_leakage, make_splits
+        from medrec.split import audit_leakage, make_splits, split_summary
 
         manifest = read_manifest(manifest_path)
         split = config.split
@@ -316,6 +320,8 @@ def _split_step(config: WorkflowConfig, run_dir: Path) -> tuple[str, Callable[[]
                              stratify_by=split.stratify_by, seed=split.seed)
         audit_leakage(manifest, splits, check_pixels=split.check_pixels)
         write_csv(run_dir / "split" / "splits.csv", splits)
+        table = split_summary(manifest, splits)
+        print_summary("patient-level split", table.itertuples(index=False), tuple(table.columns))
         counts = splits["split"].value_counts()
         return ", ".join(f"{name} {counts[name]}" for name in sorted(counts.index))
 
@@ -362,7 +368,6 @@ def run_workflow(config: WorkflowConfig, run_dir: str | Path) -> WorkflowResult:
     folder = Path(run_dir).absolute()
     folder.mkdir(parents=True, exist_ok=True)
     state = WorkflowState(folder)
-    write_text(folder / "workflow.yaml", dump_workflow(config))
     result = WorkflowResult(run_dir=folder)
 
     def step(name: str, fingerprint: str, action: Callable[[], str], outputs_exist: bool) -> None:
@@ -409,6 +414,7 @@ def run_workflow(config: WorkflowConfig, run_dir: str | Path) -> WorkflowResult:
         return f"test AUC {auc:.3f}" if auc is not None else "report written"
 
     step("evaluate", fingerprint, evaluate, (folder / "evaluation" / "report.json").is_file())
+    write_text(folder / "workflow.yaml", dump_workflow(config))
     report_path = folder / "evaluation" / "report.json"
     result.report = json.loads(report_path.read_text(encoding="utf-8"))
     return result

@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
             None, "--lesion-diameter", help="LO,HI lesion diameter in mm (default CT 18,40; MR 12,36; XR 10,30)."
         ),
         contrast: str | None = typer.Option(
-            None, "--contrast", help="LO,HI lesion contrast: HU for CT (12,60); relative for MR (0.12,0.7) / XR (0.08,0.3)."
+            None, "--contrast", help="LO,HI lesion contrast: HU for CT (10,60); relative for MR (0.06,0.5) / XR (0.12,0.4)."
         ),
         noise: float = typer.Option(1.0, "--noise", help="Noise multiplier (0: noise-free)."),
         image_size: int | None = typer.Option(

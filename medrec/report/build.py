@@ -189,12 +189,61 @@ def _read_optional_csv(path: Path | None) -> pd.DataFrame | None:
 # Cohort, provenance
 # ------------------------------------------------------------------------------------------------
 
+# qc.csv reason codes (medrec index) as the cohort-flow table names them.
+QC_CODE_TEXT: dict[str, str] = {
+    "localizer": "localizer / scout series",
+    "not_best_series": "another series of the same study was chosen",
+    "derived": "derived / secondary series",
+    "below_min_slices": "fewer slices than the recipe requires",
+    "too_few_slices": "too few slices for a volume",
+    "missing_slices": "missing slices (gap in the stack)",
+    "inconsistent_size": "slices of different sizes in one series",
+    "invalid_orientation": "inconsistent or invalid orientation",
+    "missing_geometry": "no slice position / orientation",
+    "duplicate_sop": "duplicate SOP instance",
+    "truncated": "truncated file",
+    "corrupt_pixel_data": "corrupt pixel data",
+    "bits_inconsistent": "BitsStored / HighBit inconsistent",
+    "no_pixel_data": "no pixel data (not an image object)",
+    "dicom_unreadable": "unreadable DICOM",
+    "unreadable": "unreadable file",
+    "empty_file": "zero-byte file",
+    "not_dicom": "not a DICOM or NIfTI file",
+    "executable_preamble": "executable code in the DICOM preamble",
+    "nifti_unreadable": "unreadable NIfTI",
+    "nifti_pixdim": "NIfTI with invalid voxel size",
+    "nifti_scaling": "NIfTI with invalid scaling / values",
+    "nifti_geometry": "NIfTI with invalid geometry",
+    "label_conflict": "conflicting labels",
+    "excluded_by_pattern": "excluded by a file pattern",
+    "not_included": "not matched by the include patterns",
+}
+
+# DICOM UIDs (dotted digit strings) are identifiers: never copied from a reason into a report.
+_UID = re.compile(r"\b\d+(?:\.\d+){3,}\b")
+
+
+def _scrub_reason(value: object) -> str:
+    return _UID.sub("<uid>", doc_model.scrub_paths(value) or "") or "unspecified"
+
+
 def _count_reasons(values: pd.Series) -> dict[str, int]:
     counts: dict[str, int] = {}
     for value in values:
-        reason = doc_model.scrub_paths(value) or "unspecified"
+        reason = _scrub_reason(value)
         counts[reason] = counts.get(reason, 0) + 1
     return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def _count_qc_reasons(qc: pd.DataFrame) -> dict[str, int]:
+    """Exclusions by reason: by the index's reason code when qc.csv has one, else by scrubbed text."""
+    if "code" in qc.columns:
+        codes = qc["code"].astype(str).str.strip()
+        texts = pd.Series([QC_CODE_TEXT.get(code, code.replace("_", " ")) if code else "" for code in codes],
+                          index=qc.index)
+        fallback = qc["reason"] if "reason" in qc.columns else pd.Series([""] * len(qc), index=qc.index)
+        return _count_reasons(texts.where(codes != "", fallback))
+    return _count_reasons(qc["reason"] if "reason" in qc.columns else pd.Series([""] * len(qc)))
 
 
 def cohort_flow(
@@ -227,7 +276,7 @@ def cohort_flow(
         cohort["n_not_scored"] = int((~manifest["sample_id"].isin(predictions["sample_id"])).sum())
     if qc is not None:
         cohort["n_excluded_qc"] = int(len(qc))
-        cohort["qc_reasons"] = _count_reasons(qc["reason"] if "reason" in qc.columns else pd.Series([""] * len(qc)))
+        cohort["qc_reasons"] = _count_qc_reasons(qc)
     if manifest is not None and qc is not None:
         cohort["n_eligible"] = cohort["n_manifest"] + cohort["n_excluded_qc"]
     if splits is not None and {"sample_id", "split"} <= set(splits.columns):

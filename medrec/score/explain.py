@@ -200,7 +200,7 @@ def thumbnail_png(image: np.ndarray, heat: np.ndarray, title: str) -> bytes:
     figure = Figure(figsize=(4, 4), dpi=100)
     axes = figure.add_axes((0, 0, 1, 0.92))
     axes.imshow(picture, cmap="gray", vmin=low, vmax=high if high > low else low + 1, interpolation="nearest")
-    axes.imshow(np.ma.masked_less(overlay, 0.1), cmap="inferno", vmin=0, vmax=1, alpha=0.45, interpolation="nearest")
+    axes.imshow(np.ma.masked_less(overlay, 0.25), cmap="inferno", vmin=0, vmax=1, alpha=0.45, interpolation="nearest")
     axes.set_axis_off()
     figure.suptitle(title, fontsize=8)
     buffer = io.BytesIO()

@@ -68,10 +68,10 @@ def select_part(manifest: pd.DataFrame, num_parts: int, part_id: int, level: str
 
 
 def group_keys(manifest: pd.DataFrame, level: str) -> list[str]:
-    """The grouping key of each row at ``level`` (patient keys are scoped to nothing else; study keys too).
+    """The grouping key of each row at ``level``: its sample id, study uid or patient id.
 
-    A study uid is globally unique by DICOM rules; an empty study uid or patient id falls back to the
-    sample id so that unrelated samples are never merged into one group.
+    An empty study uid or patient id falls back to the sample id, so that unrelated samples are
+    never merged into one group.
     """
     column = LEVEL_KEYS[level]
     keys: list[str] = []

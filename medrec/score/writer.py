@@ -123,6 +123,9 @@ class PredictionsWriter:
         if not columns:
             write_text(self.path, format_row(self.columns, dict(zip(self.columns, self.columns, strict=True))) + "\n")
             return {}
+        if columns != self.columns and not rows:
+            self.rewrite([])  # only a header from other options: nothing to keep
+            return {}
         if columns != self.columns:
             raise OutputError(
                 f"{self.path}: existing columns ({', '.join(columns)}) differ from this run's "

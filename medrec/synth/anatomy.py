@@ -47,6 +47,11 @@ def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(rng.uniform(lo, hi))
 
 
+def rot(*angles_deg: float) -> np.ndarray:
+    """Rotation matrix from angles in degrees (about x, y, z)."""
+    return rotation_matrix(angles_deg)
+
+
 class Phantom:
     """Interface of a phantom kind (see the concrete classes)."""
 
@@ -169,7 +174,6 @@ class CtAbdomen(Phantom):
         cax, cay = ax - fat - muscle, ay - fat - muscle
         spine_y = 0.6 * cay
         liver_hu = _u(rng, 95, 120)
-        rot = lambda *a: rotation_matrix(a)  # noqa: E731
         liver = (
             Ellipsoid((-0.42 * cax, _u(rng, -0.1, 0.0) * cay, _u(rng, 0, 15)),
                       (0.5 * cax * _u(rng, 0.9, 1.1), 0.72 * cay * _u(rng, 0.9, 1.05), _u(rng, 72, 86)),
@@ -252,7 +256,7 @@ class CtAbdomen(Phantom):
         for part in a["liver"]:
             paint_ellipsoid(canvas, a["liver_hu"], part.center, part.axes, part.rotation, wobble=a["liver_wobble"],
                             within=in_cavity, track="liver")
-        texture = smooth_field(rng, canvas.shape, np.maximum(5.0 / canvas.voxel_mm, 0.5)) * np.float32(4.0)
+        texture = smooth_field(rng, canvas.shape, np.maximum(5.0 / canvas.voxel_mm, 0.5)) * np.float32(3.0)
         canvas.image += texture * canvas.tracked["liver"]
         for start, end, radius in a["vessels"]:
             _paint_tube(canvas, a["liver_hu"] + 45.0, start, end, radius, within=canvas.tracked["liver"].copy())
@@ -347,7 +351,7 @@ class MrBrain(Phantom):
             ventricles.append(Ellipsoid((side * (6.0 + 3.0 * ventricle_scale), -2.0, center[2] + 22.0),
                                         (5.0 * ventricle_scale, 27.0, 11.0 * ventricle_scale),
                                         rotation_matrix((0.0, 0.0, -side * _u(rng, 5, 15)))))
-        gm_shell, wm_inset = _u(rng, 11, 14), _u(rng, 3.0, 4.5)
+        gm_shell, wm_inset = _u(rng, 11, 14), _u(rng, 4.5, 6.5)
         brain_axes = tuple(h - gm_shell for h in head)
         return {
             "center": center,

@@ -290,8 +290,8 @@ def generate_cohort(
             non-monotonic instance numbers, two series in one folder.
         prevalence: fraction of positive patients (exactly ``round(prevalence * patients)``).
         lesion_diameter_mm: (lo, hi) diameter range; default per kind (CT 18-40, MR 12-36, XR 10-30).
-        contrast: (lo, hi) lesion contrast magnitude; CT in HU (default 12-60), MR rim enhancement
-            relative to white matter (0.12-0.7), XR attenuation relative to lung / soft tissue (0.08-0.3).
+        contrast: (lo, hi) lesion contrast magnitude; CT in HU (default 10-60), MR rim enhancement
+            relative to white matter (0.06-0.5), XR attenuation relative to lung / soft tissue (0.12-0.4).
         noise: multiplier of each scanner's noise level (0 disables noise).
         image_size: in-plane matrix (default 128 for CT / MR, 256 for XR); the field of view is fixed
             per scanner, so a smaller matrix means larger pixels.
@@ -333,14 +333,14 @@ def generate_cohort(
     bytes_written = 0
 
     def write_one(plan: StudyPlan) -> None:
-        nonlocal files_written, bytes_written
+        nonlocal files_written
         rendered = render_study(plan)
         if fmt == "dicom":
             files, folder, count = _write_dicom_study(plan, rendered, out, quirks, used_folders)
             main_path = folder
         else:
-            safe_uid = plan.study_uid
-            main_path = out / plan.patient_key / f"{safe_uid}.nii.gz"
+            # a StudyInstanceUID is digits and dots only: safe as a file name
+            main_path = out / plan.patient_key / f"{plan.study_uid}.nii.gz"
             files = [write_nifti(main_path, rendered.volume, rendered.affine_lps)]
             count = 1
         files_written += count

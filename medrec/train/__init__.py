@@ -1,5 +1,19 @@
 """Training: the epoch loop, threshold choice, temperature calibration, checkpoints and DDP.
 
+Decisions made on the validation split only (the test split is never loaded during training):
+the best epoch (highest validation AUC; macro one-vs-rest for multi-class; ties broken by lower
+validation loss), the calibration temperature (fitted on the best weights' validation logits) and
+the binary operating threshold, chosen on the *calibrated* validation probabilities so that it
+applies to the probabilities that ``load_run(...).predict`` returns. Multi-class models predict the
+argmax of the calibrated probabilities and have no threshold.
+
+Reproducibility: the same config and seed give bit-identical weights on the same machine when the
+device is the CPU, the torch build, ``training.num_workers``, the torch thread count
+(``torch.set_num_threads`` / ``OMP_NUM_THREADS``) and the number of torchrun processes are the same
+and ``training.deterministic`` is on (the default). A run resumed with ``--resume`` from its last
+completed epoch ends with the same weights as an uninterrupted one under the same conditions. On
+CUDA, AMP and some kernels make results close but not bit-identical.
+
 Examples:
     >>> from medrec.config import load_config
     >>> from medrec.train import train

@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import json
 import math
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -667,9 +666,9 @@ class _Trainer:
         )
 
         with self._progress() as bar:
-            epoch = start_epoch - 1
+            epochs_completed = start_epoch - 1
             for epoch in range(start_epoch, config.training.epochs + 1):
-                if self.loop["stopped_early"]:
+                if self.loop["stopped_early"]:  # a resumed run that had already stopped
                     break
                 task = bar.add_task(f"Epoch {epoch}/{config.training.epochs}", total=steps_per_epoch, status="")
                 epoch_started = time.perf_counter()
@@ -699,11 +698,14 @@ class _Trainer:
                 )
                 bar.update(task, status=f"loss {record['train_loss']:.4f} | val AUC {summary['auc']:.3f}")
                 barrier(self.context)
+                epochs_completed = epoch
+                if self.loop["stopped_early"]:
+                    self.log(f"early stop: no better validation AUC for {config.training.patience} epochs")
+                    break
                 if interrupt_after_epoch is not None and epoch >= interrupt_after_epoch and epoch < config.training.epochs:
                     self.log(f"stopped after epoch {epoch} on request; continue with --resume")
                     return RunResult(self.run_dir, False, self.loop["best_epoch"], epoch, False,
                                      classes=self.space.classes, positive_class=self.space.positive_class)
-        epochs_completed = epoch
         result = self._on_main(lambda: self._finalise(val_labels, epochs_completed))
         barrier(self.context)
         return result

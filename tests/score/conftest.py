@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import StandInRun, write_nifti_cohort  # noqa: E402
+from score_helpers import StandInRun, write_nifti_cohort  # noqa: E402
 
 
 @pytest.fixture
@@ -24,13 +24,8 @@ def stand_in_run():
     return StandInRun()
 
 
-@pytest.fixture(scope="session")
-def trained_run(tmp_path_factory):
-    """A small cnn_small run trained on a synthetic CT cohort with big, bright lesions (built once).
-
-    Returns a dict with ``run`` (run directory), ``manifest`` (manifest CSV of the cohort),
-    ``cohort`` (the SynthCohort) and ``root``.
-    """
+def _train_run(root: Path, patients: int, epochs: int, batch_size: int, augment: bool, seed: int = 3) -> dict:
+    """Synthesise a brain-MR tumor cohort, index it, split it by patient and train cnn_small on it."""
     import pandas as pd
     import yaml
 
@@ -39,25 +34,39 @@ def trained_run(tmp_path_factory):
     from medrec.synth import generate_cohort
     from medrec.train import train
 
-    root = tmp_path_factory.mktemp("trained_run")
-    cohort = generate_cohort(root / "cohort", kind="ct-lesion", patients=16, fmt="nifti", seed=3, image_size=48,
-                             lesion_diameter_mm=(25.0, 35.0), contrast=(90.0, 130.0), follow_up_fraction=0.0,
-                             slice_thickness=5.0)
+    cohort = generate_cohort(root / "cohort", kind="mri-tumor", patients=patients, fmt="nifti", seed=seed,
+                             image_size=48, lesion_diameter_mm=(40.0, 50.0), contrast=(0.5, 0.6),
+                             follow_up_fraction=0.0, slice_thickness=5.0)
     index = index_folder(root / "cohort", root / "index", labels=cohort.labels_csv, show_progress=False)
-    # fixed patient-level splits, both classes in each partition
-    rows = []
+    rows = []  # fixed patient-level splits with both classes in each partition
     for _, group in index.manifest.groupby("label"):
         for position, (_, sample) in enumerate(group.iterrows()):
-            split = ("val", "train", "train", "test", "train", "train", "train", "train")[position % 8]
+            split = ("val", "train", "train", "train", "val", "train", "train", "train")[position % 8]
             rows.append({"sample_id": sample["sample_id"], "patient_id": sample["patient_id"], "split": split})
     pd.DataFrame(rows).to_csv(root / "splits.csv", index=False)
     config = {
         "data": {"manifest": str(root / "index" / "manifest.csv"), "splits": str(root / "splits.csv")},
         "split": {"check_pixels": False},
-        "preprocessing": {"input_size": [32, 32, 16], "mode": "3d", "augment": False},
+        # the spacing makes the whole head fit the input (a centre crop would cut tumors out of view)
+        "preprocessing": {"input_size": [32, 32, 16], "spacing": [6.0, 6.0, 10.0], "mode": "3d", "augment": augment},
         "model": {"name": "cnn_small", "kwargs": {"channels": [8, 16]}},
-        "training": {"epochs": 12, "batch_size": 4, "device": "cpu", "patience": None, "lr": 0.003},
+        "training": {"epochs": epochs, "batch_size": batch_size, "device": "cpu", "patience": None, "lr": 0.003},
     }
     (root / "train.yaml").write_text(yaml.safe_dump(config))
     train(load_config(root / "train.yaml"), root / "run")
     return {"run": root / "run", "manifest": root / "index" / "manifest.csv", "cohort": cohort, "root": root}
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A tiny run (12 patients, 2 epochs): enough to exercise scoring, not to have learned anything.
+
+    A dict with ``run`` (run directory), ``manifest`` (manifest CSV), ``cohort`` (SynthCohort), ``root``.
+    """
+    return _train_run(tmp_path_factory.mktemp("trained_run"), patients=12, epochs=2, batch_size=4, augment=False)
+
+
+@pytest.fixture(scope="session")
+def learned_run(tmp_path_factory):
+    """A run that has learned the task (48 patients, 25 epochs with augmentation): for Grad-CAM localisation."""
+    return _train_run(tmp_path_factory.mktemp("learned_run"), patients=48, epochs=25, batch_size=4, augment=True)

@@ -10,11 +10,12 @@ import pytest
 
 from medrec.config import TrainConfig, parse_config
 
-# A CT cohort that a small CNN learns from ~24 training patients: very large, high-contrast liver
-# lesions on a coarse 48 x 48 matrix (smaller lesions need far more patients than a unit test can afford).
+# A CT cohort that a small CNN learns reliably (any seed) on a 32 x 32 x 24 input: very large,
+# high-contrast liver lesions on a coarse 48 x 48 matrix. With 40 patients (24 for training) the
+# validation AUC depends on the seed; 60 patients (36 for training) make it stable.
 COHORT_KW: dict[str, Any] = dict(
     kind="ct-lesion",
-    patients=40,
+    patients=60,
     fmt="nifti",
     seed=1,
     image_size=48,
@@ -33,7 +34,7 @@ def make_config(manifest: Path, **sections: dict[str, Any]) -> TrainConfig:
         "split": {"val": 0.25, "test": 0.2, "seed": 0, "check_pixels": False},
         "preprocessing": {"preset": "ct", "voxel_budget": 32 * 32 * 24, "augment": False},
         "model": {"name": "cnn_small", "kwargs": {"channels": [8, 16, 32], "dropout": 0.0}},
-        "training": {"epochs": 12, "batch_size": 4, "lr": 0.002, "device": "cpu", "patience": 6, "warmup_epochs": 1},
+        "training": {"epochs": 12, "batch_size": 4, "lr": 0.003, "device": "cpu", "patience": 6, "warmup_epochs": 1},
     }
     for name, values in sections.items():
         data[name] = {**data.get(name, {}), **values}

@@ -118,3 +118,16 @@ def test_failed_samples_are_named(tmp_path):
     with pytest.raises(InputError, match="bad: ValueError: cannot decode"):
         fill_cache([{"sample_id": "ok"}, {"sample_id": "bad"}], transform, cache)
     assert cache.get("ok") is not None
+
+
+def _ones(row):
+    return {"image": np.full((1, 3, 3), float(len(row["sample_id"])), np.float32)}
+
+
+def test_fill_cache_with_worker_processes(tmp_path):
+    cache = SampleCache(tmp_path / "cache", PLAN)
+    rows = [{"sample_id": f"s{i}"} for i in range(4)]
+    computed = fill_cache(rows, _ones, cache, num_workers=2)
+    assert sorted(computed) == ["s0", "s1", "s2", "s3"]
+    assert sorted(cache.cached_ids()) == ["s0", "s1", "s2", "s3"]
+    assert fill_cache(rows, _ones, cache, num_workers=2) == {}  # all cached: nothing recomputed

@@ -41,7 +41,12 @@ def reference(ct_manifest, train_config, tmp_path_factory):
     torch.set_num_threads(1)
     config = _tiny(train_config, ct_manifest, root / "cache")
     train(config, root / "a", show_progress=False)
-    return {"root": root, "config": config, "run": root / "a"}
+    return {
+        "root": root,
+        "config": config,
+        "run": root / "a",
+        "make": lambda **training: _tiny(train_config, ct_manifest, root / "cache", **training),
+    }
 
 
 def test_same_seed_gives_identical_weights(reference):
@@ -50,6 +55,9 @@ def test_same_seed_gives_identical_weights(reference):
     assert _digest(root / "a" / "model.safetensors") == _digest(root / "b" / "model.safetensors")
     for key, value in _last_weights(root / "a").items():
         assert torch.equal(value, _last_weights(root / "b")[key]), key
+    other_seed = reference["make"](seed=1)
+    train(other_seed, root / "seed1", show_progress=False)
+    assert _digest(root / "a" / "model.safetensors") != _digest(root / "seed1" / "model.safetensors")
     a = [json.loads(x) for x in (root / "a" / "metrics.jsonl").read_text().splitlines()]
     b = [json.loads(x) for x in (root / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [x["train_loss"] for x in a] == [x["train_loss"] for x in b]
@@ -74,9 +82,9 @@ def test_resume_after_epoch_one_matches_uninterrupted(reference):
     assert a["threshold"] == c["threshold"] and a["calibration"] == c["calibration"]
 
 
-def test_resume_with_changed_config_is_refused(reference, ct_manifest, train_config):
+def test_resume_with_changed_config_is_refused(reference):
     root = reference["root"]
     train(reference["config"], root / "d", interrupt_after_epoch=1, show_progress=False)
-    changed = _tiny(train_config, ct_manifest, root / "cache", lr=0.01)
+    changed = reference["make"](lr=0.01)
     with pytest.raises(ConfigError, match="training.lr"):
         train(changed, root / "d", resume=True, show_progress=False)

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import StandInRun, TinyNet, write_nifti_cohort
+from score_helpers import StandInRun, TinyNet, write_nifti_cohort
 
 from medrec.errors import ConfigError, OutputError
 from medrec.score import ScoreOptions, read_rows, read_sidecar, score_manifest

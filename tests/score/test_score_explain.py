@@ -4,7 +4,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from helpers import StandInRun
+from score_helpers import StandInRun
 from monai.transforms import Compose, Orientationd, ScaleIntensityRanged, Spacingd
 from torch import nn
 

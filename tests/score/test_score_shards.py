@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import write_nifti_cohort
+from score_helpers import write_nifti_cohort
 
 from medrec.errors import ConfigError, InputError, OutputError
 from medrec.score import ScoreOptions, merge_parts, read_rows, read_sidecar, score_manifest, select_part, shard_of
