@@ -17,7 +17,7 @@ from medrec.atomicio import write_bytes
 from medrec.console import console
 
 DEFAULT_RECIPE = "ct_lesion_3d.yaml"
-DEMO_PATIENTS = 140
+DEMO_PATIENTS = 100
 DEMO_SEED = 7
 # The demo cohort is deliberately easy (large, high-contrast lesions on a coarse matrix) so that a
 # small 3D CNN learns it from scratch on 2 CPU cores in a few minutes; the generator's defaults
@@ -25,8 +25,8 @@ DEMO_SEED = 7
 DEMO_COHORT: dict[str, object] = {
     "image_size": 64,
     "slice_thickness": 8.0,
-    "lesion_diameter_mm": (35.0, 70.0),
-    "contrast": (50.0, 130.0),
+    "lesion_diameter_mm": (45.0, 75.0),
+    "contrast": (70.0, 140.0),
     "noise": 0.6,
 }
 
