@@ -495,7 +495,7 @@ def selection_rules_of(run: Any, run_dir: str | Path) -> Any:
     """The series-selection rules the run was trained with, or None for ``SelectionRules`` defaults.
 
     Looked up as ``run.selection_rules``, else the ``selection_rules`` (or ``index.rules``) entry of
-    ``model.json`` / ``config.yaml`` in the run directory.
+    ``model.json`` / ``config.yaml`` / ``workflow.yaml`` (written by ``medrec run``) in the run directory.
     """
     rules = getattr(run, "selection_rules", None)
     if rules is not None:
@@ -506,7 +506,7 @@ def selection_rules_of(run: Any, run_dir: str | Path) -> Any:
 
     found: Any = None
     folder = Path(run_dir)
-    for name, parse in (("model.json", json.loads), ("config.yaml", yaml.safe_load)):
+    for name, parse in (("model.json", json.loads), ("config.yaml", yaml.safe_load), ("workflow.yaml", yaml.safe_load)):
         path = folder / name
         if not path.is_file():
             continue

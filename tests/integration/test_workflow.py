@@ -124,3 +124,16 @@ def test_changed_recipe_never_overwrites_a_finished_run(finished_run):
     assert result.returncode != 0
     assert "different recipe" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_scoring_the_scan_folder_uses_the_recipe_rules_and_matches_the_evaluation(finished_run):
+    root, run, _ = finished_run
+    result = _medrec("score", "run", "scans", "-o", "rescored.csv", cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rescored = pd.read_csv(root / "rescored.csv", dtype=str, keep_default_na=False).set_index("sample_id")
+    manifest = pd.read_csv(run / "index" / "manifest.csv", dtype=str, keep_default_na=False)
+    # indexed on the fly with the recipe's own selection rules: the same samples as the workflow's index
+    assert set(rescored.index) == set(manifest["sample_id"])
+    evaluation = pd.read_csv(run / "evaluation" / "predictions.csv", dtype=str, keep_default_na=False)
+    for row in evaluation.itertuples():
+        assert float(rescored.loc[row.sample_id, "score"]) == pytest.approx(float(row.score), abs=1e-6)
