@@ -267,9 +267,25 @@ def _union(first: Sequence[float], second: Sequence[float]) -> tuple[float, floa
     return (min(lows) if lows else math.nan, max(highs) if highs else math.nan)
 
 
+def _boot_names(y: np.ndarray, patients: np.ndarray, settings: _Settings,
+                names: Sequence[str] | None = None) -> list[str]:
+    """The metrics whose interval needs the bootstrap on these samples."""
+    wanted = list(names) if names is not None else list(stats.BOOTSTRAP_STATISTICS)
+    clustered = int(np.unique(patients).size) < int(y.size)
+    boot_names = [name for name in wanted if name in _BOOTSTRAP_ONLY or clustered
+                  or (name == "auc" and settings.auc_method == "bootstrap")]
+    if not 0 < int(y.sum()) < y.size:
+        boot_names = [name for name in boot_names if name not in ("auc", "pr_auc")]
+    return boot_names if y.size else []
+
+
 def _binary_metrics(y: np.ndarray, s: np.ndarray, pred: np.ndarray, patients: np.ndarray,
-                    settings: _Settings, names: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
-    """METRIC dicts for every binary metric (or the given names) on one set of samples."""
+                    settings: _Settings, names: Sequence[str] | None = None,
+                    boot: dict[str, stats.BootstrapResult] | None = None) -> dict[str, dict[str, Any]]:
+    """METRIC dicts for every binary metric (or the given names) on one set of samples.
+
+    ``boot``: the bootstrap results of :func:`_boot_names`, when already computed (shared weights).
+    """
     wanted = list(names) if names is not None else list(stats.BOOTSTRAP_STATISTICS)
     counts = stats.confusion_counts(y, pred)
     point = stats.binary_point_metrics(y, s, pred, n_bins=settings.n_bins)
@@ -277,14 +293,12 @@ def _binary_metrics(y: np.ndarray, s: np.ndarray, pred: np.ndarray, patients: np
     clustered = n_patients < n_samples
     both_classes = 0 < int(y.sum()) < y.size
 
-    boot_names = [name for name in wanted if name in _BOOTSTRAP_ONLY or clustered
-                  or (name == "auc" and settings.auc_method == "bootstrap")]
-    if not both_classes:
-        boot_names = [name for name in boot_names if name not in ("auc", "pr_auc")]
-    boot: dict[str, stats.BootstrapResult] = {}
-    if boot_names and n_samples:
-        boot = stats.cluster_bootstrap(boot_names, y, s, patients, n_boot=settings.n_boot, seed=settings.seed,
-                                       predictions=pred, n_bins=settings.n_bins)  # type: ignore[assignment]
+    if boot is None:
+        boot = {}
+        boot_names = _boot_names(y, patients, settings, names)
+        if boot_names:
+            boot = stats.cluster_bootstrap(boot_names, y, s, patients, n_boot=settings.n_boot, seed=settings.seed,
+                                           predictions=pred, n_bins=settings.n_bins)  # type: ignore[assignment]
     boot_text = stats.bootstrap_method_text(settings.n_boot, True, True)
     dependence = (f"; {n_samples} samples from {n_patients} patients are not independent, so the interval is "
                   f"the union of that interval and a {boot_text}") if clustered else ""
@@ -325,28 +339,52 @@ def _binary_metrics(y: np.ndarray, s: np.ndarray, pred: np.ndarray, patients: np
 
 
 def _binary_section(y: np.ndarray, s: np.ndarray, pred: np.ndarray, patients: np.ndarray,
-                    settings: _Settings) -> dict[str, Any]:
+                    settings: _Settings, boot: dict[str, stats.BootstrapResult] | None = None) -> dict[str, Any]:
     return {
         "n_samples": int(y.size),
         "n_patients": int(np.unique(patients).size),
         "n_positive": int(y.sum()),
         "n_negative": int(y.size - y.sum()),
         "prevalence": float(y.mean()) if y.size else math.nan,
-        "metrics": _binary_metrics(y, s, pred, patients, settings),
+        "metrics": _binary_metrics(y, s, pred, patients, settings, boot=boot),
         "confusion_matrix": stats.confusion_counts(y, pred),
     }
 
 
-def _patient_level(y: np.ndarray, s: np.ndarray, patients: np.ndarray, threshold: float,
-                   settings: _Settings) -> dict[str, Any]:
+def _patient_data(y: np.ndarray, s: np.ndarray, patients: np.ndarray,
+                  threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One row per patient (sorted by id): label = any positive, score = max, prediction = score >= threshold."""
     frame = pd.DataFrame({"patient": patients, "label": y, "score": s})
     grouped = frame.groupby("patient", sort=True).agg(label=("label", "max"), score=("score", "max"))
     patient_y = grouped["label"].to_numpy().astype(np.int8)
     patient_s = grouped["score"].to_numpy()
-    patient_pred = (patient_s >= threshold).astype(np.int8)
-    section = _binary_section(patient_y, patient_s, patient_pred, grouped.index.to_numpy(), settings)
-    section["aggregation"] = "patient positive if any study is; score = max over its studies; prediction = any"
-    return section
+    return patient_y, patient_s, (patient_s >= threshold).astype(np.int8), grouped.index.to_numpy()
+
+
+def _sample_and_patient_sections(y: np.ndarray, s: np.ndarray, pred: np.ndarray, patients: np.ndarray,
+                                 threshold: float, settings: _Settings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The sample-level section and the patient-level section, bootstrapped on one set of weights.
+
+    The patient-level data have one row per patient whose label is "any study positive", so its
+    outcome strata are the sample-level ones and its cluster bootstrap is a plain stratified
+    bootstrap of the same patients: the same patient weight matrix serves both (it is what two
+    separate calls with this seed would draw), and it is drawn once.
+    """
+    patient_y, patient_s, patient_pred, patient_ids = _patient_data(y, s, patients, threshold)
+    tasks = [
+        {"statistics": _boot_names(y, patients, settings), "labels": y, "scores": s, "predictions": pred,
+         "clusters": patients},
+        {"statistics": _boot_names(patient_y, patient_ids, settings), "labels": patient_y, "scores": patient_s,
+         "predictions": patient_pred, "clusters": patient_ids},
+    ]
+    boots = stats.cluster_bootstrap_shared([task for task in tasks if task["statistics"]], n_boot=settings.n_boot,
+                                           seed=settings.seed, n_bins=settings.n_bins)
+    results = iter(boots)
+    shared = [next(results) if task["statistics"] else {} for task in tasks]
+    sample = _binary_section(y, s, pred, patients, settings, boot=shared[0])
+    patient = _binary_section(patient_y, patient_s, patient_pred, patient_ids, settings, boot=shared[1])
+    patient["aggregation"] = "patient positive if any study is; score = max over its studies; prediction = any"
+    return sample, patient
 
 
 def _threshold_table(y: np.ndarray, s: np.ndarray, threshold: float) -> list[dict[str, Any]]:
@@ -629,7 +667,7 @@ def analyse_predictions(
         joined["age_band"] = _age_band(joined["age"])
     subgroup_columns = _subgroup_columns(joined, subgroups)
 
-    section = _binary_section(y, s, pred, patients, settings)
+    section, patient_section = _sample_and_patient_sections(y, s, pred, patients, threshold, settings)
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "task": "binary",
@@ -647,7 +685,7 @@ def analyse_predictions(
         "prevalence": section["prevalence"],
         "metrics": section["metrics"],
         "confusion_matrix": section["confusion_matrix"],
-        "patient_level": _patient_level(y, s, patients, threshold, settings),
+        "patient_level": patient_section,
         "threshold_table": _threshold_table(y, s, threshold),
         "prevalence_adjusted": (_prevalence_adjusted(section["metrics"], float(prevalence))
                                 if prevalence is not None else None),

@@ -24,7 +24,10 @@ positive class, ``predictions`` are 0/1. A metric that is undefined on the data 
 from __future__ import annotations
 
 import math
+import os
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +45,7 @@ __all__ = [
     "brier_score",
     "cluster_bootstrap",
     "cluster_bootstrap_multiclass",
+    "cluster_bootstrap_shared",
     "confusion_counts",
     "delong_auc_variance",
     "delong_ci",
@@ -516,8 +520,9 @@ def _cluster_strata(codes: np.ndarray, n_clusters: int, labels: np.ndarray | Non
 
 
 def _default_chunk(n_boot: int, width: int) -> int:
-    # About 4 million float64 entries per (replicates x width) block: ~32 MB per array.
-    return int(max(1, min(n_boot, 4_000_000 // max(width, 1))))
+    # About 12 million entries per (replicates x width) block (~50 MB per int32 array, ~100 MB per
+    # float64 one): large enough that per-block overheads vanish, small enough to bound memory.
+    return int(max(1, min(n_boot, 12_000_000 // max(width, 1))))
 
 
 def _prepare_clusters(clusters: np.ndarray | Sequence | None, labels: np.ndarray | None, n_samples: int,
@@ -535,28 +540,72 @@ def _prepare_clusters(clusters: np.ndarray | Sequence | None, labels: np.ndarray
     return renumber[codes], n_clusters, strata[order]
 
 
-def _weight_chunks(strata: np.ndarray, n_boot: int, seed: int, chunk: int) -> Iterator[np.ndarray]:
-    """Yield (chunk, n_clusters) integer-valued weight blocks: how often each cluster was drawn.
+# Replicates per random stream: replicates [16 b, 16 b + 16) come from the b-th child of
+# SeedSequence(seed). Chunks are whole multiples of it, so the weights depend only on the seed (never
+# on the chunk size or the threads), and chunks can be drawn in any order, in parallel.
+_DRAW_BLOCK = 16
+
+
+def _weight_makers(strata: np.ndarray, n_boot: int, seed: int, chunk: int) -> Iterator[Callable[[], np.ndarray]]:
+    """Yield, in replicate order, functions that each draw one (rows, n_clusters) int32 weight block.
 
     ``strata`` must be sorted (see :func:`_prepare_clusters`). Within each stratum of k clusters,
-    every replicate draws k clusters with replacement. Each stratum has its own random stream
-    (spawned from ``seed``) and replicates are drawn one after the other, so the weights do not
-    depend on the chunk size.
+    every replicate draws k clusters with replacement (uniformly: multinomial(k, 1/k) counts).
+    Every ``_DRAW_BLOCK`` replicates have their own random stream, spawned from ``seed``; per
+    stratum, the block's draws are one ``rng.integers`` call of shape (block, k), counted row by row
+    with ``bincount``. ``chunk`` is rounded up to a multiple of the block.
     """
     n_clusters = strata.size
     values, starts = np.unique(strata, return_index=True)
-    bounds = list(zip(starts, [*starts[1:], n_clusters], strict=True))
-    generators = [np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(values.size)]
-    done = 0
-    while done < n_boot:
-        rows = min(chunk, n_boot - done)
-        weights = np.empty((rows, n_clusters), dtype=np.float64)
-        for (start, stop), rng in zip(bounds, generators, strict=True):
-            k = stop - start
-            for row in range(rows):  # one draw and one small bincount per replicate stays in cache
-                weights[row, start:stop] = np.bincount(rng.integers(0, k, size=k), minlength=k)
-        done += rows
-        yield weights
+    bounds = [(int(a), int(b)) for a, b in zip(starts, [*starts[1:], n_clusters], strict=True)]
+    streams = np.random.SeedSequence(seed).spawn(-(-n_boot // _DRAW_BLOCK))
+    chunk = -(-max(int(chunk), 1) // _DRAW_BLOCK) * _DRAW_BLOCK
+
+    def make(first: int, rows: int) -> np.ndarray:
+        weights = np.empty((rows, n_clusters), dtype=np.int32)
+        for block_first in range(0, rows, _DRAW_BLOCK):
+            rng = np.random.default_rng(streams[(first + block_first) // _DRAW_BLOCK])
+            block = min(_DRAW_BLOCK, rows - block_first)
+            for start, stop in bounds:
+                k = stop - start
+                draws = rng.integers(0, k, size=(block, k))
+                for row, drawn in enumerate(draws, start=block_first):  # a per-row count array stays in cache
+                    weights[row, start:stop] = np.bincount(drawn, minlength=k)
+        return weights
+
+    for first in range(0, n_boot, chunk):
+        yield lambda first=first: make(first, min(chunk, n_boot - first))
+
+
+def _weight_chunks(strata: np.ndarray, n_boot: int, seed: int, chunk: int) -> Iterator[np.ndarray]:
+    """Yield the (rows, n_clusters) int32 weight blocks of :func:`_weight_makers`, in order."""
+    for make in _weight_makers(strata, n_boot, seed, chunk):
+        yield make()
+
+
+# Threads that draw and evaluate weight blocks side by side (numpy releases the GIL in the random
+# draws, take, cumsum, einsum and matrix products).
+BOOTSTRAP_THREADS = 2
+
+
+def _map_blocks(func: Callable[[np.ndarray], Any], makers: Iterator[Callable[[], np.ndarray]]) -> list[Any]:
+    """``[func(make()) for make in makers]``, in up to :data:`BOOTSTRAP_THREADS` threads.
+
+    At most one block per thread plus one more is in flight, so memory stays bounded; results keep
+    the order of the blocks and do not depend on the number of threads.
+    """
+    workers = max(1, min(BOOTSTRAP_THREADS, os.cpu_count() or 1))
+    if workers == 1:
+        return [func(make()) for make in makers]
+    results: list[Any] = []
+    pending: deque[Future] = deque()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for make in makers:
+            pending.append(pool.submit(lambda make=make: func(make())))
+            if len(pending) > workers:
+                results.append(pending.popleft().result())
+        results.extend(future.result() for future in pending)
+    return results
 
 
 def bootstrap_cluster_weights(clusters: np.ndarray | Sequence | None, labels: np.ndarray | None = None,
@@ -566,7 +615,7 @@ def bootstrap_cluster_weights(clusters: np.ndarray | Sequence | None, labels: np
 
     Returns:
         ``(codes, weights)``: ``codes[i]`` is sample i's cluster index; ``weights`` is
-        (n_boot, n_clusters); sample i's weight in replicate r is ``weights[r, codes[i]]``.
+        (n_boot, n_clusters) int32 draw counts; sample i's weight in replicate r is ``weights[r, codes[i]]``.
     """
     n_samples = len(labels) if labels is not None else len(clusters)  # type: ignore[arg-type]
     codes, n_clusters, strata = _prepare_clusters(clusters, labels, n_samples, stratify)
@@ -598,11 +647,18 @@ class _ReplicateEvaluator:
         def per_cluster(values: np.ndarray) -> np.ndarray:
             return np.bincount(codes, weights=values.astype(np.float64), minlength=n_clusters)
 
-        self.n_per_cluster = per_cluster(np.ones(y.size))
+        # Additive quantities per cluster, one column each: a replicate's sums are one matrix product.
+        columns = [per_cluster(np.ones(y.size))]
         if self.needs_counts:
             p = predictions.astype(bool)  # type: ignore[union-attr]
-            self.counts = np.column_stack([per_cluster(y & p), per_cluster(~y & p),
-                                           per_cluster(~y & ~p), per_cluster(y & ~p)])
+            columns += [per_cluster(y & p), per_cluster(~y & p), per_cluster(~y & ~p), per_cluster(y & ~p)]
+        if self.needs_calibration:
+            s = scores.astype(np.float64)  # type: ignore[union-attr]
+            columns.append(per_cluster((s - y) ** 2))
+            bin_gap = np.zeros((n_clusters, n_bins))
+            np.add.at(bin_gap, (codes, _bin_index(s, n_bins)), s - y)
+            columns += list(bin_gap.T)
+        self.additive = np.column_stack(columns)
         if self.needs_levels:
             s = scores.astype(np.float64)  # type: ignore[union-attr]
             order = np.argsort(s, kind="stable")
@@ -612,53 +668,85 @@ class _ReplicateEvaluator:
             self.pos_codes = codes[pos_order]
             self.neg_codes = codes[neg_order]
             # For positive i: negatives strictly below it, negatives at or below it, positives below it.
+            # Without ties (continuous scores) the second equals the first and the third is i itself,
+            # and those gathers are skipped.
             self.neg_below = np.searchsorted(neg_sorted, pos_sorted, side="left")
-            self.neg_upto = np.searchsorted(neg_sorted, pos_sorted, side="right")
-            self.pos_below = np.searchsorted(pos_sorted, pos_sorted, side="left")
-        if self.needs_calibration:
-            s = scores.astype(np.float64)  # type: ignore[union-attr]
-            self.squared_error = per_cluster((s - y) ** 2)
-            bins = _bin_index(s, n_bins)
-            self.bin_gap = np.zeros((n_clusters, n_bins))
-            np.add.at(self.bin_gap, (codes, bins), s - y)
+            neg_upto = np.searchsorted(neg_sorted, pos_sorted, side="right")
+            self.neg_upto = None if np.array_equal(neg_upto, self.neg_below) else neg_upto
+            pos_below = np.searchsorted(pos_sorted, pos_sorted, side="left")
+            self.pos_below = None if np.array_equal(pos_below, np.arange(pos_below.size)) else pos_below
 
     def evaluate(self, weights: np.ndarray) -> dict[str, np.ndarray]:
+        """Statistics per row of ``weights`` (rows, n_clusters), integer (exact) or float."""
         out: dict[str, np.ndarray] = {}
-        total = weights @ self.n_per_cluster
+        integral = weights.dtype.kind in "iu"
+        weights_f = weights.astype(np.float64, copy=False)
+        sums = weights_f @ self.additive
+        total = sums[:, 0]
         if self.needs_counts:
-            tp, fp, tn, fn = (weights @ self.counts).T
-            out.update(metrics_from_counts(tp, fp, tn, fn))
+            out.update(metrics_from_counts(sums[:, 1], sums[:, 2], sums[:, 3], sums[:, 4]))
         if self.needs_levels:
-            rows = weights.shape[0]
-            pos_w = np.take(weights, self.pos_codes, axis=1)
-            neg_cum = np.zeros((rows, self.neg_codes.size + 1))
-            np.cumsum(np.take(weights, self.neg_codes, axis=1), axis=1, out=neg_cum[:, 1:])
-            pos_total, neg_total = pos_w.sum(axis=1), neg_cum[:, -1].copy()
-            undefined = (pos_total == 0) | (neg_total == 0)
-            neg_below = np.take(neg_cum, self.neg_below, axis=1)
-            if "auc" in self.statistics:
-                # Negatives below each positive, plus half of those tied with it.
-                beaten = np.einsum("rp,rp->r", pos_w, neg_below)
-                beaten += np.einsum("rp,rp->r", pos_w, np.take(neg_cum, self.neg_upto, axis=1))
-                out["auc"] = _ratio(0.5 * beaten, pos_total * neg_total)
-                out["auc"][undefined] = np.nan
-            if "pr_auc" in self.statistics:
-                # Precision at each positive's score: the positive share of the weight at or above it.
-                pos_cum = np.zeros((rows, self.pos_codes.size + 1))
-                np.cumsum(pos_w, axis=1, out=pos_cum[:, 1:])
-                true_pos = np.take(pos_cum, self.pos_below, axis=1)
-                np.subtract(pos_total[:, None], true_pos, out=true_pos)
-                flagged = np.subtract(neg_total[:, None], neg_below, out=neg_below)
-                flagged += true_pos
-                # flagged is 0 only where true_pos is 0 too; such positives weigh nothing.
-                np.maximum(flagged, np.finfo(np.float64).tiny, out=flagged)
-                np.divide(true_pos, flagged, out=true_pos)
-                out["pr_auc"] = _ratio(np.einsum("rp,rp->r", pos_w, true_pos), pos_total)
-                out["pr_auc"][undefined] = np.nan
+            out.update(self._ranking(weights, weights_f, integral, total))
         if self.needs_calibration:
-            out["brier"] = _ratio(weights @ self.squared_error, total)
-            out["ece"] = _ratio(np.abs(weights @ self.bin_gap).sum(axis=1), total)
+            out["brier"] = _ratio(sums[:, 5 if self.needs_counts else 1], total)
+            first = 6 if self.needs_counts else 2
+            out["ece"] = _ratio(np.abs(sums[:, first:]).sum(axis=1), total)
         return {name: out[name] for name in self.statistics}
+
+    def _ranking(self, weights: np.ndarray, weights_f: np.ndarray, integral: bool,
+                 total: np.ndarray) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        rows = weights.shape[0]
+        # Integer weights: gathers and cumulative sums stay integer (int32 while every running sum fits,
+        # i.e. the largest replicate's total weight is below 2**31), products accumulate in int64.
+        if integral and (total.size == 0 or total.max() < 2**31 - 1) and weights.min(initial=0) >= 0:
+            acc, dot_type = np.int32, np.int64
+            source = weights.astype(np.int32, copy=False)
+        elif integral:
+            acc, dot_type = np.int64, np.int64
+            source = weights.astype(np.int64, copy=False)
+        else:
+            acc, dot_type = np.float64, np.float64
+            source = weights_f
+
+        def row_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            return np.einsum("rp,rp->r", a, b, dtype=dot_type).astype(np.float64)
+
+        pos_w = np.take(source, self.pos_codes, axis=1)
+        neg_cum = np.empty((rows, self.neg_codes.size + 1), dtype=acc)
+        neg_cum[:, 0] = 0
+        np.cumsum(np.take(source, self.neg_codes, axis=1), axis=1, dtype=acc, out=neg_cum[:, 1:])
+        pos_total = pos_w.sum(axis=1, dtype=dot_type)
+        neg_total = neg_cum[:, -1].astype(dot_type)
+        undefined = (pos_total == 0) | (neg_total == 0)
+        pair_weight = pos_total.astype(np.float64) * neg_total.astype(np.float64)
+        neg_below = np.take(neg_cum, self.neg_below, axis=1)
+        if "auc" in self.statistics:
+            # Negatives below each positive, plus half of those tied with it.
+            beaten = row_dot(pos_w, neg_below)
+            if self.neg_upto is not None:
+                beaten = 0.5 * (beaten + row_dot(pos_w, np.take(neg_cum, self.neg_upto, axis=1)))
+            out["auc"] = _ratio(beaten, pair_weight)
+            out["auc"][undefined] = np.nan
+        if "pr_auc" in self.statistics:
+            # Precision at each positive's score: the positive share of the weight at or above it.
+            pos_cum = np.cumsum(pos_w, axis=1, dtype=acc)
+            if self.pos_below is None:
+                pos_cum -= pos_w  # positives strictly below positive i: the exclusive running sum
+                true_pos = pos_cum
+            else:
+                pos_cum = np.concatenate([np.zeros((rows, 1), dtype=acc), pos_cum], axis=1)
+                true_pos = np.take(pos_cum, self.pos_below, axis=1)
+            np.subtract(pos_total.astype(acc)[:, None], true_pos, out=true_pos)
+            flagged = np.subtract(neg_total.astype(acc)[:, None], neg_below, out=neg_below)
+            flagged += true_pos
+            # flagged is 0 only where true_pos is 0 too; such positives weigh nothing.
+            np.maximum(flagged, 1 if integral else np.finfo(np.float64).tiny, out=flagged)
+            precision = np.divide(true_pos, flagged, dtype=np.float64)
+            numerator = np.einsum("rp,rp->r", pos_w, precision, dtype=np.float64)
+            out["pr_auc"] = _ratio(numerator, pos_total.astype(np.float64))
+            out["pr_auc"][undefined] = np.nan
+        return out
 
 
 def _check_bootstrap_inputs(statistics: Sequence[str], labels, scores, predictions, threshold):
@@ -693,7 +781,9 @@ def weighted_statistics(statistics: Sequence[str], labels: np.ndarray, scores: n
     against scikit-learn with ``sample_weight``.
     """
     y, s, p = _check_bootstrap_inputs(statistics, labels, scores, predictions, threshold)
-    weights = np.atleast_2d(np.asarray(sample_weights, dtype=np.float64))
+    weights = np.atleast_2d(np.asarray(sample_weights))
+    if weights.dtype.kind not in "iu":  # integer weights (bootstrap counts) take the exact integer path
+        weights = weights.astype(np.float64)
     if weights.shape[1] != y.size:
         raise ValueError(f"sample_weights need one column per sample ({y.size}), got {weights.shape[1]}")
     evaluator = _ReplicateEvaluator(statistics, y, s, p, np.arange(y.size), y.size, n_bins)
@@ -752,7 +842,7 @@ def cluster_bootstrap(
         level: confidence level of the percentile interval.
         predictions: 0/1 predictions (or give ``threshold``: ``scores >= threshold``).
         n_bins: ECE bins.
-        chunk_size: replicates per block (default: about 4 million entries per block).
+        chunk_size: replicates per block (default: about 12 million entries per block).
 
     Returns:
         :class:`BootstrapResult` for one statistic (name or callable), a dict name -> result for a list.
@@ -773,12 +863,12 @@ def cluster_bootstrap(
         evaluator = _ReplicateEvaluator(names, y, s, p, codes, n_clusters, n_bins)
         width = max(n_clusters, y.size if evaluator.needs_levels else 1)
         chunk = chunk_size or _default_chunk(n_boot, width)
-        blocks = [evaluator.evaluate(w) for w in _weight_chunks(strata, n_boot, seed, chunk)]
+        blocks = _map_blocks(evaluator.evaluate, _weight_makers(strata, n_boot, seed, chunk))
         point = evaluator.evaluate(np.ones((1, n_clusters)))
         replicates = {name: np.concatenate([b[name] for b in blocks]) for name in names}
     else:
         chunk = chunk_size or _default_chunk(n_boot, y.size)
-        parts = [np.asarray(statistic(y, s, p, w[:, codes]), dtype=np.float64)
+        parts = [np.asarray(statistic(y, s, p, w[:, codes].astype(np.float64)), dtype=np.float64)
                  for w in _weight_chunks(strata, n_boot, seed, chunk)]
         point = {"_": np.asarray(statistic(y, s, p, np.ones((1, y.size))), dtype=np.float64)}
         replicates = {"_": np.concatenate(parts)}
@@ -800,6 +890,78 @@ def cluster_bootstrap(
     if isinstance(statistic, str) or callable(statistic):
         return results[names[0]]
     return results
+
+
+def cluster_bootstrap_shared(
+    tasks: Sequence[dict[str, Any]],
+    n_boot: int = 2000,
+    seed: int = 0,
+    stratify: bool = True,
+    level: float = 0.95,
+    *,
+    n_bins: int = 10,
+) -> list[dict[str, BootstrapResult]]:
+    """Several :func:`cluster_bootstrap` analyses of the same clusters on one set of weights.
+
+    Each task is a dict with ``statistics`` (names), ``labels``, ``scores``, ``clusters`` and
+    optionally ``predictions`` / ``threshold``, as for :func:`cluster_bootstrap`. Every task must
+    hold the same cluster ids with the same strata (e.g. the sample-level data and the patient-level
+    data, one row per patient, whose label is "holds any positive"). The weights are then the ones
+    each separate :func:`cluster_bootstrap` call with this ``seed`` would draw, so the results equal
+    those calls; they are drawn once and every task is evaluated on them.
+
+    Returns:
+        One dict name -> :class:`BootstrapResult` per task, in order.
+
+    Raises:
+        ValueError: tasks whose cluster ids or strata differ, or the errors of :func:`cluster_bootstrap`.
+    """
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if not tasks:
+        return []
+    prepared = []
+    reference = None
+    for index, task in enumerate(tasks):
+        names = list(task["statistics"])
+        y, s, p = _check_bootstrap_inputs(names, task["labels"], task.get("scores"), task.get("predictions"),
+                                          task.get("threshold"))
+        clusters = task.get("clusters")
+        codes, n_clusters, strata = _prepare_clusters(clusters, y, y.size, stratify)
+        ids = np.arange(y.size) if clusters is None else np.unique(
+            np.asarray(clusters).astype(str) if np.asarray(clusters).dtype == object else np.asarray(clusters))
+        if reference is None:
+            reference = (ids, strata)
+        elif not (np.array_equal(ids, reference[0]) and np.array_equal(strata, reference[1])):
+            raise ValueError(f"bootstrap task {index} has other clusters or strata than task 0; shared weights need "
+                             "the same clusters (patients) in every task")
+        prepared.append((names, _ReplicateEvaluator(names, y, s, p, codes, n_clusters, n_bins), y.size,
+                         clusters is not None))
+    strata = reference[1]  # type: ignore[index]
+    n_clusters = strata.size
+    width = max([n_clusters] + [size for _, evaluator, size, _ in prepared if evaluator.needs_levels])
+    chunk = _default_chunk(n_boot, width)
+
+    def evaluate_all(weights: np.ndarray) -> list[dict[str, np.ndarray]]:
+        return [evaluator.evaluate(weights) for _, evaluator, _, _ in prepared]
+
+    blocks = _map_blocks(evaluate_all, _weight_makers(strata, n_boot, seed, chunk))
+    ones = np.ones((1, n_clusters))
+    out = []
+    for index, (names, evaluator, _, clustered) in enumerate(prepared):
+        point = evaluator.evaluate(ones)
+        method = bootstrap_method_text(n_boot, clustered, stratify, level)
+        replicates = {name: np.concatenate([block[index][name] for block in blocks]) for name in names}
+        out.append({name: _bootstrap_result(point[name][0], replicates[name], n_boot, method, level)
+                    for name in names})
+    return out
+
+
+def _bootstrap_result(point: float, values: np.ndarray, n_boot: int, method: str, level: float) -> BootstrapResult:
+    valid = values[np.isfinite(values)]
+    return BootstrapResult(value=float(point), ci=_percentile_interval(values, level),
+                           se=float(valid.std(ddof=1)) if valid.size > 1 else math.nan,
+                           n_boot=n_boot, n_valid=int(valid.size), method=method, replicates=values)
 
 
 def cluster_bootstrap_multiclass(
@@ -853,7 +1015,8 @@ def cluster_bootstrap_multiclass(
     sizes = np.bincount(codes, minlength=n_clusters).astype(np.float64)
     accuracy_blocks = []
     for weights in _weight_chunks(strata, n_boot, seed, chunk):
-        accuracy_blocks.append(_ratio(weights @ hits, weights @ sizes))
+        weights_f = weights.astype(np.float64)
+        accuracy_blocks.append(_ratio(weights_f @ hits, weights_f @ sizes))
         for k, evaluator in enumerate(evaluators):
             blocks[k].append(evaluator.evaluate(weights))
     ones = np.ones((1, n_clusters))

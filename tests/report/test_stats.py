@@ -348,3 +348,71 @@ def test_bootstrap_scales_to_100k_predictions():
     elapsed = time.process_time() - start
     assert all(r.n_valid == 2000 for r in results.values())
     assert elapsed < 40  # CPU seconds: a few on a free core; generous for loaded CI machines
+
+
+def test_weights_do_not_depend_on_chunk_size():
+    labels, _ = _cohort(6)
+    patients = np.arange(labels.size) // 2
+    codes, n_clusters, strata = stats._prepare_clusters(patients, labels, labels.size, True)
+    small = np.vstack(list(stats._weight_chunks(strata, 70, 9, 7)))
+    large = np.vstack(list(stats._weight_chunks(strata, 70, 9, 1000)))
+    np.testing.assert_array_equal(small, large)
+    scores = _cohort(6)[1]
+    first = stats.cluster_bootstrap(["auc", "f1"], labels, scores, patients, n_boot=70, seed=9, threshold=0.5,
+                                    chunk_size=5)
+    second = stats.cluster_bootstrap(["auc", "f1"], labels, scores, patients, n_boot=70, seed=9, threshold=0.5)
+    for name in ("auc", "f1"):
+        np.testing.assert_array_equal(first[name].replicates, second[name].replicates)
+
+
+def test_weighted_statistics_with_fractional_weights_match_sklearn():
+    labels, scores = _cohort(7, n=50)
+    predictions = (scores >= 0.5).astype(int)
+    weights = np.random.default_rng(7).gamma(1.0, 1.0, size=(4, labels.size))
+    fast = stats.weighted_statistics(["auc", "pr_auc", "sensitivity", "brier"], labels, scores, weights,
+                                     predictions=predictions)
+    for r, w in enumerate(weights):
+        assert fast["auc"][r] == pytest.approx(roc_auc_score(labels, scores, sample_weight=w), abs=1e-10)
+        assert fast["pr_auc"][r] == pytest.approx(average_precision_score(labels, scores, sample_weight=w), abs=1e-10)
+        assert fast["sensitivity"][r] == pytest.approx(recall_score(labels, predictions, sample_weight=w), abs=1e-10)
+        assert fast["brier"][r] == pytest.approx(brier_score_loss(labels, scores, sample_weight=w), abs=1e-10)
+
+
+def test_integer_path_without_ties_matches_sklearn():
+    # Continuous scores: the tie gathers are skipped; the result must not change.
+    rng = np.random.default_rng(8)
+    labels = (rng.random(80) < 0.4).astype(int)
+    scores = rng.random(80) * 0.6 + 0.3 * labels
+    patients = np.arange(80) // 2
+    codes, weights = stats.bootstrap_cluster_weights(patients, labels, n_boot=10, seed=2)
+    fast = stats.weighted_statistics(["auc", "pr_auc"], labels, scores, weights[:, codes])
+    for r in range(weights.shape[0]):
+        w = weights[r, codes]
+        assert fast["auc"][r] == pytest.approx(roc_auc_score(labels, scores, sample_weight=w), abs=1e-10)
+        assert fast["pr_auc"][r] == pytest.approx(average_precision_score(labels, scores, sample_weight=w), abs=1e-10)
+
+
+def test_shared_bootstrap_equals_separate_calls():
+    rng = np.random.default_rng(9)
+    patients = np.array([f"p{i:03d}" for i in rng.integers(0, 120, 300)])
+    labels = (rng.random(300) < 0.3).astype(int)
+    scores = np.clip(rng.normal(0.4 + 0.2 * labels, 0.2), 0, 1)
+    ids = np.unique(patients)
+    patient_labels = np.array([labels[patients == p].max() for p in ids])
+    patient_scores = np.array([scores[patients == p].max() for p in ids])
+    names = list(stats.BOOTSTRAP_STATISTICS)
+    kw = {"n_boot": 150, "seed": 4}
+    sample, patient = stats.cluster_bootstrap_shared(
+        [{"statistics": names, "labels": labels, "scores": scores, "clusters": patients, "threshold": 0.5},
+         {"statistics": names, "labels": patient_labels, "scores": patient_scores, "clusters": ids.astype(object),
+          "threshold": 0.5}], **kw)
+    separate_sample = stats.cluster_bootstrap(names, labels, scores, patients, threshold=0.5, **kw)
+    separate_patient = stats.cluster_bootstrap(names, patient_labels, patient_scores, ids, threshold=0.5, **kw)
+    for name in names:
+        np.testing.assert_array_equal(sample[name].replicates, separate_sample[name].replicates)
+        np.testing.assert_array_equal(patient[name].replicates, separate_patient[name].replicates)
+        assert sample[name].ci == separate_sample[name].ci and patient[name].value == separate_patient[name].value
+    with pytest.raises(ValueError, match="other clusters"):
+        stats.cluster_bootstrap_shared([
+            {"statistics": ["auc"], "labels": labels, "scores": scores, "clusters": patients},
+            {"statistics": ["auc"], "labels": labels, "scores": scores, "clusters": None}])
