@@ -233,11 +233,10 @@ class CalibrationConfig(_Section):
     method: Literal["temperature", "none"] = "temperature"
 
 
-class TrainConfig(_Section):
-    """The whole training recipe.
+class TrainingSections(_Section):
+    """The sections a training recipe and a workflow recipe share (everything but the data).
 
     Attributes:
-        data: manifest, splits and labels.
         split: how to split when no splits file is given.
         preprocessing: the preprocessing recipe (planned against the training data).
         model: the network.
@@ -246,7 +245,6 @@ class TrainConfig(_Section):
         calibration: probability calibration.
     """
 
-    data: DataConfig
     split: SplitConfig = Field(default_factory=SplitConfig)
     preprocessing: PreprocessConfig = Field(default_factory=PreprocessConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -261,7 +259,7 @@ class TrainConfig(_Section):
         return {"method": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _input_fits_budget(self) -> TrainConfig:
+    def _input_fits_budget(self) -> TrainingSections:
         size = self.preprocessing.input_size
         if size != "auto":
             batch_bytes = self.training.batch_size * math.prod(size) * 4
@@ -273,14 +271,25 @@ class TrainConfig(_Section):
                 )
         return self
 
+
+class TrainConfig(TrainingSections):
+    """The whole training recipe: the data plus the shared sections of :class:`TrainingSections`.
+
+    Attributes:
+        data: manifest, splits and labels.
+    """
+
+    data: DataConfig
+
     def to_yaml_dict(self) -> dict[str, Any]:
-        """The resolved config as plain data (absolute paths, every default filled in)."""
-        return self.model_dump(mode="json")
+        """The resolved config as plain data (absolute paths, every default filled in), data first."""
+        dumped = self.model_dump(mode="json")
+        return {"data": dumped.pop("data"), **dumped}
 
 
-def _section_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+def _section_model(loc: tuple[Any, ...], root: type[BaseModel]) -> type[BaseModel] | None:
     """The pydantic model that holds the key at ``loc`` (for listing its allowed keys)."""
-    current: type[BaseModel] | None = TrainConfig
+    current: type[BaseModel] | None = root
     for part in loc[:-1]:
         if current is None or not isinstance(part, str) or part not in current.model_fields:
             return None
@@ -290,14 +299,14 @@ def _section_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return current
 
 
-def format_validation_error(error: ValidationError, source: str) -> str:
+def format_validation_error(error: ValidationError, source: str, root: type[BaseModel] | None = None) -> str:
     """One readable message naming each bad key by dotted path and what is allowed there."""
     problems = []
     for item in error.errors():
         loc = tuple(part for part in item["loc"] if not (isinstance(part, str) and part.startswith("function-")))
         dotted = ".".join(str(part) for part in loc) or "(top level)"
         if item["type"] == "extra_forbidden":
-            section = _section_model(loc)
+            section = _section_model(loc, root or TrainConfig)
             allowed = sorted(section.model_fields) if section is not None else []
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
             hint = f" (did you mean {close[0]!r}?)" if close else ""

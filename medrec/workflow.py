@@ -34,23 +34,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medrec.atomicio import write_csv, write_text
-from medrec.config import (
-    CalibrationConfig,
-    ModelConfig,
-    ResolvedPath,
-    SplitConfig,
-    ThresholdConfig,
-    TrainingConfig,
-    format_validation_error,
-    parse_config,
-)
+from medrec.config import ResolvedPath, TrainingSections, format_validation_error, parse_config
 from medrec.console import console
 from medrec.errors import ConfigError, OutputError
 from medrec.index.selection import SelectionRules
-from medrec.transforms import PreprocessConfig
 
 STEPS: tuple[str, ...] = ("index", "split", "train", "evaluate")
 STATE_FILE = "workflow.json"
@@ -117,7 +107,7 @@ class EvaluationStep(_Section):
     tta: bool = False
 
 
-class WorkflowConfig(_Section):
+class WorkflowConfig(TrainingSections):
     """A complete recipe: index -> split -> train -> evaluate.
 
     Attributes:
@@ -125,26 +115,16 @@ class WorkflowConfig(_Section):
         description: one line for people.
         data: the scans and labels.
         index: indexing rules.
-        split, preprocessing, model, training, threshold, calibration: as in ``medrec train``.
         evaluation: the test-split report.
+        split, preprocessing, model, training, threshold, calibration: as in ``medrec train``
+            (:class:`~medrec.config.TrainingSections`).
     """
 
     name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
     data: WorkflowData
     index: IndexStep = Field(default_factory=IndexStep)
-    split: SplitConfig = Field(default_factory=SplitConfig)
-    preprocessing: PreprocessConfig = Field(default_factory=PreprocessConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
-    threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
-    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     evaluation: EvaluationStep = Field(default_factory=EvaluationStep)
-
-    @field_validator("threshold", "calibration", mode="before")
-    @classmethod
-    def _method_shorthand(cls, value: Any) -> Any:
-        return {"method": value} if isinstance(value, str) else value
 
 
 def load_workflow(path: str | Path, overrides: dict[str, Any] | None = None) -> WorkflowConfig:
@@ -185,12 +165,15 @@ def load_workflow(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     try:
         return WorkflowConfig.model_validate(data, context={"base_dir": str(base)})
     except ValidationError as e:
-        raise ConfigError(format_validation_error(e, str(source)).replace("training config", "recipe")) from e
+        message = format_validation_error(e, str(source), root=WorkflowConfig)
+        raise ConfigError(message.replace("training config", "recipe")) from e
 
 
 def dump_workflow(config: WorkflowConfig) -> str:
     """The resolved recipe as YAML (absolute paths, every default filled in)."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, default_flow_style=False)
+    dumped = config.model_dump(mode="json")
+    leading = {key: dumped.pop(key) for key in ("name", "description", "data", "index")}
+    return yaml.safe_dump({**leading, **dumped}, sort_keys=False, default_flow_style=False)
 
 
 def train_config_of(config: WorkflowConfig, run_dir: Path) -> Any:
