@@ -87,7 +87,8 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Score the run's test split into ``RUN/evaluation/predictions.csv`` and write the report there.
 
-    Scoring resumes: an interrupted evaluation continues where it stopped.
+    Scoring resumes: an interrupted evaluation continues where it stopped; earlier predictions
+    made with other weights or another ``tta`` setting are replaced.
 
     Args:
         run_dir: a complete run directory.
@@ -106,14 +107,18 @@ def evaluate_run(
         The report dict (as in ``RUN/evaluation/report.json``).
     """
     from medrec.report.build import write_report
-    from medrec.score import ScoreOptions, load_scoring_run, score_manifest
+    from medrec.score import ScoreOptions, load_scoring_run, read_sidecar, score_manifest
 
     folder = Path(run_dir)
     manifest = test_manifest(folder)
     out_dir = folder / EVALUATION_DIR
     predictions = out_dir / "predictions.csv"
     run, model_hash = load_scoring_run(folder)
-    options = ScoreOptions(batch_size=batch_size, workers=workers, tta=tta, device=device)
+    # Resume an interrupted evaluation of the same model; start afresh when the weights or the
+    # test-time augmentation changed (old rows would belong to another model or method).
+    previous = read_sidecar(predictions)
+    stale = previous is not None and (previous.get("model_sha256") != model_hash or bool(previous.get("tta")) != tta)
+    options = ScoreOptions(batch_size=batch_size, workers=workers, tta=tta, device=device, overwrite=stale)
     score_manifest(run, manifest, predictions, options, model_sha256=model_hash,
                    input_description={"kind": "test split", "run_dir": str(folder), "samples": len(manifest)})
     qc = folder / "qc.csv"

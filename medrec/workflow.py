@@ -346,7 +346,7 @@ def run_workflow(config: WorkflowConfig, run_dir: str | Path) -> WorkflowResult:
         OutputError: ``run_dir`` holds a finished training run made from a different recipe or data.
         MedrecError: whatever a step raises (bad data, leakage, ...), with its one-line reason.
     """
-    from medrec.rundir import has_started, is_complete
+    from medrec.rundir import is_complete
 
     folder = Path(run_dir).absolute()
     folder.mkdir(parents=True, exist_ok=True)
@@ -378,10 +378,7 @@ def run_workflow(config: WorkflowConfig, run_dir: str | Path) -> WorkflowResult:
             f"{folder}: holds a finished training run made from a different recipe or data; "
             "choose another output folder (-o) or delete this one"
         )
-    if has_started(folder) and not complete and not state.is_current("train", fingerprint):
-        previous = state.steps.get("train")
-        if previous is not None:
-            raise OutputError(f"{folder}: holds an unfinished run of a different recipe; choose another -o")
+    # an unfinished run resumes; medrec.train itself refuses to resume it with a changed config
     step("train", fingerprint, action, complete)
 
     from medrec.evaluate import evaluate_run, evaluation_fingerprint

@@ -137,3 +137,16 @@ def test_scoring_the_scan_folder_uses_the_recipe_rules_and_matches_the_evaluatio
     evaluation = pd.read_csv(run / "evaluation" / "predictions.csv", dtype=str, keep_default_na=False)
     for row in evaluation.itertuples():
         assert float(rescored.loc[row.sample_id, "score"]) == pytest.approx(float(row.score), abs=1e-6)
+
+
+def test_evaluate_again_with_other_settings_replaces_the_old_predictions(finished_run):
+    # runs last in this module: it rewrites RUN/evaluation with test-time augmentation
+    root, run, _ = finished_run
+    before = pd.read_csv(run / "evaluation" / "predictions.csv", dtype=str, keep_default_na=False)
+    result = _medrec("evaluate", "run", "--tta", "--bootstrap", "300", cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = pd.read_csv(run / "evaluation" / "predictions.csv", dtype=str, keep_default_na=False)
+    assert "uncertainty" in after.columns and "uncertainty" not in before.columns
+    assert sorted(after["sample_id"]) == sorted(before["sample_id"])  # each test sample once, nothing appended
+    sidecar = json.loads((run / "evaluation" / "predictions.csv.json").read_text())
+    assert sidecar["tta"] is True
