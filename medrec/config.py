@@ -40,7 +40,7 @@ from pydantic import (
     model_validator,
 )
 
-from medrec.errors import ConfigError
+from medrec.errors import ConfigError, ModelError
 from medrec.transforms import PreprocessConfig
 
 
@@ -155,15 +155,12 @@ class ModelConfig(_Section):
     @field_validator("name")
     @classmethod
     def _known_model(cls, value: str) -> str:
-        from medrec.models import model_names
+        from medrec.models import resolve_model_name
 
-        names = model_names()
-        key = value.strip().lower()
-        if key not in names:
-            close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ValueError(f"unknown model {value!r}; {hint}allowed: {', '.join(names)}")
-        return key
+        try:
+            return resolve_model_name(value)
+        except ModelError as e:
+            raise ValueError(str(e)) from e
 
     @field_validator("pretrained")
     @classmethod

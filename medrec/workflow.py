@@ -349,6 +349,7 @@ def run_workflow(config: WorkflowConfig, run_dir: str | Path) -> WorkflowResult:
     from medrec.rundir import is_complete
 
     folder = Path(run_dir).absolute()
+    index_fingerprint, index_action = _index_step(config, folder)  # checks the inputs before anything is written
     folder.mkdir(parents=True, exist_ok=True)
     state = WorkflowState(folder)
     result = WorkflowResult(run_dir=folder)
@@ -365,8 +366,7 @@ def run_workflow(config: WorkflowConfig, run_dir: str | Path) -> WorkflowResult:
         state.record(name, fingerprint, seconds)
         result.steps.append(StepOutcome(name, "ran", seconds, detail))
 
-    fingerprint, action = _index_step(config, folder)
-    step("index", fingerprint, action, (folder / "index" / "manifest.csv").is_file())
+    step("index", index_fingerprint, index_action, (folder / "index" / "manifest.csv").is_file())
 
     fingerprint, action = _split_step(config, folder)
     step("split", fingerprint, action, (folder / "split" / "splits.csv").is_file())

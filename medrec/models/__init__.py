@@ -16,6 +16,7 @@ from medrec.models.registry import (
     create_model,
     list_models,
     model_names,
+    resolve_model_name,
     register_model,
 )
 
@@ -29,6 +30,7 @@ __all__ = [
     "list_models",
     "load_pretrained",
     "model_names",
+    "resolve_model_name",
     "register_model",
     "stack_slice_context",
 ]

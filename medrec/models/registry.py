@@ -97,17 +97,26 @@ def model_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def _lookup(name: str) -> _Entry:
+def resolve_model_name(name: str) -> str:
+    """The registry key of ``name`` (case and surrounding spaces ignored).
+
+    Raises:
+        ModelError: unknown name; the message suggests the nearest registered one.
+    """
     if not isinstance(name, str):
         raise ModelError(f"model name must be a string, got {type(name).__name__} {name!r}")
     key = name.strip().lower()
     if key in _REGISTRY:
-        return _REGISTRY[key]
+        return key
     close = difflib.get_close_matches(key, _REGISTRY, n=1, cutoff=0.5)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise ModelError(
         f"unknown model {name!r}; {hint}available models: {', '.join(model_names())} (see 'medrec models')"
     )
+
+
+def _lookup(name: str) -> _Entry:
+    return _REGISTRY[resolve_model_name(name)]
 
 
 def create_model(

@@ -106,22 +106,22 @@ class StudyPlan:
         return f"S{self.study_index + 1:02d}"
 
 
+def _one_of(value: str, choices: tuple[str, ...], key: str, what: str) -> str:
+    if value in choices:
+        return value
+    close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.0)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"{key}: unknown {what} {value!r}, expected one of {', '.join(choices)}{hint}")
+
+
 def validate_kind(kind: str) -> str:
     """Return ``kind`` if it is a phantom kind, else raise naming the nearest valid one."""
-    if kind in KINDS:
-        return kind
-    close = difflib.get_close_matches(str(kind), KINDS, n=1, cutoff=0.0)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise ConfigError(f"kind: unknown phantom kind {kind!r}, expected one of {', '.join(KINDS)}{hint}")
+    return _one_of(kind, KINDS, "kind", "phantom kind")
 
 
 def validate_format(fmt: str) -> str:
     """Return ``fmt`` if it is an output format, else raise naming the nearest valid one."""
-    if fmt in FORMATS:
-        return fmt
-    close = difflib.get_close_matches(str(fmt), FORMATS, n=1, cutoff=0.0)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise ConfigError(f"format: unknown output format {fmt!r}, expected one of {', '.join(FORMATS)}{hint}")
+    return _one_of(fmt, FORMATS, "format", "output format")
 
 
 def stable_int(*parts: object) -> int:
