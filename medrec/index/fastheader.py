@@ -64,11 +64,13 @@ def _swap(tag: int) -> int:
 
 _SWAPPED_PIXEL_TAGS = frozenset(_swap(tag) for tag in _PIXEL_TAGS)
 _SWAPPED_CHARSET_TAG = _swap(_CHARSET_TAG)
+_FOREIGN_GROUPS = frozenset({0xFFFE, 0x0002})  # item delimiters and file meta never belong in the dataset
+_PIXEL = "<pixel data>"  # markers in HeaderSelection.special
+_CHARSET = "<specific character set>"
 _US_VRS = frozenset({"US", "SS", "UN", "OW", "OB"})
 
 _HEADER = struct.Struct("<HH2sH")  # group, element, VR, 16-bit length
 _SWAPPED_HEADER = struct.Struct("<L2sH")  # element << 16 | group, VR, 16-bit length
-_HEADER_SIZE = {**{vr: 12 for vr in _LONG_VRS}, **{vr: 8 for vr in _SHORT_VRS}}
 _LONG_LENGTH = struct.Struct("<L")
 _ITEM_HEADER = struct.Struct("<HHL")
 
@@ -126,11 +128,21 @@ class FastHeader:
 class HeaderSelection:
     """The tags to keep (tag number -> keyword) and the keywords decoded as unsigned shorts."""
 
-    __slots__ = ("by_swapped_tag", "us_keywords")
+    __slots__ = ("by_swapped_tag", "special", "text_by_swapped_tag", "us_keywords")
 
     def __init__(self, keywords_by_tag: Mapping[int, str], us_keywords: frozenset[str]) -> None:
         self.by_swapped_tag = {_swap(tag): keyword for tag, keyword in keywords_by_tag.items()}
         self.us_keywords = us_keywords
+        # the text tags, decoded inline by the walker when they hold one plain ASCII value
+        self.text_by_swapped_tag = {
+            swapped: keyword for swapped, keyword in self.by_swapped_tag.items() if keyword not in us_keywords
+        }
+        # every tag the walker stops at: the wanted ones, the pixel tags, Specific Character Set
+        self.special: dict[int, str] = {
+            **self.by_swapped_tag,
+            **{tag: _PIXEL for tag in _SWAPPED_PIXEL_TAGS},
+            _SWAPPED_CHARSET_TAG: _CHARSET,
+        }
 
 
 def read_fast_header(head: bytes, size: int, selection: HeaderSelection) -> FastHeader | None:
@@ -188,47 +200,59 @@ def _read(head: bytes, size: int, selection: HeaderSelection) -> FastHeader | No
         file_meta["MediaStorageSOPClassUID"] = sop_class_raw.decode("ascii").rstrip("\0 ")
 
     values: dict[str, object] = {}
-    by_swapped_tag = selection.by_swapped_tag
-    unpack_header, unpack_long, header_size = _SWAPPED_HEADER.unpack_from, _LONG_LENGTH.unpack_from, _HEADER_SIZE.get
-    while True:
-        if position == size:
-            pixel_offset = size  # no pixel data: pydicom reads to the end of the file
-            break
+    special, text_tags = selection.special, selection.text_by_swapped_tag
+    unpack_header, unpack_long = _SWAPPED_HEADER.unpack_from, _LONG_LENGTH.unpack_from
+    short_vrs, long_vrs = _SHORT_VRS, _LONG_VRS
+    # One pass over the dataset. Most elements are skipped after two set look-ups; only the
+    # wanted tags, the pixel tags and Specific Character Set take the slower branch.
+    while position != size:  # a file without pixel data ends here: pydicom reads to the end
         # the tag read as one little-endian uint32 is element << 16 | group
         swapped_tag, vr, length = unpack_header(head, position)
-        if swapped_tag in _SWAPPED_PIXEL_TAGS:
-            pixel_offset = position
-            break
-        group = swapped_tag & 0xFFFF
-        if group == 0xFFFE or group == 0x0002:
-            return None  # a delimiter or meta element inside the dataset: let pydicom judge
-        size_of_header = header_size(vr)
-        if size_of_header is None:
-            return None  # implicit VR or an unknown VR
-        if size_of_header == 12:
+        if vr in short_vrs:
+            value_at = position + 8
+        elif vr in long_vrs:
             length = unpack_long(head, position + 8)[0]
-        value_at = position + size_of_header
-        keyword = by_swapped_tag.get(swapped_tag)
-        if length == _UNDEFINED_LENGTH:
-            if vr != b"SQ" or keyword is not None:
+            value_at = position + 12
+        elif swapped_tag in _SWAPPED_PIXEL_TAGS:
+            break  # pixel data with an odd VR: the caller's pixel check reads its header
+        else:
+            return None  # implicit VR or an unknown VR
+        keyword = special.get(swapped_tag)
+        if keyword is None:
+            if (swapped_tag & 0xFFFF) in _FOREIGN_GROUPS:
+                return None  # a delimiter or meta element inside the dataset: let pydicom judge
+            if length == _UNDEFINED_LENGTH:
+                if vr != b"SQ":
+                    return None
+                position = _skip_sequence(head, value_at, end)
+                continue
+            position = value_at + length
+            if position > end:
                 return None
-            position = _skip_sequence(head, value_at, end)
             continue
-        if value_at + length > end:
+        if keyword is _PIXEL:
+            break
+        if length == _UNDEFINED_LENGTH or value_at + length > end:
             return None
-        if keyword is not None:
-            if vr == b"SQ":
-                return None  # functional groups: pydicom builds the nested datasets
-            vr_text = vr.decode("ascii")
-            raw = head[value_at : value_at + length] if length else empty_value_for_VR(vr_text, raw=True)
-            if not isinstance(raw, bytes):
-                return None
-            values[keyword] = decode_raw_value(keyword, vr_text, raw, True, selection.us_keywords)
-        elif swapped_tag == _SWAPPED_CHARSET_TAG:
+        if keyword is _CHARSET:
             charset = head[value_at : value_at + length].decode("ascii").strip(" \x00")
             if charset not in _PLAIN_CHARSETS:
                 return None
+        elif vr == b"SQ":
+            return None  # functional groups: pydicom builds the nested datasets
+        else:
+            raw = head[value_at : value_at + length]
+            if length and swapped_tag in text_tags and raw.isascii() and b"\\" not in raw:
+                values[keyword] = raw.decode("ascii").strip(" \x00")  # one plain value: as decode_raw_value
+            else:
+                vr_text = vr.decode("ascii")
+                if not length:
+                    raw = empty_value_for_VR(vr_text, raw=True)
+                    if not isinstance(raw, bytes):
+                        return None
+                values[keyword] = decode_raw_value(keyword, vr_text, raw, True, selection.us_keywords)
         position = value_at + length
+    pixel_offset = position  # the Pixel Data tag, or the end of the file
     return FastHeader(values=values, file_meta=file_meta, transfer_syntax=transfer_syntax, pixel_offset=pixel_offset)
 
 
