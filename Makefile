@@ -1,10 +1,10 @@
-# medrec: make demo | make test | make install | make bench
+# medrec: make demo | make test | make install | make bench | make fuzz
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
+
+# the reader fuzz harness with many more examples than CI runs (MEDREC_FUZZ_EXAMPLES per test), from a
+# new seed each time (MEDREC_FUZZ_SEED=N repeats a run)
+fuzz: $(STAMP)
+	@seed=$${MEDREC_FUZZ_SEED:-$$(date +%s)}; echo "MEDREC_FUZZ_SEED=$$seed"; \
+	MEDREC_FUZZ_SEED=$$seed MEDREC_FUZZ_EXAMPLES=$${MEDREC_FUZZ_EXAMPLES:-2000} \
+	$(BIN)/python -m pytest -q tests/reliability/test_fuzz.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

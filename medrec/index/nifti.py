@@ -9,6 +9,8 @@ Decisions (documented in ``medrec index --help`` and the index package docstring
 * scl_slope 0 or NaN means "unscaled" in NIfTI-1 (nibabel writes NaN by default), so it is not an
   error on its own; it is excluded when scl_inter is set at the same time (the intended scaling is
   ambiguous), and an infinite scl_slope / scl_inter is excluded.
+* a shape whose float32 voxels exceed the memory budget (``MEDREC_MAX_BYTES``, the loader's) -> excluded
+  before anything is read; an uncompressed file shorter than its header's data size -> excluded (truncated).
 * NaN / inf voxels -> excluded. Finding them needs the data; only floating-point files are read
   (integer voxels cannot be NaN), and ``check_values=False`` skips it.
 """
@@ -25,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from medrec.index.headers import FileProblem
+from medrec.loader.budget import MAX_BYTES_ENV, format_bytes, resolve_max_bytes
 
 AFFINE_TOLERANCE = 1e-3
 
@@ -95,7 +98,9 @@ def inspect_nifti(path: str, scans_root: str = "", check_values: bool = True) ->
     file_warnings: list[str] = []
     if len(shape) < 2:
         return FileProblem(path, "nifti_geometry", f"NIfTI has {len(shape)} dimension(s); need a 2D image or 3D volume")
-    extra_volumes = int(np.prod(shape[3:])) if len(shape) > 3 else 1
+    if min(shape) <= 0:
+        return FileProblem(path, "nifti_geometry", f"NIfTI header shape {shape} has an empty or negative axis")
+    extra_volumes = math.prod(shape[3:])  # exact: np.prod wraps around on a header claiming huge axes
     if extra_volumes > 1:
         return FileProblem(
             path,
@@ -121,6 +126,31 @@ def inspect_nifti(path: str, scans_root: str = "", check_values: bool = True) ->
             f"NIfTI scaling ambiguous: scl_slope={slope:g} (means unscaled) but scl_inter={intercept:g}; "
             "set scl_slope to 1 to apply the intercept or scl_inter to 0",
         )
+
+    # the header alone decides these two, before nibabel maps or reads a single voxel
+    claimed = math.prod(spatial) * 4
+    max_bytes = resolve_max_bytes()
+    if claimed > max_bytes:
+        return FileProblem(
+            path,
+            "over_budget",
+            f"NIfTI header claims shape {shape}: {format_bytes(claimed)} of float32 voxels, over the memory budget "
+            f"of {format_bytes(max_bytes)}; if the file is genuine, raise {MAX_BYTES_ENV}",
+        )
+    try:
+        item_size, data_offset = header.get_data_dtype().itemsize, int(header.get_data_offset())
+    except Exception:  # noqa: BLE001 - unknown datatype code or non-finite vox_offset: nib.load below names it
+        item_size = data_offset = 0
+    if item_size and not path.lower().endswith(".gz"):
+        needed = data_offset + math.prod(spatial) * item_size
+        size = os.path.getsize(path)
+        if size < needed:
+            return FileProblem(
+                path,
+                "truncated",
+                f"truncated: NIfTI header (shape {shape}, {item_size}-byte voxels from byte {data_offset}) needs "
+                f"{needed} bytes but the file holds {size}",
+            )
 
     try:
         image = nib.load(path)

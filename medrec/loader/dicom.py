@@ -114,10 +114,12 @@ def _as_dicom_error(path: str, action: str) -> Iterator[None]:
     """Turn any pydicom / numpy failure into a DicomError naming the file."""
     try:
         yield
-    except MedrecError:
+    except (MedrecError, KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
-    except Exception as e:  # pydicom and its decoders raise many unrelated types
-        raise DicomError(f"{path}: cannot {action} ({type(e).__name__}: {e})") from e
+    except BaseException as e:  # noqa: BLE001 - pydicom and its decoders raise many unrelated types;
+        # decoders written in Rust (pylibjpeg-rle) panic on corrupt streams with pyo3's PanicException,
+        # which derives from BaseException, not Exception
+        raise DicomError(f"{path}: cannot {action} ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e
 
 
 def _read_dataset(path: str) -> Dataset:
@@ -571,7 +573,9 @@ def read_dicom_series(files: Sequence[str], max_bytes: int, source: str = "") ->
     claimed = 0
     for file_index, path in enumerate(str(p) for p in files):
         ds = _read_dataset(path)
-        header = _parse_header(ds, path)
+        # values are decoded on first access: a malformed one raises there (e.g. an odd-length US)
+        with _as_dicom_error(path, "read the image header values"):
+            header = _parse_header(ds, path)
         claimed += header.rows * header.cols * header.n_frames * 4
         what = path if len(files) == 1 else f"{path} (file {file_index + 1} of a {len(files)}-file series)"
         check_budget(what, claimed, max_bytes,
@@ -579,7 +583,8 @@ def read_dicom_series(files: Sequence[str], max_bytes: int, source: str = "") ->
                      + ("" if len(files) == 1 else " summed over the series so far"))
         headers.append(header)
         datasets.append(ds)
-        frames.extend(_frames_of(ds, header, file_index, notes))
+        with _as_dicom_error(path, "read the image geometry"):
+            frames.extend(_frames_of(ds, header, file_index, notes))
     _consistent(headers)
     geometry = _geometry(frames, headers, notes)
     slot = {(frames[i].file_index, frames[i].frame_index): k for k, i in enumerate(geometry.order)}
