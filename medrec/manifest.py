@@ -35,7 +35,7 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "orientation",  # axial | coronal | sagittal | oblique
     "manufacturer",
     "sex",
-    "age",  # years, numeric; empty when unknown
+    "age",  # years, numeric, 90 for anyone older (HIPAA Safe Harbor); empty when unknown
     "series_description",
     "selection",  # why this series was chosen for its study
     "warnings",  # ';'-joined geometry warnings that leave the series usable

@@ -120,12 +120,20 @@ class Candidate:
         }
 
 
+# Ages above 89 identify people (HIPAA Safe Harbor groups them as "90 or older"): the manifest
+# records 90 for all of them.
+AGE_CAP_YEARS = 90.0
+
+
 def parse_age(text: str) -> float | None:
-    """PatientAge (``063Y``, ``006M``, ``010W``, ``003D``) in years; None when absent or malformed."""
+    """PatientAge (``063Y``, ``006M``, ``010W``, ``003D``) in years, at most :data:`AGE_CAP_YEARS`.
+
+    None when absent or malformed.
+    """
     match = _AGE_PATTERN.match(text or "")
     if not match:
         return None
-    return round(int(match.group(1)) * _AGE_UNIT_YEARS[match.group(2).upper()], 3)
+    return min(AGE_CAP_YEARS, round(int(match.group(1)) * _AGE_UNIT_YEARS[match.group(2).upper()], 3))
 
 
 def build_dicom_candidates(

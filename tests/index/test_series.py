@@ -165,7 +165,8 @@ def test_patient_name_never_written(scans: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "years"),
-    [("063Y", 63.0), ("006M", 0.5), ("052W", pytest.approx(52 * 7 / 365.25, abs=1e-3)), ("010D", pytest.approx(0.027, abs=1e-3)), ("", None), ("abc", None)],
+    [("063Y", 63.0), ("006M", 0.5), ("052W", pytest.approx(52 * 7 / 365.25, abs=1e-3)), ("010D", pytest.approx(0.027, abs=1e-3)), ("", None), ("abc", None),
+     ("089Y", 89.0), ("090Y", 90.0), ("104Y", 90.0), ("121Y", 90.0)],
 )
 def test_parse_age(text: str, years: object) -> None:
     assert parse_age(text) == years
