@@ -34,7 +34,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from medrec.errors import ConfigError
 from medrec.transforms.config import AugmentConfig, PreprocessConfig
@@ -49,7 +49,7 @@ from medrec.transforms.presets import (
 
 logger = logging.getLogger("medrec.planning")
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: anti_aliasing (plans of version 1 resampled without it)
 ANISOTROPY_THRESHOLD = 3.0
 FEW_SLICES = 40
 SIZE_MULTIPLE = 8
@@ -85,6 +85,9 @@ class Plan(BaseModel):
     intensity_percentiles: tuple[float, float] | None = Field(
         None, description="MR: clip percentiles before the z-score; XR: percentiles mapped to [0, 1]."
     )
+    anti_aliasing: bool = Field(
+        True, description="Gaussian smoothing (sigma = (factor - 1) / 2 voxels) before resampling to a coarser spacing."
+    )
     crop_foreground: bool = Field(True, description="Crop to the foreground before resampling.")
     crop_margin: int = Field(4, ge=0, description="Voxels kept around the foreground.")
     foreground_threshold: float | None = Field(
@@ -93,6 +96,14 @@ class Plan(BaseModel):
     augment: AugmentConfig | None = Field(None, description="Training augmentation, or None for none.")
     reasons: tuple[str, ...] = Field((), description="Why each choice was made.")
     fingerprint: dict[str, Any] = Field(default_factory=dict, description="The data fingerprint the plan came from.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _version_1_had_no_anti_aliasing(cls, data: Any) -> Any:
+        # a run trained before plans recorded anti_aliasing must be scored as it was trained
+        if isinstance(data, dict) and data.get("version", PLAN_VERSION) < 2 and "anti_aliasing" not in data:
+            return {**data, "anti_aliasing": False}
+        return data
 
     def model_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :func:`medrec.models.create_model` that match this plan's inputs.
@@ -524,6 +535,11 @@ def make_plan(
         rule = f"HU > {CT_BODY_THRESHOLD_HU:g}" if preset == "ct" else "above Otsu's threshold"
         reasons.append(f"crop to the foreground ({rule}) with a {config.crop_margin}-voxel margin before resampling")
 
+    if config.anti_aliasing:
+        reasons.append("anti-aliasing: Gaussian smoothing (sigma = (factor - 1) / 2 voxels) on axes resampled to a coarser spacing")
+    else:
+        reasons.append("anti-aliasing: off (from config)")
+
     augment = config.augmentation if config.augment else None
     reasons.append("augmentation: " + ("on (training samples only)" if augment else "off (from config)"))
 
@@ -537,6 +553,7 @@ def make_plan(
         ct_window=ct_window,
         ct_window_name=ct_window_name,
         intensity_percentiles=percentiles,
+        anti_aliasing=config.anti_aliasing,
         crop_foreground=crop,
         crop_margin=config.crop_margin,
         foreground_threshold=foreground_threshold,

@@ -98,6 +98,11 @@ class PreprocessConfig(BaseModel):
         "auto: 2d for radiographs, 2.5d for thick-slice volumes, else 3d."
     )
     slice_context: int = Field(1, ge=1, le=4, description="2.5d: neighbouring slices on each side stacked as channels.")
+    anti_aliasing: bool = Field(
+        True,
+        description="Gaussian smoothing before resampling to a coarser spacing (sigma = (factor - 1) / 2 voxels "
+        "per axis), so that downsampling averages noise instead of sampling it.",
+    )
     crop_foreground: bool = Field(True, description="Crop to the body / foreground before resizing.")
     crop_margin: int = Field(4, ge=0, le=64, description="Voxels kept around the foreground when cropping.")
     voxel_budget: Literal["auto"] | int = Field(

@@ -15,6 +15,7 @@ from monai.data import MetaTensor
 from medrec.errors import ConfigError
 from medrec.planning import Plan
 from medrec.transforms import AugmentConfig, build_transforms, otsu_threshold
+from medrec.transforms.presets import anti_aliasing_sigma
 
 
 def _plan(**fields) -> Plan:
@@ -201,9 +202,57 @@ def test_chain_order_and_loader_first() -> None:
     plan = _plan(crop_foreground=True)
     deterministic, _ = build_transforms(plan)
     names = [type(t).__name__ for t in deterministic.transforms]
-    assert names == ["LoadSampled", "Orientationd", "CropForegroundd", "Spacingd", "ScaleIntensityRanged",
-                     "ResizeWithPadOrCropd", "EnsureTyped"]
+    assert names == ["LoadSampled", "Orientationd", "CropForegroundd", "AntiAliasd", "Spacingd",
+                     "ScaleIntensityRanged", "ResizeWithPadOrCropd", "EnsureTyped"]
     pickle.dumps(deterministic)  # DataLoader workers receive the chain by pickling
+    without, _ = build_transforms(_plan(crop_foreground=True, anti_aliasing=False))
+    assert "AntiAliasd" not in [type(t).__name__ for t in without.transforms]
+
+
+def test_anti_aliasing_sigma_follows_the_downsampling_factor() -> None:
+    # factor 4 -> (4 - 1) / 2 = 1.5 voxels; kept or finer axes are not smoothed
+    assert anti_aliasing_sigma((0.7, 0.7, 5.0), (2.8, 2.8, 5.0)) == pytest.approx((1.5, 1.5, 0.0))
+    assert anti_aliasing_sigma((2.0, 1.0), (1.0, 3.0)) == pytest.approx((0.0, 1.0))
+
+
+def test_downsampling_averages_noise_instead_of_sampling_it() -> None:
+    rng = np.random.default_rng(0)
+    noise = 40.0 * rng.standard_normal((96, 96, 24))  # 40 HU white noise on a 0.75 x 0.75 x 2 mm grid
+    affine = np.diag([0.75, 0.75, 2.0, 1.0])
+    on, _ = build_transforms(_plan(spacing=(3.0, 3.0, 4.0), input_size=(24, 24, 12), ct_window=(-200.0, 200.0)),
+                             include_loader=False)
+    off, _ = build_transforms(_plan(spacing=(3.0, 3.0, 4.0), input_size=(24, 24, 12), ct_window=(-200.0, 200.0),
+                                    anti_aliasing=False), include_loader=False)
+    image = _meta(noise, affine)
+    smoothed = on({"image": image})["image"].numpy() * 400.0 - 200.0  # back to HU
+    sampled = off({"image": image})["image"].numpy() * 400.0 - 200.0
+    torch.testing.assert_close(image, _meta(noise, affine))  # the input is left as it was
+    # Interpolating at the new grid points keeps most of a voxel's noise (bilinear mixes few
+    # neighbours). Averaging the 4 x 4 x 2 voxels each output voxel replaces would leave 40 / sqrt(32)
+    # = 7 HU; the Gaussian's effective footprint is close to that.
+    assert sampled.std() > 25.0
+    assert smoothed.std() < 12.0
+
+
+def test_anti_aliasing_keeps_smooth_anatomy() -> None:
+    ramp = np.broadcast_to((np.arange(96) * 2.0 - 96.0)[:, None, None], (96, 96, 24)).copy()  # -96..94 HU along x
+    affine = np.diag([0.75, 0.75, 2.0, 1.0])
+    plan = _plan(spacing=(3.0, 3.0, 4.0), input_size=(24, 24, 12), ct_window=(-200.0, 200.0))
+    on, _ = build_transforms(plan, include_loader=False)
+    off, _ = build_transforms(plan.model_copy(update={"anti_aliasing": False}), include_loader=False)
+    smoothed = on({"image": _meta(ramp, affine)})["image"].numpy()
+    sampled = off({"image": _meta(ramp, affine)})["image"].numpy()
+    # a linear ramp is unchanged by a symmetric kernel away from the ends
+    np.testing.assert_allclose(smoothed[0, 3:-3], sampled[0, 3:-3], atol=1e-4)
+
+
+def test_a_version_1_plan_resamples_without_anti_aliasing() -> None:
+    data = _plan().model_dump(mode="json")
+    data.pop("anti_aliasing")
+    data["version"] = 1
+    assert Plan.model_validate(data).anti_aliasing is False
+    data["version"] = 2
+    assert Plan.model_validate(data).anti_aliasing is True
 
 
 def test_loader_to_tensor_from_a_nifti_row(tmp_path: Path) -> None:
