@@ -30,11 +30,11 @@ BENCHMARKS: dict[str, str] = {
     "index": "bench_index.py",
     "stats": "bench_stats.py",
     "memory": "bench_memory.py",
+    "train": "bench_train.py",
+    "score": "bench_score.py",
 }
 # Benchmarks that belong in the table but have no script yet.
 PLANNED: dict[str, str] = {
-    "train": "training throughput (samples/s) vs a plain MONAI DataLoader + loop on the same cohort",
-    "score": "batch scoring throughput (series/min) vs one-at-a-time MONAI inference",
     "cache": "second-epoch speed-up of the preprocessed-sample cache vs preprocessing every epoch",
     "split": "leakage audit with pixel hashing vs decoding every series",
     "report": "report rendering (HTML + PDF + figures) time vs analyse_predictions alone",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
@@ -72,7 +71,9 @@ Examples:
 
 
 def _default_workers() -> int:
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+    from medrec.score import default_workers
+
+    return default_workers()
 
 
 def register(app: typer.Typer) -> None:
@@ -95,7 +96,8 @@ def register(app: typer.Typer) -> None:
                                             help="Write Grad-CAM maps (NIfTI + PNG) into DIR."),
         labels: Path | None = typer.Option(None, "--labels", help="Labels file when INPUT is a scan folder."),
         workers: int | None = typer.Option(None, "--workers",
-                                           help="Loader processes (0: in the main process) [min(4, cores-1)]."),
+                                           help="Loader processes (0: in the main process) "
+                                                "[one per core, at most 4; 0 on one core]."),
         batch_size: int = typer.Option(8, "--batch-size", help="Samples per inference batch."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
         amp: bool = typer.Option(True, "--amp/--no-amp", help="float16 autocast on CUDA."),

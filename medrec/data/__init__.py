@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from medrec.data.cache import CachedSample, SampleCache
-from medrec.data.dataset import CachedImageDataset, SampleStore, fill_cache
+from medrec.data.dataset import CachedImageDataset, SampleStore, ThreadPrefetcher, fill_cache
 
-__all__ = ["CachedImageDataset", "CachedSample", "SampleCache", "SampleStore", "fill_cache"]
+__all__ = ["CachedImageDataset", "CachedSample", "SampleCache", "SampleStore", "ThreadPrefetcher", "fill_cache"]

@@ -10,7 +10,9 @@ memory when they fit the budget) and applies the random augmentation on top, see
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -217,3 +219,82 @@ class CachedImageDataset(Dataset):
             augmented = output[IMAGE_KEY] if isinstance(output, Mapping) else output
             image = torch.as_tensor(augmented).as_subclass(torch.Tensor).float().contiguous()
         return image, self.labels[index], index
+
+
+class ThreadPrefetcher:
+    """Iterate ``batches`` in a background thread, keeping up to ``depth`` items ready.
+
+    Why: with ``num_workers=0`` the next batch (cache read, augmentation, collation) would be
+    made between two optimisation steps, and the model would wait for it. torch and numpy kernels
+    release the GIL, so a thread can prepare batch n+1 while the main thread trains on batch n,
+    without worker processes (no start-up per epoch, no copy of the in-memory cache). The order
+    of the items is the iterable's own, so a seeded epoch yields the same batches.
+
+    An exception raised while producing is re-raised by ``__next__``; :meth:`close` (also on
+    leaving a ``with`` block) stops the producer and waits for it.
+
+    Args:
+        batches: any iterable (a DataLoader with ``num_workers=0``).
+        depth: items kept ready at most.
+    """
+
+    _ITEM, _END, _ERROR = 0, 1, 2
+
+    def __init__(self, batches: Iterable[Any], depth: int = 2) -> None:
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._produce, args=(batches,), name="medrec-prefetch", daemon=True)
+        self._thread.start()
+
+    def _put(self, entry: tuple[int, Any]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self, batches: Iterable[Any]) -> None:
+        try:
+            for item in batches:
+                if not self._put((self._ITEM, item)):
+                    return
+            self._put((self._END, None))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            self._put((self._ERROR, e))
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        if self._done:
+            raise StopIteration
+        kind, value = self._queue.get()
+        if kind == self._ITEM:
+            return value
+        self._done = True
+        self._thread.join()
+        if kind == self._ERROR:
+            raise value
+        raise StopIteration
+
+    def close(self) -> None:
+        """Stop the producer (dropping prepared items) and wait for its thread to end."""
+        self._done = True
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        self._thread.join()
+
+    def __enter__(self) -> ThreadPrefetcher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -9,12 +9,14 @@ Public API:
     shard_of(key, num_parts) -> int;  select_part(manifest, num_parts, part_id, level) -> DataFrame
     grad_cam(model, image, class_index) -> ndarray;  GradCamExplainer(run, out_dir)
     read_rows(path) -> (columns, rows);  read_sidecar(output) -> dict | None
+    default_workers() -> int (loader processes when --workers is not given)
 """
 
 from __future__ import annotations
 
 from medrec.score.aggregate import aggregate_rows
 from medrec.score.merge import MergeResult, merge_parts
+from medrec.score.pipeline import default_workers
 from medrec.score.scorer import ScoreOptions, ScoreResult, file_sha256, load_scoring_run, score, score_manifest
 from medrec.score.shards import select_part, shard_of
 from medrec.score.writer import PredictionsWriter, read_rows, read_sidecar, sidecar_path
@@ -25,6 +27,7 @@ __all__ = [
     "ScoreOptions",
     "ScoreResult",
     "aggregate_rows",
+    "default_workers",
     "file_sha256",
     "load_scoring_run",
     "merge_parts",

@@ -34,8 +34,16 @@ from medrec.atomicio import append_line, read_complete_lines, write_csv, write_t
 from medrec.config import TrainConfig, dump_config
 from medrec.console import progress
 from medrec.data.cache import SampleCache
-from medrec.data.dataset import CachedImageDataset, SampleStore, fill_cache
-from medrec.errors import ConfigError, LeakageError, ManifestError, MedrecError, ModelError, ResourceBudgetError
+from medrec.data.dataset import CachedImageDataset, SampleStore, ThreadPrefetcher, fill_cache
+from medrec.errors import (
+    ConfigError,
+    LeakageError,
+    ManifestError,
+    MedrecError,
+    ModelError,
+    OutputError,
+    ResourceBudgetError,
+)
 from medrec.manifest import read_manifest
 from medrec.rundir import (
     CACHE_DIR,
@@ -258,6 +266,15 @@ class _Trainer:
     def cache_dir(self) -> Path:
         return Path(self.config.training.cache_dir) if self.config.training.cache_dir else self.run_dir / CACHE_DIR
 
+    def _create_run_dir(self) -> None:
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(
+                f"{self.run_dir}: cannot create the run directory ({e.strerror}: {e.filename}); "
+                "choose a writable -o folder"
+            ) from e
+
     def _check_config_unchanged(self) -> None:
         import yaml
 
@@ -461,31 +478,18 @@ class _Trainer:
         loader = self._train_loader(epoch)
         self.ddp_model.train()
         loss_sum, count, waited = 0.0, 0, 0.0
-        batches: Iterator = iter(loader)
-        while True:
-            wait_started = time.perf_counter()
-            batch = next(batches, None)
-            waited += time.perf_counter() - wait_started
-            if batch is None:
-                break
-            images, labels, _ = batch
-            images = images.to(self.device, non_blocking=True)
-            labels = labels.to(self.device, non_blocking=True)
-            self.optimizer.zero_grad(set_to_none=True)
-            with self._autocast():
-                logits = self.ddp_model(images)
-            loss = self.criterion(logits.float(), labels)
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                loss.backward()
-                self.optimizer.step()
-            self.scheduler.step()
-            loss_sum += float(loss.detach()) * len(labels)
-            count += len(labels)
-            bar.update(task, advance=1, status=f"loss {loss_sum / max(count, 1):.4f}")
+        # Without worker processes, a thread prepares the next batch (augmentation) during this step.
+        prefetch = loader.num_workers == 0
+        batches: Iterator = ThreadPrefetcher(loader) if prefetch else iter(loader)
+        with batches if prefetch else contextlib.nullcontext():
+            while True:
+                wait_started = time.perf_counter()
+                batch = next(batches, None)
+                waited += time.perf_counter() - wait_started
+                if batch is None:
+                    break
+                loss_sum, count = self._train_step(batch, loss_sum, count)
+                bar.update(task, advance=1, status=f"loss {loss_sum / max(count, 1):.4f}")
         loss_sum, count, waited = all_reduce_sum(self.context, [loss_sum, float(count), waited])
         seconds = time.perf_counter() - started
         return {
@@ -493,6 +497,25 @@ class _Trainer:
             "train_seconds": seconds,
             "data_wait_seconds": waited / self.context.world_size,
         }
+
+    def _train_step(self, batch: Any, loss_sum: float, count: int) -> tuple[float, int]:
+        """One optimisation step on ``batch``; returns the running loss sum and sample count."""
+        images, labels, _ = batch
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            logits = self.ddp_model(images)
+        loss = self.criterion(logits.float(), labels)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        self.scheduler.step()
+        return loss_sum + float(loss.detach()) * len(labels), count + len(labels)
 
     @torch.no_grad()
     def _validation_logits(self, sharded: bool) -> np.ndarray:
@@ -569,8 +592,7 @@ class _Trainer:
         self.resume = state == "resume"
         if self.resume:
             self._check_config_unchanged()
-        if self.main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._on_main(self._create_run_dir)
         barrier(self.context)
         self.log(
             f"medrec train: {'resuming' if self.resume else 'starting'} on {self.device.type}"
@@ -686,7 +708,13 @@ class _Trainer:
                     "val_accuracy": round(summary["accuracy"], 6),
                     "lr": self.optimizer.param_groups[0]["lr"],
                     "seconds": round(seconds, 3),
-                    "data_wait_fraction": round(train_stats["data_wait_seconds"] / max(seconds, 1e-9), 4),
+                    "train_seconds": round(train_stats["train_seconds"], 3),
+                    "data_wait_seconds": round(train_stats["data_wait_seconds"], 3),
+                    # Time the loop waited for the next batch / the training pass (validation excluded):
+                    # above ~0.1 the model is starved by data loading or augmentation.
+                    "data_wait_fraction": round(
+                        train_stats["data_wait_seconds"] / max(train_stats["train_seconds"], 1e-9), 4
+                    ),
                     "best": improved,
                 }
                 if self.main:
@@ -694,7 +722,8 @@ class _Trainer:
                     append_line(self.run_dir / METRICS_JSONL, json.dumps(record))
                 self.log(
                     f"epoch {epoch}: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}, "
-                    f"val AUC {summary['auc']:.4f}{' (best)' if improved else ''}, {seconds:.1f} s"
+                    f"val AUC {summary['auc']:.4f}{' (best)' if improved else ''}, {seconds:.1f} s "
+                    f"(training pass {record['train_seconds']:.1f} s, waiting for data {record['data_wait_fraction']:.0%})"
                 )
                 bar.update(task, status=f"loss {record['train_loss']:.4f} | val AUC {summary['auc']:.3f}")
                 barrier(self.context)
