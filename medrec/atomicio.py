@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import tempfile
 from collections.abc import Iterator
@@ -11,6 +12,56 @@ from pathlib import Path
 from typing import IO
 
 from medrec.errors import OutputError
+
+
+TEMP_SUFFIX = ".tmp"
+# Folders already cleared of stale temp files by this process (once per folder: a folder of
+# thousands of outputs is listed once, not once per write).
+_swept_folders: set[Path] = set()
+
+
+def _writer_pid(temp_name: str) -> int | None:
+    """The pid in a temp file name ``.NAME.PID-XXXXXXXX.tmp``, or None for any other name."""
+    if not (temp_name.startswith(".") and temp_name.endswith(TEMP_SUFFIX)):
+        return None
+    stem = temp_name[: -len(TEMP_SUFFIX)]
+    pid_text = stem.rpartition("-")[0].rpartition(".")[2]
+    return int(pid_text) if pid_text.isdigit() else None
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def remove_stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temp files that killed writers left in ``folder`` (once per folder and process).
+
+    A process killed between creating its temp file and renaming it (SIGKILL, OOM killer) cannot
+    clean up; the temp file names its writer's pid, and a temp file whose writer no longer runs
+    on this machine is deleted by the next write into the folder. Files of live writers are kept.
+
+    Returns:
+        The files deleted.
+    """
+    directory = Path(folder).absolute()
+    if directory in _swept_folders:
+        return []
+    _swept_folders.add(directory)
+    removed = []
+    for stale in directory.glob(f".*{glob.escape(TEMP_SUFFIX)}"):
+        pid = _writer_pid(stale.name)
+        if pid is None or pid == os.getpid() or _process_alive(pid):
+            continue
+        with contextlib.suppress(OSError):
+            stale.unlink()
+            removed.append(stale)
+    return removed
 
 
 @contextlib.contextmanager
@@ -35,10 +86,11 @@ def atomic_open(
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}-", suffix=TEMP_SUFFIX, dir=target.parent)
     except OSError as e:
         raise OutputError(f"{target}: cannot write here ({e.strerror}); choose a writable output folder") from e
     tmp = Path(tmp_name)
+    remove_stale_temp_files(target.parent)
     try:
         # mkstemp creates 0600; give the file the permissions a plain open() would have
         umask = os.umask(0)
@@ -83,6 +135,11 @@ def append_line(path: str | os.PathLike[str], line: str) -> None:
 
     A process killed during the call leaves at most one incomplete trailing line; readers
     written with :func:`read_complete_lines` ignore it, and the next append first repairs it.
+    A short write (the disk filling up mid-line) is continued; if the rest fails, the partial
+    line is cut off again before the error is raised.
+
+    Raises:
+        OutputError: the file cannot be opened for appending, or the disk is full.
     """
     target = Path(path)
     if "\n" in line:
@@ -92,7 +149,7 @@ def append_line(path: str | os.PathLike[str], line: str) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     except OSError as e:
-        raise OutputError(f"{target}: cannot append ({e.strerror})") from e
+        raise OutputError(f"{target}: cannot append ({e.strerror}); choose a writable output folder") from e
     try:
         size = os.fstat(fd).st_size
         if size:
@@ -104,11 +161,19 @@ def append_line(path: str | os.PathLike[str], line: str) -> None:
                         content = whole.read()
                     keep = content.rfind(b"\n") + 1
                     os.ftruncate(fd, keep)
-        os.write(fd, data)
-        os.fsync(fd)
+                    size = keep
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+            os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)  # leave no partial line behind
+            raise
     except OSError as e:
         reason = "disk full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-        raise OutputError(f"{target}: append failed ({reason})") from e
+        raise OutputError(f"{target}: append failed ({reason}); nothing was appended") from e
     finally:
         os.close(fd)
 

@@ -377,6 +377,16 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _model_sha256(run_dir: Path | None, model_json: Mapping) -> str | None:
+    """The sha256 of the run's weights (as model.json records it, else computed from model.safetensors)."""
+    weights = model_json.get("weights")
+    if isinstance(weights, Mapping) and isinstance(weights.get("sha256"), str):
+        return weights["sha256"]
+    if run_dir is not None and (run_dir / "model.safetensors").is_file():
+        return _sha256(run_dir / "model.safetensors")
+    return None
+
+
 def provenance_block(
     predictions_csv: Path,
     run_dir: Path | None,
@@ -391,6 +401,8 @@ def provenance_block(
     """Everything a reader needs to trace the report back to its inputs and software.
 
     File and folder *names* only are recorded, never full paths (folders can be named after patients).
+    The run is named by the sha256 of its weights, not by its folder: the same run reported from two
+    folders (or copied elsewhere) gives the same report.json, and the hash names the model exactly.
     """
     model = model_json or {}
     architecture = model.get("architecture") or {}
@@ -409,7 +421,7 @@ def provenance_block(
         "compare_file": compare_path.name if compare_path is not None else None,
         "compare_sha256": _sha256(compare_path) if compare_path is not None else None,
         "manifest": manifest_path.name if manifest_path is not None else None,
-        "run": run_dir.name if run_dir is not None else None,
+        "model_sha256": _model_sha256(run_dir, model),
         "model_name": model_name,
         "architecture": architecture_text,
         "classes": model.get("classes") or report.get("classes"),

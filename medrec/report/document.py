@@ -724,7 +724,7 @@ PROVENANCE_LABELS: dict[str, str] = {
     "predictions_sha256": "Predictions SHA-256",
     "compare_file": "Comparison predictions file",
     "compare_sha256": "Comparison predictions SHA-256",
-    "run": "Run directory",
+    "model_sha256": "Model weights SHA-256",
     "model_name": "Model",
     "architecture": "Architecture",
     "classes": "Classes",

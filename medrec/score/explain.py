@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medrec.atomicio import write_bytes
-from medrec.errors import ModelError
+from medrec.errors import ModelError, OutputError
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
@@ -220,7 +220,12 @@ class GradCamExplainer:
     def __init__(self, run: Any, out_dir: str | Path, device: torch.device | None = None) -> None:
         self.run = run
         self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(
+                f"{self.out_dir}: cannot create the --explain folder ({e.strerror}); choose a writable folder"
+            ) from e
         self.device = device
         from medrec.score.scorer import positive_index_of
 

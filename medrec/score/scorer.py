@@ -226,11 +226,16 @@ def output_lock(output: Path) -> Iterator[None]:
     leaves a stale lock behind.
 
     Raises:
-        OutputError: another process holds the lock.
+        OutputError: another process holds the lock, or the output folder is not writable.
     """
     lock_path = output.with_name(output.name + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(lock_path, "a+")  # noqa: SIM115 - held for the whole run
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock_path, "a+")  # noqa: SIM115 - held for the whole run
+    except OSError as e:
+        raise OutputError(
+            f"{output}: cannot write here ({e.strerror}: {e.filename}); choose a writable output folder"
+        ) from e
     try:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

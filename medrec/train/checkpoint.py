@@ -4,6 +4,12 @@
 moments under ``optimizer.``, RNG states under ``rng.``); ``checkpoint_last.json`` holds the
 scalars and the structure, with ``{"__tensor__": key}`` where a tensor sits in the state. The JSON
 is written last and names the sha256 of the tensor file, so a half-written pair is detected.
+
+Saving a pair takes three atomic steps, so that a process killed (or a disk filling up) between
+any two of them still leaves a pair that loads: the new tensors go to
+``checkpoint_last.next.safetensors``, the JSON naming their sha256 replaces the old one (this
+commits the new checkpoint), and the tensors are renamed over ``checkpoint_last.safetensors``.
+A reader that finds the JSON committed but the rename not done loads the ``.next`` file.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
 from medrec.atomicio import write_bytes, write_text
-from medrec.errors import ModelError
+from medrec.errors import ModelError, OutputError
 
 CHECKPOINT_FORMAT = "medrec-checkpoint-1"
 # Leading bytes of the weight formats we refuse: pickle protocols 2-5 and zip (torch.save).
@@ -121,7 +127,9 @@ def save_weights(path: str | os.PathLike[str], state_dict: dict[str, torch.Tenso
 
 
 def save_checkpoint(stem: str | os.PathLike[str], state: dict[str, Any]) -> None:
-    """Write ``stem.safetensors`` then ``stem.json`` (the json commits the pair).
+    """Write ``stem.next.safetensors``, then ``stem.json`` (commits the pair), then rename to ``stem.safetensors``.
+
+    Interrupted at any point, :func:`load_checkpoint` reads either the previous pair or this one.
 
     Args:
         stem: path without suffix, e.g. ``RUN/checkpoint_last``.
@@ -131,9 +139,23 @@ def save_checkpoint(stem: str | os.PathLike[str], state: dict[str, Any]) -> None
     tensors: dict[str, torch.Tensor] = {}
     structure = encode_state(state, "s", tensors)
     data = save_safetensors_bytes(tensors)
-    write_bytes(base.with_suffix(".safetensors"), data)
+    pending = _pending_tensor_path(base)
+    write_bytes(pending, data)
     document = {"format": CHECKPOINT_FORMAT, "tensors_sha256": hashlib.sha256(data).hexdigest(), "state": structure}
-    write_text(base.with_suffix(".json"), json.dumps(document, indent=1) + "\n")
+    write_text(base.with_suffix(".json"), json.dumps(document, indent=1) + "\n")  # commits the new pair
+    try:
+        os.replace(pending, base.with_suffix(".safetensors"))
+    except OSError as e:
+        raise OutputError(f"{pending}: cannot rename to {base.with_suffix('.safetensors').name} ({e.strerror})") from e
+
+
+def _pending_tensor_path(base: Path) -> Path:
+    """Where :func:`save_checkpoint` puts new tensors until their JSON is committed."""
+    return base.with_name(base.name + ".next.safetensors")
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_checkpoint(stem: str | os.PathLike[str]) -> dict[str, Any]:
@@ -152,8 +174,13 @@ def load_checkpoint(stem: str | os.PathLike[str]) -> dict[str, Any]:
         raise ModelError(f"{json_path}: damaged checkpoint description ({e})") from e
     if not isinstance(document, dict) or document.get("format") != CHECKPOINT_FORMAT:
         raise ModelError(f"{json_path}: not a medrec checkpoint (format {document.get('format') if isinstance(document, dict) else None!r})")
+    expected = document.get("tensors_sha256")
+    pending = _pending_tensor_path(base)
+    if pending.is_file() and not (tensor_path.is_file() and _file_sha256(tensor_path) == expected):
+        if _file_sha256(pending) == expected:  # the JSON was committed, the rename not yet done
+            tensor_path = pending
     data = check_safetensors_file(tensor_path)
-    if hashlib.sha256(data).hexdigest() != document.get("tensors_sha256"):
+    if hashlib.sha256(data).hexdigest() != expected:
         raise ModelError(f"{tensor_path}: does not match {json_path.name} (checksum differs); the checkpoint is damaged")
     try:
         tensors = dict(load_safetensors_bytes(data))
