@@ -6,7 +6,7 @@ a run directory trained by ``medrec.train.train`` with the packaged ``ct_lesion_
 (``cnn_small``; 1 epoch: scoring speed does not depend on how well the weights were trained),
 made once and reused.
 
-Compared, in the same run, alternating (medrec, tutorial, model-only) per round:
+Compared, in the same run, alternating (medrec, tutorial, tutorial with MONAI's reader, model-only) per round:
 
 * medrec: ``medrec.score.score(RUN, manifest.csv, predictions.csv, ScoreOptions(batch_size=8,
   workers=default_workers()))``, the path ``medrec score RUN manifest.csv -o predictions.csv`` takes:
@@ -15,6 +15,10 @@ Compared, in the same run, alternating (medrec, tutorial, model-only) per round:
 * tutorial: the MONAI tutorial inference loop: per study, the run's deterministic transforms
   (starting with medrec's ``LoadSampled``), then a forward pass of the batch of one under
   ``torch.no_grad`` and a softmax, one study at a time;
+* tutorial with MONAI's reader: the same loop, but each series is loaded as the MONAI tutorials
+  do, ``LoadImaged(reader="PydicomReader")`` on the series folder + ``EnsureChannelFirstd``, then
+  the run's deterministic transforms after ``LoadSampled`` (Orientationd, CropForegroundd,
+  Spacingd, intensity scaling, ResizeWithPadOrCropd, ...);
 * model-only bound: the preprocessed tensors already in memory, forward passes in batches of 8
   (the same batch size as medrec), the faster of the plain model and medrec's own ``Predictor``.
 
@@ -109,6 +113,32 @@ def tutorial_pass(run: Any, rows: list[dict[str, Any]]) -> tuple[float, float, l
     return time.perf_counter() - started, cpu_seconds() - cpu_started, tensors, scores
 
 
+def monai_reader_chain(run: Any) -> Any:
+    """The MONAI tutorial preprocessing: LoadImaged(PydicomReader) on the series folder, then the run's transforms."""
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
+
+    deterministic = run.deterministic_transforms()
+    return Compose([LoadImaged(keys="image", reader="PydicomReader"), EnsureChannelFirstd(keys="image"),
+                    *deterministic.transforms[1:]])
+
+
+def monai_reader_pass(run: Any, chain: Any, rows: list[dict[str, Any]]) -> tuple[float, float, list[float]]:
+    """The tutorial loop with MONAI's own DICOM reader: per series folder, transforms, forward (batch 1), softmax."""
+    import torch
+
+    model = run.model.eval()
+    scores = []
+    cpu_started = cpu_seconds()
+    started = time.perf_counter()
+    for row in rows:
+        image = chain({"image": row["path"]})["image"]
+        with torch.no_grad():
+            logits = model(torch.as_tensor(image).as_subclass(torch.Tensor).unsqueeze(0))
+            probabilities = torch.softmax(logits / run.temperature, dim=1)
+        scores.append(float(probabilities[0, 1]))
+    return time.perf_counter() - started, cpu_seconds() - cpu_started, scores
+
+
 def model_only_pass(run: Any, tensors: list[Any]) -> dict[str, float]:
     """Forward passes on preloaded tensors, batches of BATCH_SIZE: plain model and medrec's Predictor."""
     import torch
@@ -163,10 +193,13 @@ def run(quick: bool = False) -> dict:
     read_manifest(manifest).head(WARMUP_STUDIES).to_csv(warm_manifest, index=False)
     medrec_pass(run_dir, warm_manifest, work / "warmup.csv", workers)
     _, _, warm_tensors, _ = tutorial_pass(run, warm_rows)
+    reader_chain = monai_reader_chain(run)
+    monai_reader_pass(run, reader_chain, warm_rows)
     model_only_pass(run, warm_tensors)
 
     medrec_s, tutorial_s, plain_s, predictor_s, medrec_cpu, tutorial_cpu = [], [], [], [], [], []
-    agreement = None
+    reader_s, reader_cpu = [], []
+    agreement = reader_agreement = None
     for round_index in range(size["rounds"]):
         seconds, cpu, result = medrec_pass(run_dir, manifest, work / f"predictions-{round_index}.csv", workers)
         medrec_s.append(seconds)
@@ -176,12 +209,18 @@ def run(quick: bool = False) -> dict:
         seconds, cpu, tensors, scores = tutorial_pass(run, rows)
         tutorial_s.append(seconds)
         tutorial_cpu.append(cpu)
+        seconds, cpu, reader_scores = monai_reader_pass(run, reader_chain, rows)
+        reader_s.append(seconds)
+        reader_cpu.append(cpu)
+        if reader_agreement is None:
+            reader_agreement = max(abs(a - b) for a, b in zip(scores, reader_scores, strict=True))
         bound = model_only_pass(run, tensors)
         plain_s.append(bound["plain_s"])
         predictor_s.append(bound["predictor_s"])
         say(f"  round {round_index + 1}: medrec {medrec_s[-1]:.2f} s ({medrec_cpu[-1]:.2f} CPU s), tutorial loop "
-            f"{tutorial_s[-1]:.2f} s ({tutorial_cpu[-1]:.2f} CPU s), "
-            f"model only {plain_s[-1]:.3f} s (plain) / {predictor_s[-1]:.3f} s (medrec Predictor)")
+            f"{tutorial_s[-1]:.2f} s ({tutorial_cpu[-1]:.2f} CPU s), tutorial loop with LoadImaged(PydicomReader) "
+            f"{reader_s[-1]:.2f} s ({reader_cpu[-1]:.2f} CPU s), model only {plain_s[-1]:.3f} s (plain) / "
+            f"{predictor_s[-1]:.3f} s (medrec Predictor)")
         if agreement is None:
             import pandas as pd
 
@@ -191,6 +230,7 @@ def run(quick: bool = False) -> dict:
     n = len(rows)
     medrec_rate = n / (sum(medrec_s) / len(medrec_s))
     tutorial_rate = n / (sum(tutorial_s) / len(tutorial_s))
+    reader_rate = n / (sum(reader_s) / len(reader_s))
     bound_s = min(sum(plain_s), sum(predictor_s)) / len(plain_s)
     bound_rate = n / bound_s
     cores_obtained = sum(medrec_cpu) / sum(medrec_s)
@@ -198,8 +238,10 @@ def run(quick: bool = False) -> dict:
     say(f"  CPU per study: medrec {sum(medrec_cpu) / len(medrec_cpu) / n * 1000:.0f} ms, tutorial "
         f"{sum(tutorial_cpu) / len(tutorial_cpu) / n * 1000:.0f} ms; medrec obtained {cores_obtained:.2f} of "
         f"{usable_cores()} cores (CPU s / wall s), the tutorial {sum(tutorial_cpu) / sum(tutorial_s):.2f}")
-    say(f"  studies/s: medrec {medrec_rate:.2f}, tutorial {tutorial_rate:.2f}, model only {bound_rate:.1f}; "
-        f"check: largest |score(medrec) - score(tutorial)| = {agreement:.2e}")
+    say(f"  studies/s: medrec {medrec_rate:.2f}, tutorial {tutorial_rate:.2f}, tutorial with "
+        f"LoadImaged(PydicomReader) {reader_rate:.2f}, model only {bound_rate:.1f}; check: largest "
+        f"|score(medrec) - score(tutorial)| = {agreement:.2e}, |score(tutorial) - score(LoadImaged)| = "
+        f"{reader_agreement:.2e}")
 
     data_text = (f"{n} CT series / {cohort['patients']} patients, cnn_small input {run_record['input_shape']}, "
                  f"batch {BATCH_SIZE}, {size['rounds']} round(s)")
@@ -210,6 +252,15 @@ def run(quick: bool = False) -> dict:
                {"medrec_studies_per_s": round(medrec_rate, 2), "tutorial_studies_per_s": round(tutorial_rate, 2),
                 "medrec_s": round(sum(medrec_s) / len(medrec_s), 2),
                 "tutorial_s": round(sum(tutorial_s) / len(tutorial_s), 2)}),
+        Figure(NAME, "studies/s: medrec score / MONAI tutorial loop with LoadImaged(PydicomReader)",
+               medrec_rate / reader_rate, 2.0, True,
+               f"medrec.score.score(workers={workers}, batch {BATCH_SIZE}) / per series folder: "
+               f"LoadImaged(reader='PydicomReader') + EnsureChannelFirstd + the run's transforms after LoadSampled, "
+               f"forward (batch 1, no_grad), one at a time; {data_text}",
+               {"medrec_studies_per_s": round(medrec_rate, 2),
+                "tutorial_pydicomreader_studies_per_s": round(reader_rate, 2),
+                "tutorial_pydicomreader_s": round(sum(reader_s) / len(reader_s), 2),
+                "tutorial_pydicomreader_cpu_ms_per_study": round(sum(reader_cpu) / len(reader_cpu) / n * 1000)}),
         Figure(NAME, "studies/s: medrec score / model-only bound", medrec_rate / bound_rate, 0.7, True,
                f"medrec.score.score / forward passes on preloaded tensors (batch {BATCH_SIZE}, faster of plain model "
                f"and medrec Predictor); {data_text}",
@@ -231,12 +282,15 @@ def run(quick: bool = False) -> dict:
                  "batch_size": BATCH_SIZE, "medrec_workers": workers, "cores": usable_cores(),
                  "torch_threads": TORCH_THREADS, "rounds": size["rounds"]},
         "seconds": {"medrec": [round(s, 3) for s in medrec_s], "tutorial": [round(s, 3) for s in tutorial_s],
+                    "tutorial_pydicomreader": [round(s, 3) for s in reader_s],
+                    "tutorial_pydicomreader_cpu": [round(s, 3) for s in reader_cpu],
                     "model_only_plain": [round(s, 4) for s in plain_s],
                     "model_only_predictor": [round(s, 4) for s in predictor_s],
                     "medrec_cpu": [round(s, 3) for s in medrec_cpu], "tutorial_cpu": [round(s, 3) for s in tutorial_cpu]},
         "max_score_difference": agreement,
-        "notes": "rounds alternate medrec / tutorial / model-only; each variant warmed up on 8 studies first; torch "
-                 "limited to 1 intra-op thread in the benchmark process",
+        "max_score_difference_pydicomreader": reader_agreement,
+        "notes": "rounds alternate medrec / tutorial / tutorial with LoadImaged(PydicomReader) / model-only; each "
+                 "variant warmed up on 8 studies first; torch limited to 1 intra-op thread in the benchmark process",
     }
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from pydicom.dataelem import empty_value_for_VR
 
@@ -125,16 +126,31 @@ class FastHeader:
         return self.values.get(keyword)
 
 
+class RawElement(NamedTuple):
+    """A kept value as it is in the file, for a :class:`HeaderSelection` with ``raw_values=True``."""
+
+    vr: str
+    value: bytes
+
+
 class HeaderSelection:
-    """The tags to keep (tag number -> keyword) and the keywords decoded as unsigned shorts."""
+    """The tags to keep (tag number -> keyword) and the keywords decoded as unsigned shorts.
 
-    __slots__ = ("by_swapped_tag", "special", "text_by_swapped_tag", "us_keywords")
+    With ``raw_values=True`` nothing is decoded: each kept value is a :class:`RawElement` (its
+    explicit VR and bytes), for callers that must convert values exactly as pydicom would
+    (the loader's fast path checks the VR of every value it uses).
+    """
 
-    def __init__(self, keywords_by_tag: Mapping[int, str], us_keywords: frozenset[str]) -> None:
+    __slots__ = ("by_swapped_tag", "raw_values", "special", "text_by_swapped_tag", "us_keywords")
+
+    def __init__(
+        self, keywords_by_tag: Mapping[int, str], us_keywords: frozenset[str], raw_values: bool = False
+    ) -> None:
         self.by_swapped_tag = {_swap(tag): keyword for tag, keyword in keywords_by_tag.items()}
         self.us_keywords = us_keywords
+        self.raw_values = raw_values
         # the text tags, decoded inline by the walker when they hold one plain ASCII value
-        self.text_by_swapped_tag = {
+        self.text_by_swapped_tag = {} if raw_values else {
             swapped: keyword for swapped, keyword in self.by_swapped_tag.items() if keyword not in us_keywords
         }
         # every tag the walker stops at: the wanted ones, the pixel tags, Specific Character Set
@@ -200,7 +216,7 @@ def _read(head: bytes, size: int, selection: HeaderSelection) -> FastHeader | No
         file_meta["MediaStorageSOPClassUID"] = sop_class_raw.decode("ascii").rstrip("\0 ")
 
     values: dict[str, object] = {}
-    special, text_tags = selection.special, selection.text_by_swapped_tag
+    special, text_tags, keep_raw = selection.special, selection.text_by_swapped_tag, selection.raw_values
     unpack_header, unpack_long = _SWAPPED_HEADER.unpack_from, _LONG_LENGTH.unpack_from
     short_vrs, long_vrs = _SHORT_VRS, _LONG_VRS
     # One pass over the dataset. Most elements are skipped after two set look-ups; only the
@@ -244,6 +260,8 @@ def _read(head: bytes, size: int, selection: HeaderSelection) -> FastHeader | No
             raw = head[value_at : value_at + length]
             if length and swapped_tag in text_tags and raw.isascii() and b"\\" not in raw:
                 values[keyword] = raw.decode("ascii").strip(" \x00")  # one plain value: as decode_raw_value
+            elif keep_raw:
+                values[keyword] = RawElement(vr.decode("ascii"), raw)
             else:
                 vr_text = vr.decode("ascii")
                 if not length:

@@ -45,6 +45,13 @@ BitsStored, same rescale) loads to exactly the twin's volume.
 
 Colour (RGB, YBR_*, PALETTE COLOR) is decoded to RGB by pydicom and reduced to one luminance
 channel ``Y = 0.299 R + 0.587 G + 0.114 B`` (ITU-R BT.601); a note says so.
+
+Fast path: when every file of the series is a plain uncompressed single-frame greyscale slice
+(the scope is in :mod:`medrec.loader.dicom_fast`), the header values and pixel bytes are read
+without pydicom and go through the same header parsing, geometry and value rules below; the
+result is bit-identical to the pydicom path. Any file outside that scope, and any error, sends
+the whole series to the pydicom path, which decides the result or the error message.
+``FAST_PATH = False`` (or ``read_dicom_series(..., fast_path=False)``) forces pydicom.
 """
 
 from __future__ import annotations
@@ -63,7 +70,11 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 
 from medrec.errors import DicomError, MedrecError
 from medrec.loader.budget import check_budget
+from medrec.loader.dicom_fast import FastFile, Unsupported, read_fast_file, read_fast_pixels
 from medrec.loader.volume import LPS_TO_RAS, Volume
+
+# Read plain uncompressed series without pydicom (see the module docstring); False forces pydicom.
+FAST_PATH = True
 
 # Two slices closer than this along the normal are the same position (a duplicate).
 DUPLICATE_POSITION_MM = 1e-3
@@ -157,15 +168,15 @@ def _floats(value: object, count: int, path: str, keyword: str) -> np.ndarray | 
     if value is None or value == "":
         return None
     try:
-        numbers = np.array([float(v) for v in (value if isinstance(value, Sequence) and not isinstance(
-            value, str) else [value])], dtype=np.float64)
+        numbers = [float(v) for v in (value if isinstance(value, Sequence) and not isinstance(value, str)
+                                      else [value])]
     except (TypeError, ValueError) as e:
         raise DicomError(f"{path}: {keyword} = {value!r} is not numeric") from e
-    if numbers.size != count:
-        raise DicomError(f"{path}: {keyword} has {numbers.size} values, expected {count}")
-    if not np.isfinite(numbers).all():
-        raise DicomError(f"{path}: {keyword} = {list(numbers)} is not finite")
-    return numbers
+    if len(numbers) != count:
+        raise DicomError(f"{path}: {keyword} has {len(numbers)} values, expected {count}")
+    if not all(map(math.isfinite, numbers)):
+        raise DicomError(f"{path}: {keyword} = {list(np.array(numbers, dtype=np.float64))} is not finite")
+    return np.array(numbers, dtype=np.float64)
 
 
 def _float(value: object, path: str, keyword: str) -> float | None:
@@ -332,14 +343,27 @@ def _patient_orientation(value: object) -> np.ndarray | None:
     return np.concatenate(directions)
 
 
+# Unit normals of the orientations seen so far (the slices of a series share one); read-only arrays.
+_NORMALS: dict[bytes, np.ndarray] = {}  # dtype + bytes of the orientation -> normal
+_NORMALS_KEPT = 256
+
+
 def _normal(orientation: np.ndarray, path: str) -> np.ndarray:
+    key = orientation.dtype.str.encode() + orientation.tobytes()
+    normal = _NORMALS.get(key)
+    if normal is not None:
+        return normal
     row, col = orientation[:3], orientation[3:]
     if abs(np.linalg.norm(row) - 1) > 0.01 or abs(np.linalg.norm(col) - 1) > 0.01 or abs(row @ col) > 0.01:
         raise DicomError(
             f"{path}: ImageOrientationPatient {list(orientation)} is not two orthogonal unit vectors"
         )
     normal = np.cross(row / np.linalg.norm(row), col / np.linalg.norm(col))
-    return normal / np.linalg.norm(normal)
+    normal = normal / np.linalg.norm(normal)
+    normal.flags.writeable = False
+    if len(_NORMALS) < _NORMALS_KEPT:
+        _NORMALS[key] = normal
+    return normal
 
 
 def _consistent(headers: list[_FileHeader]) -> None:
@@ -390,6 +414,8 @@ def _geometry(frames: list[_Frame], headers: list[_FileHeader], notes: list[str]
     if spacings:
         pixel_spacing = np.array(spacings[0])
         for frame in frames:
+            if frame.pixel_spacing == spacings[0]:
+                continue  # the common case, without allclose's overhead
             if frame.pixel_spacing is None or not np.allclose(frame.pixel_spacing, pixel_spacing, rtol=1e-3):
                 raise DicomError(
                     f"{path_of(frame)}: PixelSpacing {frame.pixel_spacing} differs from {list(pixel_spacing)} "
@@ -546,7 +572,8 @@ def _decode_file(ds: Dataset, header: _FileHeader, frames: list[_Frame], out: np
         out[:, :, slot[(frame.file_index, frame.frame_index)]] = values.T
 
 
-def read_dicom_series(files: Sequence[str], max_bytes: int, source: str = "") -> Volume:
+def read_dicom_series(files: Sequence[str], max_bytes: int, source: str = "",
+                      fast_path: bool | None = None) -> Volume:
     """Decode a DICOM series into float32 real-world values in the medrec convention.
 
     Headers are read first for every file (pixel data deferred: read only when decoded); the
@@ -556,6 +583,8 @@ def read_dicom_series(files: Sequence[str], max_bytes: int, source: str = "") ->
         files: the series' files (any order; they are sorted by position along the normal).
         max_bytes: memory budget for the decoded float32 volume.
         source: a label for messages when the series has no files (the sample id).
+        fast_path: try :func:`read_dicom_series_fast` first; ``None`` follows :data:`FAST_PATH`.
+            The result is the same either way; ``False`` is for comparing the two.
 
     Returns:
         The decoded :class:`Volume` (``(I, J, K)``, or ``(I, J)`` when the series has one frame).
@@ -566,6 +595,14 @@ def read_dicom_series(files: Sequence[str], max_bytes: int, source: str = "") ->
     """
     if not files:
         raise DicomError(f"{source or 'series'}: no DICOM files listed; re-run 'medrec index'")
+    if FAST_PATH if fast_path is None else fast_path:
+        try:
+            volume = read_dicom_series_fast(files, max_bytes)
+        except Exception:  # noqa: BLE001 - the pydicom path below is the reference: a series this
+            # reader does not fully understand is read there, which decides the result or the error
+            volume = None
+        if volume is not None:
+            return volume
     notes: list[str] = []
     headers: list[_FileHeader] = []
     datasets: list[Dataset | None] = []
@@ -593,6 +630,72 @@ def read_dicom_series(files: Sequence[str], max_bytes: int, source: str = "") ->
     for file_index, (ds, header) in enumerate(zip(datasets, headers, strict=True)):
         _decode_file(ds, header, [f for f in frames if f.file_index == file_index], out, slot, notes)
         datasets[file_index] = None  # let the decoded file's pixel bytes go
+    return _volume(out, headers, frames, geometry, notes)
+
+
+def read_dicom_series_fast(files: Sequence[str], max_bytes: int) -> Volume | None:
+    """The series read without pydicom, or ``None`` when it must be read with pydicom.
+
+    Same result as the pydicom path of :func:`read_dicom_series`, bit for bit: the header values
+    are converted as pydicom converts them (:mod:`medrec.loader.dicom_fast`) and go through the
+    same header parsing, geometry, memory-budget and value rules. ``None`` for any file outside
+    the fast path's scope and for any error (over budget, truncated, inconsistent), which the
+    pydicom path then reports in its own words.
+
+    Args:
+        files: the series' files (any order).
+        max_bytes: memory budget for the decoded float32 volume.
+    """
+    try:
+        return _read_fast(files, max_bytes)
+    except (Unsupported, MedrecError, OSError):
+        return None
+
+
+def _read_fast(files: Sequence[str], max_bytes: int) -> Volume:
+    notes: list[str] = []
+    headers: list[_FileHeader] = []
+    fast_files: list[FastFile] = []
+    frames: list[_Frame] = []
+    claimed = 0
+    for file_index, path in enumerate(str(p) for p in files):
+        fast_file = read_fast_file(path)
+        header = _parse_header(fast_file.dataset, path)
+        claimed += header.rows * header.cols * header.n_frames * 4
+        if claimed > max_bytes:
+            raise Unsupported("over the memory budget")  # the pydicom path raises the budget error
+        headers.append(header)
+        fast_files.append(fast_file)
+        frames.extend(_frames_of(fast_file.dataset, header, file_index, notes))
+    _consistent(headers)
+    geometry = _geometry(frames, headers, notes)
+    first = headers[0]
+    out = np.empty((first.cols, first.rows, len(frames)), dtype=np.float32)
+    for k, frame_index in enumerate(geometry.order):
+        frame = frames[frame_index]  # single-frame files: frame i is file i
+        raw = read_fast_pixels(fast_files[frame.file_index])
+        out[:, :, k] = _rescaled(raw, headers[frame.file_index], frame).T
+    return _volume(out, headers, frames, geometry, notes)
+
+
+def _rescaled(raw: np.ndarray, header: _FileHeader, frame: _Frame) -> np.ndarray:
+    """:func:`_real_values` without a Modality LUT Sequence, without a pydicom Dataset per slice.
+
+    The same float64 operations as :func:`pydicom.pixels.apply_modality_lut`'s rescale branch
+    (``arr.astype(np.float64) * slope``, then ``+= intercept``) and the same MONOCHROME1 rule.
+    """
+    values = raw.astype(np.float64) * frame.slope
+    values += frame.intercept
+    if header.photometric == "MONOCHROME1":
+        ends = np.array(_stored_range(header), dtype=np.int64).astype(np.float64) * frame.slope
+        ends += frame.intercept
+        values = (ends.min() + ends.max()) - values
+    return values
+
+
+def _volume(out: np.ndarray, headers: list[_FileHeader], frames: list[_Frame], geometry: _Geometry,
+            notes: list[str]) -> Volume:
+    first = headers[0]
     if not np.isfinite(out).all():
         raise DicomError(f"{first.path}: decoded series holds NaN or infinite values")
     photometrics = sorted({h.photometric for h in headers})
