@@ -69,4 +69,4 @@ def trained_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def learned_run(tmp_path_factory):
     """A run that has learned the task (48 patients, 25 epochs with augmentation): for Grad-CAM localisation."""
-    return _train_run(tmp_path_factory.mktemp("learned_run"), patients=48, epochs=25, batch_size=4, augment=True)
+    return _train_run(tmp_path_factory.mktemp("learned_run"), patients=48, epochs=40, batch_size=4, augment=True)
