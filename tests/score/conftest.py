@@ -24,7 +24,8 @@ def stand_in_run():
     return StandInRun()
 
 
-def _train_run(root: Path, patients: int, epochs: int, batch_size: int, augment: bool, seed: int = 3) -> dict:
+def _train_run(root: Path, patients: int, epochs: int, batch_size: int, augment: bool, seed: int = 3,
+               anti_aliasing: bool = True) -> dict:
     """Synthesise a brain-MR tumor cohort, index it, split it by patient and train cnn_small on it."""
     import pandas as pd
     import yaml
@@ -48,7 +49,8 @@ def _train_run(root: Path, patients: int, epochs: int, batch_size: int, augment:
         "data": {"manifest": str(root / "index" / "manifest.csv"), "splits": str(root / "splits.csv")},
         "split": {"check_pixels": False},
         # the spacing makes the whole head fit the input (a centre crop would cut tumors out of view)
-        "preprocessing": {"input_size": [32, 32, 16], "spacing": [6.0, 6.0, 10.0], "mode": "3d", "augment": augment},
+        "preprocessing": {"input_size": [32, 32, 16], "spacing": [6.0, 6.0, 10.0], "mode": "3d", "augment": augment,
+                          "anti_aliasing": anti_aliasing},
         "model": {"name": "cnn_small", "kwargs": {"channels": [8, 16]}},
         "training": {"epochs": epochs, "batch_size": batch_size, "device": "cpu", "patience": None, "lr": 0.003},
     }
@@ -68,5 +70,11 @@ def trained_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def learned_run(tmp_path_factory):
-    """A run that has learned the task (48 patients, 25 epochs with augmentation): for Grad-CAM localisation."""
-    return _train_run(tmp_path_factory.mktemp("learned_run"), patients=48, epochs=40, batch_size=4, augment=True)
+    """A run that has learned the task (48 patients, 25 epochs with augmentation): for Grad-CAM localisation.
+
+    Resampled without anti-aliasing: with it this small run needs about 40 epochs to reach the
+    same training AUC (the 5 -> 10 mm smoothing along z softens the thin enhancing rim), and the
+    localisation test is about where the evidence lies, not about the preprocessing.
+    """
+    return _train_run(tmp_path_factory.mktemp("learned_run"), patients=48, epochs=25, batch_size=4, augment=True,
+                      anti_aliasing=False)
