@@ -7,6 +7,7 @@ next to the ratio for context only.
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import sys
@@ -156,3 +157,13 @@ def write_record(record: dict[str, Any], path: str | None) -> None:
         Path(path).write_text(text + "\n")
     else:
         print(text)
+
+
+def bench_arguments(doc: str, extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    """The command line every ``bench_<name>.py`` shares: ``--quick`` and ``--json FILE`` (plus ``extra``)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
+    parser.add_argument("--json", default=None, help="write the result record to this file instead of stdout")
+    if extra is not None:
+        extra(parser)
+    return parser.parse_args()

@@ -18,7 +18,6 @@ Usage: ``python benchmarks/bench_index.py [--quick]``
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -31,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA_DIR, Figure, header, print_figures, say, timed, write_record  # noqa: E402
+from _common import DATA_DIR, Figure, bench_arguments, header, print_figures, say, timed, write_record  # noqa: E402
 
 NAME = "index"
 IMAGE_SIZE = 64
@@ -281,10 +280,7 @@ def run(quick: bool = False) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
-    parser.add_argument("--json", default=None, help="write the result record to this file instead of stdout")
-    args = parser.parse_args()
+    args = bench_arguments(__doc__)
     write_record(run(args.quick), args.json)
 
 

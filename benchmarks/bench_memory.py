@@ -24,7 +24,6 @@ Usage: ``python benchmarks/bench_memory.py [--quick] [--run RUN_DIR]``
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -38,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA_DIR, Figure, header, print_figures, say, write_record  # noqa: E402
+from _common import DATA_DIR, Figure, bench_arguments, header, print_figures, say, write_record  # noqa: E402
 
 NAME = "memory"
 FULL_SHAPE = (512, 512, 400)  # columns, rows, slices
@@ -294,11 +293,8 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--wrapper":
         wrapper(sys.argv[2:6])
         return
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
-    parser.add_argument("--json", default=None, help="write the result record to this file instead of stdout")
-    parser.add_argument("--run", default=None, help="a trained run directory: use its preprocessing and model")
-    args = parser.parse_args()
+    args = bench_arguments(__doc__, lambda parser: parser.add_argument(
+        "--run", default=None, help="a trained run directory: use its preprocessing and model"))
     write_record(run(args.quick, args.run), args.json)
 
 

@@ -31,7 +31,6 @@ Usage: ``python benchmarks/bench_score.py [--quick]``
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -41,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Figure, header, print_figures, say, usable_cores, write_record  # noqa: E402
+from _common import Figure, bench_arguments, header, print_figures, say, usable_cores, write_record  # noqa: E402
 from bench_train import FULL as TRAIN_FULL  # noqa: E402
 from bench_train import QUICK as TRAIN_QUICK  # noqa: E402
 from bench_train import RECIPE, build_cohort, cohort_dir, recipe_config  # noqa: E402
@@ -295,10 +294,7 @@ def run(quick: bool = False) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
-    parser.add_argument("--json", default=None, help="write the result record to this file instead of stdout")
-    args = parser.parse_args()
+    args = bench_arguments(__doc__)
     write_record(run(args.quick), args.json)
 
 

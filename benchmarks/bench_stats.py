@@ -19,7 +19,6 @@ Usage: ``python benchmarks/bench_stats.py [--quick]``
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -29,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Figure, header, print_figures, say, timed, write_record  # noqa: E402
+from _common import Figure, bench_arguments, header, print_figures, say, timed, write_record  # noqa: E402
 
 NAME = "stats"
 SEED = 0
@@ -186,10 +185,7 @@ def run(quick: bool = False) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
-    parser.add_argument("--json", default=None, help="write the result record to this file instead of stdout")
-    args = parser.parse_args()
+    args = bench_arguments(__doc__)
     write_record(run(args.quick), args.json)
 
 

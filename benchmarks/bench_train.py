@@ -31,7 +31,6 @@ Usage: ``python benchmarks/bench_train.py [--quick]``
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -41,7 +40,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA_DIR, REPO_ROOT, Figure, header, print_figures, say, usable_cores, write_record  # noqa: E402
+from _common import (  # noqa: E402
+    DATA_DIR,
+    REPO_ROOT,
+    Figure,
+    bench_arguments,
+    header,
+    print_figures,
+    say,
+    usable_cores,
+    write_record,
+)
 
 NAME = "train"
 SEED = 0
@@ -285,10 +294,7 @@ def run(quick: bool = False) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
-    parser.add_argument("--json", default=None, help="write the result record to this file instead of stdout")
-    args = parser.parse_args()
+    args = bench_arguments(__doc__)
     write_record(run(args.quick), args.json)
 
 
