@@ -141,8 +141,10 @@ def _text(series: pd.Series) -> pd.Series:
 
 
 def _is_blank(series: pd.Series) -> pd.Series:
+    """Empty cells and the texts missing values print as ("nan", "null"); "none" is a class name
+    (``medrec synth`` writes ``lesion_type`` none / hypodense / hyperdense), so it is not blank."""
     text = _text(series)
-    return text.eq("") | text.str.lower().isin({"nan", "none", "null"})
+    return text.eq("") | text.str.lower().isin({"nan", "null"})
 
 
 def _score_columns(frame: pd.DataFrame) -> list[str]:

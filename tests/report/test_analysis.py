@@ -321,3 +321,19 @@ def test_multiclass():
     macro_auc = np.mean([roc_auc_score(np.array(labels) == name, probs[:, k]) for k, name in enumerate(classes)])
     assert result["multiclass"]["macro"]["auc"]["value"] == pytest.approx(macro_auc)
     assert result["metrics"]["accuracy"]["value"] == pytest.approx(np.trace(expected) / 12)
+
+
+def test_a_class_named_none_is_a_class_not_a_missing_label():
+    classes = ["hyperdense", "hypodense", "none"]
+    labels = ["none", "hypodense", "hyperdense", "none", "hypodense", "none", "hyperdense", "none"]
+    probs = np.array([[0.1, 0.2, 0.7], [0.2, 0.6, 0.2], [0.7, 0.2, 0.1], [0.2, 0.3, 0.5], [0.3, 0.4, 0.3],
+                      [0.1, 0.1, 0.8], [0.5, 0.3, 0.2], [0.4, 0.2, 0.4]])
+    frame = pd.DataFrame({"sample_id": [f"s{i}" for i in range(8)], "patient_id": [f"p{i}" for i in range(8)],
+                          **{f"score_{name}": probs[:, k] for k, name in enumerate(classes)},
+                          "prediction": [classes[k] for k in probs.argmax(axis=1)], "label": labels, "error": ""})
+    result = analyse_predictions(frame, None, "", **FAST)
+    assert result["n_samples"] == 8 and result["n_excluded"] == 0
+    none = next(row for row in result["multiclass"]["per_class"] if row["class"] == "none")
+    assert none["n"] == 4
+    assert none["metrics"]["auc"]["value"] == pytest.approx(roc_auc_score(np.array(labels) == "none", probs[:, 2]))
+
