@@ -113,6 +113,8 @@ def index_folder(
     summary = _summary(paths, junk, headers, niftis, n_series, manifest, qc, label_match, table, out)
     if label_match is not None and table is not None:
         write_csv(out / "labels_unmatched.csv", label_match.unmatched_rows)
+    else:  # an earlier run's list does not describe this index
+        (out / "labels_unmatched.csv").unlink(missing_ok=True)
     return IndexResult(manifest=manifest, qc=qc, summary=summary)
 
 

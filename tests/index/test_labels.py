@@ -51,6 +51,9 @@ def test_match_by_study_uid_autodetected_from_tsv(scans: Path, tmp_path: Path, c
     assert (summary["samples_labelled"], summary["samples_unlabelled"], summary["rows_unmatched"]) == (3, 1, 1)
     unmatched = pd.read_csv(tmp_path / "out" / "labels_unmatched.csv", dtype=str)
     assert list(unmatched["StudyInstanceUID"]) == ["1.2.3.4.999"] and list(unmatched["line"]) == ["5"]
+    # indexing again without labels leaves no stale list of unmatched label rows behind
+    index_folder(scans, tmp_path / "out", show_progress=False)
+    assert not (tmp_path / "out" / "labels_unmatched.csv").exists()
 
 
 def test_match_by_patient_id_with_conflict(scans: Path, tmp_path: Path, cohort: dict) -> None:
