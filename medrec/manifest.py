@@ -6,7 +6,9 @@ file or series that was left out, with its reason.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -82,6 +84,25 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
             f"{', '.join(REQUIRED_MANIFEST_COLUMNS)}"
         )
     return frame
+
+
+MANIFEST_HASH_RULE = "sha256 of manifest.csv with the samples' common folder written as <scans>"
+
+
+def manifest_sha256(path: str | Path) -> str:
+    """A digest of a manifest that does not depend on where the scan folder lies.
+
+    The manifest holds absolute paths, so the same scans indexed in another checkout (or on
+    another machine) would hash differently; the samples' common folder is replaced by
+    ``<scans>`` first (:data:`MANIFEST_HASH_RULE`). Any other change changes the digest.
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    paths = [value for value in read_manifest(path)["path"] if value]
+    if paths:
+        root = os.path.commonpath(paths)
+        if root.strip(os.sep):
+            text = text.replace(root, "<scans>")
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def write_manifest(frame: pd.DataFrame, path: str | Path) -> None:

@@ -44,7 +44,7 @@ from medrec.errors import (
     OutputError,
     ResourceBudgetError,
 )
-from medrec.manifest import read_manifest
+from medrec.manifest import MANIFEST_HASH_RULE, manifest_sha256, read_manifest
 from medrec.rundir import (
     CACHE_DIR,
     CHECKPOINT_STEM,
@@ -864,10 +864,11 @@ class _Trainer:
         return {
             "samples_sha256": digest.hexdigest(),
             "samples_rule": "sha256 over sorted 'sample_id<TAB>label<TAB>split' lines",
-            "manifest_sha256": sha256_file(self.manifest_path),
+            "manifest_sha256": manifest_sha256(self.manifest_path),
             "n_train": len(self.parts["train"]),
             "n_val": len(self.parts["val"]),
             "n_test": len(self.parts["test"]),
+            "manifest_rule": MANIFEST_HASH_RULE,
             "planning_fingerprint": self.plan.fingerprint,
         }
 
