@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
         ),
         label_column: str = typer.Option("label", "--label-column", help="Name of the labels column."),
         workers: int | None = typer.Option(
-            None, "--workers", min=1, help="Header-reading processes (default: serial below 20000 files, else up to 8)."
+            None, "--workers", min=1, help="Header-reading processes (default: serial below 8000 files, else one per core, up to 8)."
         ),
         all_series: bool = typer.Option(False, "--all-series", help="Keep every eligible series, not one per study."),
         modality: list[str] = typer.Option(
