@@ -339,15 +339,24 @@ def load_config(path: str | Path) -> TrainConfig:
         ConfigError: missing file, bad YAML, unknown keys or bad values.
     """
     source = Path(path)
+    data = read_yaml(source, "config file not found")
+    return parse_config(data if data is not None else {}, base_dir=source.resolve().parent, source=str(source))
+
+
+def read_yaml(source: Path, not_found: str) -> Any:
+    """The parsed content of a YAML file (None when empty).
+
+    Raises:
+        ConfigError: the file is missing (``not_found`` says what to do), not UTF-8 or not valid YAML.
+    """
     if not source.is_file():
-        raise ConfigError(f"{source}: config file not found")
+        raise ConfigError(f"{source}: {not_found}")
     try:
-        data = yaml.safe_load(source.read_text(encoding="utf-8"))
+        return yaml.safe_load(source.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"{source}: not valid YAML ({e})") from e
     except UnicodeDecodeError as e:
         raise ConfigError(f"{source}: not a UTF-8 text file") from e
-    return parse_config(data if data is not None else {}, base_dir=source.resolve().parent, source=str(source))
 
 
 def dump_config(config: TrainConfig) -> str:

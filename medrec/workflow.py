@@ -37,7 +37,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medrec.atomicio import write_csv, write_text
-from medrec.config import ResolvedPath, TrainingSections, format_validation_error, parse_config
+from medrec.config import ResolvedPath, TrainingSections, format_validation_error, parse_config, read_yaml
 from medrec.console import console
 from medrec.errors import ConfigError, OutputError
 from medrec.index.selection import SelectionRules
@@ -139,14 +139,7 @@ def load_workflow(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         ConfigError: missing file, bad YAML, unknown keys or bad values (each named by dotted key).
     """
     source = Path(path)
-    if not source.is_file():
-        raise ConfigError(f"{source}: recipe not found (recipes ship in workflows/)")
-    try:
-        data = yaml.safe_load(source.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: not valid YAML ({e})") from e
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{source}: not a UTF-8 text file") from e
+    data = read_yaml(source, "recipe not found (recipes ship in workflows/)")
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a recipe is a mapping of sections (name, data, model, training, ...)")
     for dotted, value in (overrides or {}).items():

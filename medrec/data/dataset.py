@@ -29,41 +29,68 @@ logger = logging.getLogger("medrec.data")
 IMAGE_KEY = "image"
 
 
-def _reason(error: BaseException) -> str:
-    # MONAI wraps transform errors; the medrec error in the chain names the file and the fix.
-    current: BaseException | None = error
+# Longest failure reason kept (the predictions CSV's error column, training's error message).
+MAX_REASON_CHARS = 400
+
+
+def failure_reason(error: BaseException, limit: int = MAX_REASON_CHARS) -> str:
+    """A one-line reason for a sample that failed to load or preprocess.
+
+    MONAI wraps exceptions raised inside transforms in ``RuntimeError("applying transform ...")``;
+    the medrec error that caused it (named file, reason, fix) is the useful message, so the cause
+    chain is searched for it first. Whitespace is collapsed and the text cut at ``limit``.
+    """
     seen: set[int] = set()
+    current: BaseException | None = error
+    text = f"{type(error).__name__}: {error}"
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, MedrecError):
-            return str(current).splitlines()[0]
+            text = str(current)
+            break
         current = current.__cause__ or current.__context__
-    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-class _PreprocessDataset(Dataset):
-    """Runs the deterministic transforms on manifest rows; a failure becomes an error string."""
+class PreprocessDataset(Dataset):
+    """Manifest rows -> preprocessed float32 tensors; a failing sample gives an error marker, not an exception.
 
-    def __init__(self, rows: Sequence[Mapping[str, Any]], transform: Callable) -> None:
+    Used to fill the training cache and to score: one bad file never stops a DataLoader worker.
+    Each item is ``{"index", "sample_id", "image", "affine", "error"}``: ``image`` is a plain
+    float32 tensor (None on failure), ``affine`` the float64 array of the transformed image (or None),
+    ``error`` the :func:`failure_reason` ('' on success).
+
+    Args:
+        rows: manifest rows as plain dicts (the fields ``LoadSampled`` reads, and ``sample_id``).
+        transform: the deterministic transforms (dict in, dict with ``key`` out).
+        key: the image key of the transform chain.
+    """
+
+    def __init__(self, rows: Sequence[Mapping[str, Any]], transform: Callable, key: str = IMAGE_KEY) -> None:
         self.rows = [dict(row) for row in rows]
         self.transform = transform
+        self.key = key
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = self.rows[index]
+        item = {"index": index, "sample_id": str(row.get("sample_id", "")), "image": None, "affine": None, "error": ""}
         try:
             data = self.transform(dict(row))
-            image = data[IMAGE_KEY] if isinstance(data, Mapping) else data
+            image = data[self.key] if isinstance(data, Mapping) else data
             affine = getattr(image, "affine", None)
-            array = torch.as_tensor(image).detach().cpu().as_subclass(torch.Tensor).numpy().astype(np.float32)
-            if not np.isfinite(array).all():
+            tensor = torch.as_tensor(image).detach().cpu().as_subclass(torch.Tensor).to(torch.float32, copy=True)
+            if not torch.isfinite(tensor).all():
                 raise ValueError("preprocessed image holds NaN or infinite values")
         except Exception as e:  # noqa: BLE001 - one bad sample is reported by id, with its reason
-            return {"sample_id": row["sample_id"], "array": None, "affine": None, "error": _reason(e)}
-        affine_array = None if affine is None else np.asarray(torch.as_tensor(affine).cpu(), dtype=np.float64)
-        return {"sample_id": row["sample_id"], "array": array, "affine": affine_array, "error": ""}
+            item["error"] = failure_reason(e)
+            return item
+        item["image"] = tensor
+        item["affine"] = None if affine is None else np.asarray(torch.as_tensor(affine).detach().cpu(), dtype=np.float64)
+        return item
 
 
 def _keep_as_is(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -102,7 +129,7 @@ def fill_cache(
     if not missing:
         return computed
     loader = DataLoader(
-        _PreprocessDataset(missing, transform),
+        PreprocessDataset(missing, transform),
         batch_size=1,
         shuffle=False,
         num_workers=num_workers,
@@ -114,8 +141,9 @@ def fill_cache(
             if item["error"]:
                 failures.append(f"{item['sample_id']}: {item['error']}")
             else:
-                cache.put(item["sample_id"], item["array"], item["affine"])
-                computed[item["sample_id"]] = CachedSample(item["array"], item["affine"])
+                array = item["image"].numpy()
+                cache.put(item["sample_id"], array, item["affine"])
+                computed[item["sample_id"]] = CachedSample(array, item["affine"])
             if on_sample is not None:
                 on_sample(item["sample_id"])
     if failures:

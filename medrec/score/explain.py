@@ -278,11 +278,11 @@ class GradCamExplainer:
                         class_index: int | None = None) -> list[Path]:
         """:meth:`explain`, but a failure only warns: a missing heat map never costs the sample its score."""
         from medrec.console import console
-        from medrec.score.pipeline import error_reason
+        from medrec.data.dataset import failure_reason
 
         try:
             return self.explain(row, image, affine, class_index)
         except Exception as e:  # noqa: BLE001 - the score row is already computed and must be kept
             self.failed.append(str(row["sample_id"]))
-            console.print(f"[yellow]warning:[/] no Grad-CAM map for sample {row['sample_id']}: {error_reason(e)}")
+            console.print(f"[yellow]warning:[/] no Grad-CAM map for sample {row['sample_id']}: {failure_reason(e)}")
             return []

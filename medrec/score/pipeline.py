@@ -2,7 +2,7 @@
 
 A torch ``DataLoader`` runs the run's deterministic transforms in ``num_workers`` processes with a
 bounded prefetch. A sample that fails to load or preprocess never reaches the model and never
-kills a worker: :class:`ScoringDataset` catches the error and returns a marker that
+kills a worker: :class:`medrec.data.dataset.PreprocessDataset` catches the error and returns a marker that
 :func:`collate_scoring` routes to the error list of the batch.
 """
 
@@ -10,66 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from medrec.errors import MedrecError
-from medrec.score.writer import one_line
-
-
-def error_reason(error: BaseException) -> str:
-    """A one-line reason for a failed sample.
-
-    MONAI wraps exceptions raised inside transforms in ``RuntimeError("applying transform ...")``;
-    the medrec error that caused it (named file, reason, fix) is the useful message, so the cause
-    chain is searched for it first.
-    """
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, MedrecError):
-            return one_line(current)
-        current = current.__cause__ or current.__context__
-    return one_line(f"{type(error).__name__}: {error}")
-
-
-class ScoringDataset(Dataset):
-    """Manifest rows -> preprocessed tensors, one error marker instead of an exception per bad sample.
-
-    Args:
-        rows: manifest rows as plain dicts (the fields ``LoadSampled`` reads).
-        transform: the run's deterministic transforms (dict in, dict with ``key`` out).
-        key: the image key of the transform chain.
-    """
-
-    def __init__(self, rows: Sequence[Mapping[str, Any]], transform: Callable, key: str = "image") -> None:
-        self.rows = [dict(row) for row in rows]
-        self.transform = transform
-        self.key = key
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        row = self.rows[index]
-        try:
-            data = self.transform(dict(row))
-            image = data[self.key] if isinstance(data, Mapping) else data
-            affine = getattr(image, "affine", None)
-            tensor = torch.as_tensor(image).detach().clone().float()
-            tensor = tensor.as_subclass(torch.Tensor)
-            if not torch.isfinite(tensor).all():
-                raise ValueError("preprocessed image holds NaN or infinite values")
-        except Exception as e:  # noqa: BLE001 - any failure of one sample becomes its error row
-            return {"index": index, "image": None, "affine": None, "error": error_reason(e)}
-        affine_array = None if affine is None else np.asarray(torch.as_tensor(affine).detach().cpu(), dtype=np.float64)
-        return {"index": index, "image": tensor, "affine": affine_array, "error": ""}
+from medrec.data.dataset import PreprocessDataset
 
 
 @dataclass
@@ -152,7 +101,7 @@ def _as_list(items: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 
 def iterate_batches(
-    dataset: ScoringDataset, batch_size: int, workers: int, pin_memory: bool = False, prefetch: int = 2
+    dataset: PreprocessDataset, batch_size: int, workers: int, pin_memory: bool = False, prefetch: int = 2
 ) -> Iterator[ScoringBatch]:
     """Batches of ``dataset`` in order, loaded by ``workers`` processes (0: in this process).
 

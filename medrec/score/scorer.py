@@ -22,7 +22,8 @@ from medrec.console import console, progress
 from medrec.errors import ConfigError, InputError, ModelError, OutputError
 from medrec.score.aggregate import AGGREGATIONS, GROUP_COLUMNS, aggregate_rows
 from medrec.score.inference import Predictor, resolve_device
-from medrec.score.pipeline import ScoringDataset, iterate_batches
+from medrec.data.dataset import PreprocessDataset
+from medrec.score.pipeline import iterate_batches
 from medrec.score.shards import LEVEL_KEYS, check_part, select_part
 from medrec.score.writer import PredictionsWriter, read_rows, read_sidecar, sidecar_path, write_sidecar
 
@@ -346,7 +347,7 @@ def score_manifest(
             explainer = GradCamExplainer(run, options.explain_dir, device=device)
         predictor = Predictor(run, device, amp=options.amp, tta=options.tta, uncertainty_class=positive_index)
         records = todo.to_dict("records")
-        dataset = ScoringDataset(records, scoring_transforms(run, keep_geometry=explainer is not None))
+        dataset = PreprocessDataset(records, scoring_transforms(run, keep_geometry=explainer is not None))
         started = time.monotonic()
         bar = progress() if show_progress else None
         task = None

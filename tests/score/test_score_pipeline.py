@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from medrec.score import pipeline
-from medrec.score.pipeline import ScoringDataset, default_workers, iterate_batches, threads_beside_workers
+from medrec.data.dataset import PreprocessDataset
+from medrec.score.pipeline import default_workers, iterate_batches, threads_beside_workers
 
 
 def _square(row):
@@ -24,7 +25,7 @@ ROWS = [{"sample_id": f"s{i}", "value": i} for i in range(7)] + [{"sample_id": "
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_batches_keep_input_order_and_route_failures(workers):
-    batches = list(iterate_batches(ScoringDataset(ROWS, _square), batch_size=4, workers=workers))
+    batches = list(iterate_batches(PreprocessDataset(ROWS, _square), batch_size=4, workers=workers))
     assert [len(b.indices) + len(b.failed) for b in batches] == [4, 4, 1]
     assert [i for b in batches for i in b.indices] == [0, 1, 2, 3, 4, 5, 6, 8]
     assert [f for b in batches for f in b.failed] == [(7, "ValueError: cannot read this one")]

@@ -9,7 +9,7 @@ from score_helpers import StandInRun, TinyNet, write_nifti_cohort
 from medrec.errors import ConfigError, OutputError
 from medrec.score import ScoreOptions, read_rows, read_sidecar, score_manifest
 from medrec.score.inference import flip_combinations
-from medrec.score.pipeline import error_reason
+from medrec.data.dataset import failure_reason
 
 
 def _scores(path) -> dict[str, dict[str, str]]:
@@ -193,7 +193,7 @@ def test_multiclass_columns(tmp_path, cohort):
                        model_sha256="m", show_progress=False)
 
 
-def test_error_reason_prefers_the_medrec_error():
+def test_failure_reason_prefers_the_medrec_error():
     from medrec.errors import NiftiError
 
     try:
@@ -202,7 +202,7 @@ def test_error_reason_prefers_the_medrec_error():
         except NiftiError as inner:
             raise RuntimeError("applying transform <LoadSampled>") from inner
     except RuntimeError as outer:
-        assert error_reason(outer) == "x.nii: truncated file"
+        assert failure_reason(outer) == "x.nii: truncated file"
 
 
 def test_a_second_writer_is_refused_while_the_first_holds_the_file(tmp_path, cohort, stand_in_run):

@@ -32,7 +32,7 @@ def trained(ct_manifest, train_config, tmp_path_factory):
     seen: set[str] = set()
     preprocessed: set[str] = set()
     original_get = dataset_module.CachedImageDataset.__getitem__
-    original_pre = dataset_module._PreprocessDataset.__getitem__
+    original_pre = dataset_module.PreprocessDataset.__getitem__
 
     def spy_get(self, index):
         seen.add(self.sample_ids[index])
@@ -45,7 +45,7 @@ def trained(ct_manifest, train_config, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("trained") / "run"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(dataset_module.CachedImageDataset, "__getitem__", spy_get)
-        patch.setattr(dataset_module._PreprocessDataset, "__getitem__", spy_pre)
+        patch.setattr(dataset_module.PreprocessDataset, "__getitem__", spy_pre)
         torch.set_num_threads(1)
         result = train(train_config(ct_manifest), run_dir, show_progress=False)
     return {"result": result, "run_dir": run_dir, "seen": seen, "preprocessed": preprocessed}
