@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
                 rows.append((METRICS[name][0], fmt_value(metric.get("value"), style),
                              fmt_ci(metric.get("ci95"), style), metric.get("method", "")))
         source = result.get("threshold_source")
-        label = "EXPLORATORY" if source == "exploratory" else source
+        label = f"EXPLORATORY: {source}" if result.get("threshold_kind") == "exploratory" else source
         print_summary(
             f"Validation report: {result.get('n_samples')} samples, {result.get('n_patients')} patients, "
             f"threshold {fmt_threshold(result.get('threshold'))} ({label})",

@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
 
         Examples:
 
-            medrec train workflows/ct_lesion.yaml -o runs/ct-lesion
+            medrec train train.yaml -o runs/exp1   (train.yaml names data.manifest from medrec index)
 
             medrec train train.yaml -o runs/exp1 --resume
 

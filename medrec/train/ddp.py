@@ -75,9 +75,20 @@ def setup_distributed(device_type: str) -> DistributedContext:
     return DistributedContext(rank, world_size, local_rank, initialised_here)
 
 
-def teardown_distributed(context: DistributedContext) -> None:
-    """Leave the process group if this process created it."""
-    if context.initialised_here and dist.is_initialized():
+def teardown_distributed(context: DistributedContext, failed: bool = False) -> None:
+    """Leave the process group if this process created it, after every rank has arrived.
+
+    The barrier keeps rank 0 (which hosts the rendezvous store) from leaving while another rank
+    still talks to it; destroying the group joins gloo's threads, so none is left at exit (a
+    joinable thread at exit aborts the process: "terminate called without an active exception").
+    A rank that failed (``failed``) skips the barrier: the others then fail on their next collective.
+    """
+    if not (context.initialised_here and dist.is_initialized()):
+        return
+    try:
+        if not failed:
+            dist.barrier()
+    finally:
         dist.destroy_process_group()
 
 

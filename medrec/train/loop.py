@@ -177,8 +177,10 @@ def train(
     try:
         trainer = _Trainer(config, Path(run_dir).resolve(), resume, context, target, show_progress)
         result = trainer.run(interrupt_after_epoch)
-    finally:
-        teardown_distributed(context)
+    except BaseException:
+        teardown_distributed(context, failed=True)
+        raise
+    teardown_distributed(context)
     return RunResult(**{**result.__dict__, "seconds": round(time.perf_counter() - started, 2)})
 
 

@@ -25,7 +25,7 @@ def stand_in_run():
 
 
 def _train_run(root: Path, patients: int, epochs: int, batch_size: int, augment: bool, seed: int = 3,
-               anti_aliasing: bool = True) -> dict:
+               anti_aliasing: bool = True, contrast: tuple[float, float] = (0.5, 0.6)) -> dict:
     """Synthesise a brain-MR tumor cohort, index it, split it by patient and train cnn_small on it."""
     import pandas as pd
     import yaml
@@ -36,7 +36,7 @@ def _train_run(root: Path, patients: int, epochs: int, batch_size: int, augment:
     from medrec.train import train
 
     cohort = generate_cohort(root / "cohort", kind="mri-tumor", patients=patients, fmt="nifti", seed=seed,
-                             image_size=48, lesion_diameter_mm=(40.0, 50.0), contrast=(0.5, 0.6),
+                             image_size=48, lesion_diameter_mm=(40.0, 50.0), contrast=contrast,
                              follow_up_fraction=0.0, slice_thickness=5.0)
     index = index_folder(root / "cohort", root / "index", labels=cohort.labels_csv, show_progress=False)
     rows = []  # fixed patient-level splits with both classes in each partition
@@ -72,9 +72,10 @@ def trained_run(tmp_path_factory):
 def learned_run(tmp_path_factory):
     """A run that has learned the task (48 patients, 25 epochs with augmentation): for Grad-CAM localisation.
 
-    Resampled without anti-aliasing: with it this small run needs about 40 epochs to reach the
-    same training AUC (the 5 -> 10 mm smoothing along z softens the thin enhancing rim), and the
-    localisation test is about where the evidence lies, not about the preprocessing.
+    The tumors are loud (rim enhancement 1.0-1.2, twice the 0.5-0.6 at which this run learned on
+    one machine and stayed at AUC 0.75 on another): with it, seeds 3 and 4 both reach AUC 1.0 over
+    the cohort within 25 epochs, a wide margin over the 0.85 the test asks. Resampled without
+    anti-aliasing: the localisation test is about where the evidence lies, not about the preprocessing.
     """
     return _train_run(tmp_path_factory.mktemp("learned_run"), patients=48, epochs=25, batch_size=4, augment=True,
-                      anti_aliasing=False)
+                      anti_aliasing=False, contrast=(1.0, 1.2))
