@@ -70,10 +70,17 @@ class DataConfig(_Section):
         classes: class names in model-output order; default: the sorted unique labels.
         positive_class: binary only: the class whose probability is the score; default: the class
             that is not ``normal`` / ``negative`` / ``0`` / ``benign`` (or the last sorted class).
+        lesions: a lesion table (CSV: ``study_uid`` or ``series_uid``, ``center_x/y/z`` in LPS mm,
+            ``diameter_mm``; the columns of ``medrec synth``'s ``ground_truth.csv``) that
+            finding-map models learn from; lesions are rasterised as spheres.
+        masks: a labels-style CSV with a ``mask`` column: NIfTI lesion masks (paths relative to
+            the CSV, on any voxel grid of the scan's world geometry; empty = no lesion).
     """
 
     manifest: ResolvedPath
     splits: ResolvedPath | None = None
+    lesions: ResolvedPath | None = None
+    masks: ResolvedPath | None = None
     label_column: str = "label"
     classes: tuple[str, ...] | None = None
     positive_class: str | None = None
@@ -193,6 +200,12 @@ class TrainingConfig(_Section):
         memory_budget_gb: largest allowed size of one input batch in memory; also the most
             the preprocessed training set may take to be kept in memory between epochs.
         deterministic: ask torch for deterministic kernels.
+        steps_per_epoch: finding-map models: optimiser steps per epoch (each on ``batch_size``
+            slices; validation and checkpointing follow each epoch).
+        foreground_fraction: finding-map models: share of the slices of a batch drawn from lesion
+            slices of annotated studies (the rest from anywhere in studies whose target is known).
+        mil_fraction: finding-map models: share of the slices of a batch drawn from positives
+            without annotation (each at the slice holding its highest logit, from the second epoch).
     """
 
     epochs: int = Field(30, ge=1)
@@ -209,6 +222,17 @@ class TrainingConfig(_Section):
     cache_dir: ResolvedPath | None = None
     memory_budget_gb: float = Field(4.0, gt=0.0)
     deterministic: bool = True
+    steps_per_epoch: int = Field(100, ge=1)
+    foreground_fraction: float = Field(0.33, ge=0.0, le=1.0)
+    mil_fraction: float = Field(0.25, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _fractions(self) -> TrainingConfig:
+        if self.foreground_fraction + self.mil_fraction > 1.0:
+            raise ValueError(
+                f"foreground_fraction + mil_fraction must be <= 1, got {self.foreground_fraction} + {self.mil_fraction}"
+            )
+        return self
 
 
 class ThresholdConfig(_Section):

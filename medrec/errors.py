@@ -59,3 +59,7 @@ class SecurityError(MedrecError):
 
 class OutputError(MedrecError):
     """An output cannot be written (read-only folder, full disk, existing file not to overwrite)."""
+
+
+class AnnotationError(InputError):
+    """A lesion table or lesion mask is missing columns or cannot be read (names the file and row)."""

@@ -84,6 +84,7 @@ def evaluate_run(
     tta: bool = False,
     device: str = "auto",
     keep_identifiers: bool = False,
+    lesions: str | Path | None = None,
 ) -> dict[str, Any]:
     """Score the run's test split into ``RUN/evaluation/predictions.csv`` and write the report there.
 
@@ -102,6 +103,8 @@ def evaluate_run(
         tta: test-time flip augmentation.
         device: ``auto``, ``cpu`` or ``cuda``.
         keep_identifiers: write raw identifiers in the report (pseudonyms by default).
+        lesions: a lesion table: finding-map runs get lesion-level results (hit rate, FROC);
+            ignored for other runs, which have no findings to compare.
 
     Returns:
         The report dict (as in ``RUN/evaluation/report.json``).
@@ -122,7 +125,10 @@ def evaluate_run(
     score_manifest(run, manifest, predictions, options, model_sha256=model_hash,
                    input_description={"kind": "test split", "run_dir": str(folder), "samples": len(manifest)})
     qc = folder / "qc.csv"
+    from medrec.models.findings import is_finding_model
+
+    lesion_table = lesions if lesions is not None and is_finding_model(run.model) else None
     return write_report(predictions, out_dir, run_dir=folder, manifest=folder / "manifest.csv",
                         qc=qc if qc.is_file() else None, subgroups=subgroups, prevalence=prevalence,
                         ci_method=ci_method, n_boot=n_boot, seed=seed, keep_identifiers=keep_identifiers,
-                        title="Clinical validation report: locked test split")
+                        title="Clinical validation report: locked test split", lesions=lesion_table)

@@ -53,6 +53,8 @@ PLAN_VERSION = 2  # 2: anti_aliasing (plans of version 1 resampled without it)
 ANISOTROPY_THRESHOLD = 3.0
 FEW_SLICES = 40
 SIZE_MULTIPLE = 8
+# The smallest finding spans at least this many voxels on every axis when its size is known.
+MIN_FINDING_VOXELS = 4
 # Largest input (voxels) per compute budget and spatial dimension: CPU training of a small 3D CNN
 # on 96 x 96 x 64 inputs takes seconds per batch; 2D inputs of 256^2 likewise.
 VOXEL_BUDGETS: dict[str, dict[int, int]] = {
@@ -388,6 +390,8 @@ def make_plan(
     fingerprint: Mapping[str, Any],
     config: PreprocessConfig | None = None,
     compute_budget: Literal["cpu", "gpu"] | int = "cpu",
+    finding_size_mm: float | None = None,
+    finding_size_source: str = "",
 ) -> Plan:
     """Decide the preprocessing for a cohort (rules in the module docstring).
 
@@ -396,6 +400,10 @@ def make_plan(
         config: the recipe's preprocessing block; explicit values win over the rules.
         compute_budget: ``cpu`` (96x96x64 voxels in 3D, 256^2 in 2D), ``gpu`` (160x160x128, 512^2),
             or a voxel count; ``config.voxel_budget`` overrides it.
+        finding_size_mm: the smallest finding to keep visible (e.g. from lesion annotations);
+            ``config.finding_size_mm`` overrides it. An automatic spacing becomes at most a quarter
+            of it on every axis and is not coarsened past that to fit the budget.
+        finding_size_source: where ``finding_size_mm`` came from (for the plan's reasons).
 
     Returns:
         The :class:`Plan`, with a reason for every choice.
@@ -439,6 +447,23 @@ def make_plan(
             )
         else:
             reasons.append(f"spacing {_fmt(spacing)} mm: median spacing (anisotropy {anisotropy:.1f})")
+    finest_allowed: np.ndarray | None = None
+    if config.finding_size_mm is not None:
+        finding_size_mm, finding_size_source = config.finding_size_mm, "preprocessing.finding_size_mm"
+    if finding_size_mm is not None and config.spacing == "auto":
+        finest_allowed = np.full(spatial_dims, float(finding_size_mm) / MIN_FINDING_VOXELS)
+        if (spacing > finest_allowed).any():
+            before = spacing.copy()
+            spacing = np.round(np.minimum(spacing, finest_allowed), 3)
+            reasons.append(
+                f"spacing {_fmt(before)} -> {_fmt(spacing)} mm: the smallest finding ({finding_size_mm:g} mm, "
+                f"{finding_size_source}) must span at least {MIN_FINDING_VOXELS} voxels on every axis"
+            )
+        else:
+            reasons.append(
+                f"spacing kept: the smallest finding ({finding_size_mm:g} mm, {finding_size_source}) spans at least "
+                f"{MIN_FINDING_VOXELS} voxels on every axis"
+            )
 
     # Input size (may coarsen an automatic spacing).
     budget, budget_source = _budget(config, compute_budget, spatial_dims)
@@ -466,7 +491,12 @@ def make_plan(
         extent = np.array(source[:spatial_dims], dtype=float)
         what = "foreground" if source is foreground else "field of view"
         input_size = _sizes(extent, spacing, multiples)
-        if math.prod(input_size) > budget:
+        if math.prod(input_size) > budget and finest_allowed is not None:
+            reasons.append(
+                f"input size {_fmt(input_size)} exceeds the {budget}-voxel budget ({budget_source}) but the spacing "
+                "is not coarsened: the smallest finding would blur away (finding-map models run slice by slice)"
+            )
+        elif math.prod(input_size) > budget:
             if config.spacing == "auto":
                 start = spacing.copy()
                 while math.prod(input_size) > budget:

@@ -43,6 +43,7 @@ SPLITS_CSV = "splits.csv"
 METRICS_JSONL = "metrics.jsonl"
 TRAIN_LOG = "train.log"
 VAL_PREDICTIONS_CSV = "val_predictions.csv"
+ANNOTATIONS_QC_CSV = "annotations_qc.csv"
 CHECKPOINT_STEM = "checkpoint_last"
 CACHE_DIR = "cache"
 # Files whose presence means a run was started in the folder.

@@ -60,10 +60,15 @@ class WorkflowData(_Section):
         label_column: the labels column.
         classes: class names in model-output order (default: sorted unique labels).
         positive_class: binary only: the class whose probability is the score.
+        lesions: lesion table for finding-map models (see ``medrec train``'s ``data.lesions``).
+        masks: CSV with a ``mask`` column (NIfTI lesion masks); default: the labels file when it
+            has a ``mask`` column.
     """
 
     scans: ResolvedPath
     labels: ResolvedPath | None = None
+    lesions: ResolvedPath | None = None
+    masks: ResolvedPath | None = None
     match_on: Literal["patient_id", "study_uid", "accession", "path"] | None = None
     label_column: str = "label"
     classes: tuple[str, ...] | None = None
@@ -179,8 +184,26 @@ def train_config_of(config: WorkflowConfig, run_dir: Path) -> Any:
         "label_column": "label",
         "classes": list(config.data.classes) if config.data.classes else None,
         "positive_class": config.data.positive_class,
+        "lesions": str(config.data.lesions) if config.data.lesions else None,
+        "masks": str(masks) if (masks := _masks_file(config)) else None,
     }
     return parse_config(sections, base_dir=run_dir, source=f"{run_dir / 'workflow.yaml'} (train step)")
+
+
+def _masks_file(config: WorkflowConfig) -> Path | None:
+    """The masks CSV: ``data.masks``, else the labels file when it has a ``mask`` column."""
+    if config.data.masks is not None:
+        return Path(config.data.masks)
+    labels = config.data.labels
+    if labels is None or not Path(labels).is_file():
+        return None
+    import pandas as pd
+
+    try:
+        columns = pd.read_csv(labels, sep=None, engine="python", nrows=0).columns
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None  # the index step reports an unreadable labels file
+    return Path(labels) if "mask" in {str(c).strip().lower() for c in columns} else None
 
 
 def _sha256_file(path: Path) -> str:
@@ -308,7 +331,8 @@ def _train_step(config: WorkflowConfig, run_dir: Path) -> tuple[str, Callable[[]
     from medrec.rundir import has_started, is_complete
 
     train_config = train_config_of(config, run_dir)
-    inputs = [run_dir / "index" / "manifest.csv", run_dir / "split" / "splits.csv"]
+    inputs = [run_dir / "index" / "manifest.csv", run_dir / "split" / "splits.csv",
+              *(Path(p) for p in (train_config.data.lesions, train_config.data.masks) if p is not None)]
     fingerprint = _sha256_json({
         "inputs": [_sha256_file(p) if p.is_file() else None for p in inputs],
         "config": train_config.to_yaml_dict(),
@@ -377,12 +401,15 @@ def run_workflow(config: WorkflowConfig, run_dir: str | Path) -> WorkflowResult:
     from medrec.evaluate import evaluate_run, evaluation_fingerprint
 
     options = config.evaluation
-    fingerprint = evaluation_fingerprint(folder, options.model_dump(mode="json"))
+    lesions = config.data.lesions
+    fingerprint = evaluation_fingerprint(folder, {**options.model_dump(mode="json"),
+                                                  "lesions": _sha256_file(Path(lesions)) if lesions else None})
 
     def evaluate() -> str:
         report = evaluate_run(folder, prevalence=options.prevalence, subgroups=options.subgroups,
                               ci_method=options.ci_method, n_boot=options.bootstrap, seed=options.seed,
-                              batch_size=options.batch_size, workers=options.workers, tta=options.tta)
+                              batch_size=options.batch_size, workers=options.workers, tta=options.tta,
+                              lesions=lesions)
         auc = report["metrics"].get("auc", {}).get("value")
         return f"test AUC {auc:.3f}" if auc is not None else "report written"
 

@@ -43,6 +43,13 @@ def register(app: typer.Typer) -> None:
                                               help="Write raw patient / sample ids instead of pseudonyms "
                                                    "(internal use only)."),
         title: str | None = typer.Option(None, "--title", help="Report title."),
+        lesions: Path | None = typer.Option(
+            None, "--lesions", help="Lesion table (study_uid or series_uid, center_x/y/z LPS mm, diameter_mm, "
+                                    "optional contrast): adds lesion-level results (hit rate, FROC, CPM) for the "
+                                    "predictions of a finding-map run."),
+        lesion_tolerance: float | None = typer.Option(
+            None, "--lesion-tolerance", min=0.0, help="mm added to a lesion's radius when matching a finding "
+                                                      "(default: one voxel of the scoring grid)."),
     ) -> None:
         """Write a clinical validation report (HTML, PDF, JSON, figures) for a predictions file.
 
@@ -57,9 +64,11 @@ def register(app: typer.Typer) -> None:
             medrec report predictions.csv -o reports/test --run runs/ct1 --subgroup manufacturer --prevalence 0.05
 
             medrec report predictions.csv -o reports/explore --exploratory-threshold youden
+
+            medrec report predictions.csv -o reports/lesions --run runs/ct1 --lesions ground_truth.csv
         """
         from medrec.report.build import write_report
-        from medrec.report.document import METRICS, KEY_METRICS, fmt_ci, fmt_threshold, fmt_value
+        from medrec.report.document import METRICS, KEY_METRICS, fmt_ci, fmt_mm, fmt_threshold, fmt_value
 
         if ci_method not in ("wilson", "clopper-pearson"):
             raise ConfigError(f"--ci-method {ci_method!r} is not known; use wilson or clopper-pearson")
@@ -69,7 +78,8 @@ def register(app: typer.Typer) -> None:
                 predictions, out, run_dir=run, manifest=manifest, qc=qc,
                 threshold=threshold, exploratory_threshold=exploratory_threshold, subgroups=columns,
                 prevalence=prevalence, ci_method=ci_method, n_boot=bootstrap, seed=seed, compare=compare,
-                keep_identifiers=keep_identifiers, title=title,
+                keep_identifiers=keep_identifiers, title=title, lesions=lesions,
+                lesion_tolerance_mm=lesion_tolerance,
             )
         metrics = result.get("metrics") or {}
         rows = []
@@ -86,4 +96,13 @@ def register(app: typer.Typer) -> None:
             f"threshold {fmt_threshold(result.get('threshold'))} ({label})",
             rows, columns=("metric", "value", "95% CI", "CI method"),
         )
+        lesion = result.get("lesion_level")
+        if lesion:
+            hit_rate = lesion.get("hit_rate") or {}
+            cpm = fmt_value((lesion.get("froc") or {}).get("cpm"))
+            console.print(
+                f"Lesion level: top finding inside a lesion in {hit_rate.get('numerator')}/"
+                f"{hit_rate.get('denominator')} true-positive studies; FROC CPM {cpm} over "
+                f"{lesion.get('n_lesions')} lesions (tolerance {fmt_mm(lesion.get('tolerance_mm'))})"
+            )
         console.print(f"Report: {Path(out) / 'report.html'} (also report.pdf, report.json)")

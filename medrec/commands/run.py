@@ -15,7 +15,8 @@ def register(app: typer.Typer) -> None:
         recipe: Path = typer.Argument(..., metavar="WORKFLOW.yaml", help="A recipe, e.g. workflows/ct_lesion_3d.yaml."),
         out: Path | None = typer.Option(None, "-o", "--out", help="Run directory (default: runs/<recipe name>)."),
         scans: Path | None = typer.Option(None, "--scans", help="Override data.scans (the scan folder)."),
-        labels: Path | None = typer.Option(None, "--labels", help="Override data.labels (the labels file)."),
+        labels: Path | None = typer.Option(None, "--labels", help="Override data.labels (the labels file; a 'mask' column gives lesion masks)."),
+        lesions: Path | None = typer.Option(None, "--lesions", help="Override data.lesions (lesion table: study_uid, center_x/y/z LPS mm, diameter_mm)."),
     ) -> None:
         """Run a recipe: index the scans, split by patient, train, and report on the locked test split.
 
@@ -28,12 +29,14 @@ def register(app: typer.Typer) -> None:
             medrec run workflows/ct_lesion_3d.yaml -o runs/ct-lesion
 
             medrec run workflows/brats_mgmt_nifti.yaml --scans /data/BraTS2021 --labels /data/labels.csv
+
+            medrec run workflows/ct_lesion_annotated.yaml --scans data/ct --labels data/ct/labels.csv --lesions data/ct/ground_truth.csv
         """
         from medrec.commands.evaluate import metric_rows
         from medrec.console import console, print_summary
         from medrec.workflow import load_workflow, run_workflow
 
-        config = load_workflow(recipe, {"data.scans": scans, "data.labels": labels})
+        config = load_workflow(recipe, {"data.scans": scans, "data.labels": labels, "data.lesions": lesions})
         run_dir = out or Path("runs") / config.name
         result = run_workflow(config, run_dir)
         print_summary(f"medrec run {config.name}",

@@ -25,6 +25,13 @@ uncertainty with --tta. A sidecar predictions.csv.json records the model's
 sha256, the medrec version, the threshold and its source, the input
 fingerprint, level, counts and times.
 
+Finding-map runs (e.g. finding_fcn) add the top finding of each row
+(finding_x, finding_y, finding_z in LPS mm, finding_diameter_mm,
+finding_probability) and write every candidate finding (regions of the map
+above probability 0.05, at most 10 per sample) to <output stem>.findings.csv
+(sample_id, study_uid, patient_id, rank, x, y, z, diameter_mm, probability),
+resumable like the predictions; 'medrec report --lesions' reads it.
+
 Levels: --level series gives one row per sample. --level study | patient
 groups the samples (sample-level rows are kept, resumably, in <output
 stem>.samples.csv) and aggregates the score with --aggregate max (default
@@ -137,6 +144,8 @@ def register(app: typer.Typer) -> None:
             ("output", result.output),
             ("sidecar", result.sidecar),
         ]
+        if result.record.get("findings_file"):
+            rows.append(("candidate findings", Path(output).with_name(result.record["findings_file"])))
         if num_parts > 1:
             rows.insert(5, ("part", f"{part_id} of {num_parts}"))
         if explain is not None:

@@ -204,8 +204,11 @@ def _apply_labels(
             problems.extend(candidate.problems("label_conflict", result.conflicts[candidate.sample_id]))
             continue
         candidate.label = result.labels.get(candidate.sample_id, "")
-        if result.match_on == "path" and candidate.format == "nifti" and candidate.sample_id in result.patient_ids:
-            candidate.patient_id = result.patient_ids[candidate.sample_id]
+        if result.match_on == "path" and candidate.format == "nifti":
+            # NIfTI has no UIDs: the labels row's identity replaces the placeholders (sample_id is kept)
+            candidate.patient_id = result.patient_ids.get(candidate.sample_id, candidate.patient_id)
+            candidate.study_uid = result.study_uids.get(candidate.sample_id, candidate.study_uid)
+            candidate.series_uid = result.series_uids.get(candidate.sample_id, candidate.series_uid)
         labelled.append(candidate)
     return labelled, problems, result
 

@@ -11,6 +11,8 @@
 * A sample whose matching rows disagree gets no label and is excluded (qc code
   ``label_conflict``, listing the labels); a sample no row matches stays in the manifest with
   label ''; rows that match no sample are counted and written to ``labels_unmatched.csv``.
+* A row matched by path may also carry the sample's identity: its ``patient_id``, ``study_uid`` and
+  ``series_uid`` cells are collected per sample (NIfTI files have no UIDs of their own).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ KEY_ALIASES: dict[str, tuple[str, ...]] = {
     "accession": ("accession", "accessionnumber", "accession_number", "accession_no", "acc"),
     "path": ("path", "file", "filename", "file_name", "filepath", "file_path", "image", "image_path", "folder"),
 }
+SERIES_UID_ALIASES: tuple[str, ...] = ("series_uid", "seriesinstanceuid", "series_instance_uid", "seriesuid")
 
 
 def _normalise(name: str) -> str:
@@ -57,6 +60,8 @@ class LabelMatch:
     labels: dict[str, str] = field(default_factory=dict)  # sample_id -> label
     conflicts: dict[str, str] = field(default_factory=dict)  # sample_id -> reason
     patient_ids: dict[str, str] = field(default_factory=dict)  # sample_id -> patient_id from the labels
+    study_uids: dict[str, str] = field(default_factory=dict)  # sample_id -> study_uid, when its rows agree on one
+    series_uids: dict[str, str] = field(default_factory=dict)  # sample_id -> series_uid, when its rows agree on one
     unmatched_rows: pd.DataFrame = field(default_factory=pd.DataFrame)
     empty_label_rows: int = 0
 
@@ -74,7 +79,7 @@ def read_labels(path: str | Path, label_column: str = "label") -> LabelsTable:
         sample = source.read_text(encoding="utf-8-sig", errors="replace")[:65536]
     except OSError as e:
         raise LabelsError(f"{source}: cannot read labels file ({e.strerror})") from e
-    delimiter = _sniff_delimiter(sample, source)
+    delimiter = sniff_delimiter(sample, source)
     try:
         frame = pd.read_csv(
             source, sep=delimiter, dtype=str, keep_default_na=False, encoding="utf-8-sig", skipinitialspace=True
@@ -106,7 +111,18 @@ def read_labels(path: str | Path, label_column: str = "label") -> LabelsTable:
     return LabelsTable(source, frame, actual_label, key_columns)
 
 
-def _sniff_delimiter(sample: str, source: Path) -> str:
+def find_column(frame: pd.DataFrame, aliases: Sequence[str]) -> str | None:
+    """The first column of ``frame`` whose normalised name is one of ``aliases`` (None when absent)."""
+    by_normal = {_normalise(str(c)): str(c) for c in frame.columns}
+    for alias in aliases:
+        column = by_normal.get(_normalise(alias))
+        if column is not None:
+            return column
+    return None
+
+
+def sniff_delimiter(sample: str, source: Path) -> str:
+    """The delimiter of a small table (comma, tab, semicolon or pipe); by extension when unsure."""
     fallback = "\t" if source.suffix.lower() in (".tsv", ".tab") else ","
     lines = [line for line in sample.splitlines() if line.strip()][:50]
     if not lines:
@@ -192,6 +208,12 @@ def _match_on_key(table: LabelsTable, rows: Sequence[dict], scans_root: Path, ke
     unmatched: list[int] = []
     empty_labels = 0
     patient_column = table.key_columns.get("patient_id")
+    # identity cells are only trusted when the row names the sample itself (its file or folder)
+    identity_columns = {
+        "study_uid": table.key_columns.get("study_uid") if key == "path" else None,
+        "series_uid": find_column(table.frame, SERIES_UID_ALIASES) if key == "path" else None,
+    }
+    identities: dict[str, dict[str, set[str]]] = {"study_uid": defaultdict(set), "series_uid": defaultdict(set)}
     for index, (value, label) in enumerate(zip(table.frame[column], table.frame[table.label_column], strict=True)):
         if not label:
             empty_labels += 1
@@ -213,8 +235,13 @@ def _match_on_key(table: LabelsTable, rows: Sequence[dict], scans_root: Path, ke
             found[sample_id][label].append(index + 2)  # +2: header line and 1-based line numbers
             if patient_column and table.frame[patient_column].iat[index]:
                 patient_of[sample_id] = table.frame[patient_column].iat[index]
+            for name, identity_column in identity_columns.items():
+                if identity_column and table.frame[identity_column].iat[index]:
+                    identities[name][sample_id].add(table.frame[identity_column].iat[index])
 
     result = LabelMatch(match_on=key, empty_label_rows=empty_labels, patient_ids=patient_of)
+    result.study_uids = {sample: next(iter(uids)) for sample, uids in identities["study_uid"].items() if len(uids) == 1}
+    result.series_uids = {sample: next(iter(uids)) for sample, uids in identities["series_uid"].items() if len(uids) == 1}
     for sample_id, by_label in found.items():
         if len(by_label) == 1:
             result.labels[sample_id] = next(iter(by_label))

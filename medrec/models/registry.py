@@ -119,6 +119,11 @@ def _lookup(name: str) -> _Entry:
     return _REGISTRY[resolve_model_name(name)]
 
 
+def model_family(name: str) -> str:
+    """The family of registered model ``name`` (``finding-map`` models train on lesion targets)."""
+    return _lookup(name).family
+
+
 def create_model(
     name: str,
     spatial_dims: int,

@@ -532,6 +532,11 @@ def draw_figures(report: Mapping, other_curves: Mapping | None = None) -> dict[s
     if multiclass.get("confusion_matrix") and multiclass.get("classes"):
         figures["confusion_multiclass.png"] = figs.confusion_heatmap(multiclass["confusion_matrix"],
                                                                     multiclass["classes"])
+    froc = (report.get("lesion_level") or {}).get("froc") or {}
+    curve = froc.get("curve") or {}
+    if curve.get("fp_per_study") and all(doc_model.is_number(v) for v in curve.get("sensitivity") or [None]):
+        figures["froc.png"] = figs.froc_figure(curve["fp_per_study"], curve["sensitivity"], froc.get("points") or [],
+                                               froc.get("cpm"))
     return figures
 
 
@@ -678,6 +683,8 @@ def write_report(
     compare: str | os.PathLike[str] | None = None,
     keep_identifiers: bool = False,
     title: str | None = None,
+    lesions: str | os.PathLike[str] | None = None,
+    lesion_tolerance_mm: float | None = None,
     **analysis_kw,
 ) -> dict:
     """Analyse a predictions file and write report.html, report.pdf, report.json and figures/.
@@ -700,13 +707,21 @@ def write_report(
         compare: a second predictions CSV to compare against (paired on sample_id).
         keep_identifiers: write raw identifiers instead of pseudonyms (internal use only).
         title: the report title.
+        lesions: a lesion table (``study_uid`` / ``series_uid``, ``center_x/y/z`` LPS mm, ``diameter_mm``,
+            optional ``contrast``): adds the lesion-level results of a finding-map run (hit rate, FROC,
+            sensitivity by size and contrast; :mod:`medrec.report.lesions`). Needs the candidate
+            findings file that ``medrec score`` writes beside the predictions of such a run.
+        lesion_tolerance_mm: added to a lesion's radius when matching a finding; default one voxel of
+            the scoring grid (from the predictions sidecar).
         **analysis_kw: passed on to :func:`medrec.report.analysis.analyse_predictions`.
 
     Returns:
         The report dict as written to report.json.
 
     Raises:
-        InputError: unreadable predictions / manifest / qc.
+        InputError: unreadable predictions / manifest / qc, or ``lesions`` given for predictions
+            without a findings file (not a finding-map run).
+        AnnotationError: the lesion table is missing or lacks columns.
         ConfigError: no threshold source, or contradictory options.
         ModelError: the run's model.json is missing or has no threshold.
         SecurityError: an output would contain a raw identifier.
@@ -721,6 +736,17 @@ def write_report(
         raise ModelError(f"{run}: run directory not found; pass the folder written by 'medrec train -o RUN'")
     predictions = read_predictions(predictions_path)
     multiclass = is_multiclass(predictions)
+    lesion_module = None
+    if lesions is not None:
+        # deferred: the findings file's reader lives in medrec.score, which imports torch
+        from medrec.report import lesions as lesion_module
+
+        if multiclass:
+            raise ConfigError("--lesions applies to binary finding-map runs; these predictions are multi-class")
+        lesion_module.findings_file_of(predictions_path)  # fail before the analysis, naming the file
+        if not Path(lesions).is_file():
+            raise InputError(f"{lesions}: lesion table not found; pass a CSV with study_uid or series_uid, "
+                             "center_x, center_y, center_z (LPS mm) and diameter_mm")
 
     model_json = None
     if run is not None and ((threshold is None and not exploratory_threshold) or (run / "model.json").is_file()):
@@ -782,6 +808,14 @@ def write_report(
     ))
     report["threshold_kind"] = kind
     report["threshold_method"] = method
+    if lesion_module is not None:
+        # raw identifiers are needed to match the lesion table; only counts and rates come back
+        report["lesion_level"] = lesion_module.lesion_level_results(
+            predictions_path, predictions, lesions, threshold=float(report["threshold"]),
+            positive_label=str(report.get("positive_label")), classes=report.get("classes") or (),
+            manifest=manifest_frame, tolerance_mm=lesion_tolerance_mm, ci_method=ci_method,
+        )
+        report.setdefault("methods", {})["lesion_level"] = doc_model.lesion_method_sentence(report["lesion_level"])
     cohort = dict(report.get("cohort") or {})
     for name, item in cohort_flow(predictions, manifest_frame, qc_frame, splits_frame,
                                   report.get("positive_label"), report.get("classes") or ()).items():

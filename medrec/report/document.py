@@ -224,6 +224,11 @@ def fmt_threshold(value: object) -> str:
     return f"{float(value):.4g}" if is_number(value) else "n/a"
 
 
+def fmt_mm(value: object) -> str:
+    """``5.625`` -> ``5.62 mm``."""
+    return f"{float(value):.3g} mm" if is_number(value) else "n/a"
+
+
 _PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][^\s:;,'\"]+)+")
 
 
@@ -306,6 +311,15 @@ def summary_paragraph(report: Mapping) -> str:
             f"Per patient ({fmt_count(patient.get('n_patients'))} patients), sensitivity was "
             f"{fmt_metric(pm.get('sensitivity'), 'sensitivity')} and specificity "
             f"{fmt_metric(pm.get('specificity'), 'specificity')}."
+        )
+    lesion = report.get("lesion_level") or {}
+    if lesion:
+        hit_rate = lesion.get("hit_rate") or {}
+        parts.append(
+            f"Per lesion, the top finding lay inside a reference lesion in {_count_cell(hit_rate) or 'n/a'} "
+            f"true-positive studies ({fmt_value(hit_rate.get('value'), 'pct')}, 95% CI "
+            f"{fmt_ci(hit_rate.get('ci95'), 'pct')}) and the FROC CPM was "
+            f"{fmt_value((lesion.get('froc') or {}).get('cpm'))} over {fmt_count(lesion.get('n_lesions'))} lesions."
         )
     if threshold_kind(report) == "exploratory":
         parts.append("The threshold was chosen on these data: the threshold-dependent results are exploratory.")
@@ -442,6 +456,19 @@ def limitations(report: Mapping) -> list[str]:
             and report["n_patients"] < report["n_samples"]:
         notes.append("Some patients contribute several samples; the sample-level intervals account for this by "
                      "a patient-clustered bootstrap, and a patient-level analysis is given beside them.")
+    lesion = report.get("lesion_level") or {}
+    if lesion:
+        n_lesions = lesion.get("n_lesions")
+        if is_number(n_lesions) and n_lesions < 30:
+            notes.append(f"Only {int(n_lesions)} annotated lesions in reference-positive studies: lesion-level "
+                         "sensitivities and the CPM are imprecise.")
+        left_out = lesion.get("n_positive_without_lesions")
+        if is_number(left_out) and left_out:
+            one = int(left_out) == 1
+            notes.append(f"{int(left_out)} reference-positive stud{'y has' if one else 'ies have'} no annotated "
+                         f"lesion and {'is' if one else 'are'} left out of the lesion-level results.")
+        notes.append("Finding probabilities are uncalibrated per-voxel values; the FROC thresholds are not "
+                     "comparable with the study-level operating threshold.")
     notes.append("Retrospective analysis of one data set; performance at another site, on other scanners or in "
                  "another population must be confirmed before clinical use.")
     return notes
@@ -557,6 +584,9 @@ FIGURE_CAPTIONS: dict[str, tuple[str, float]] = {
                         0.5),
     "scores.png": ("Distribution of the scores by reference class, with the operating threshold.", 0.75),
     "roc_multiclass.png": ("One-vs-rest ROC curve of each class.", 0.6),
+    "froc.png": ("FROC curve: lesion sensitivity against mean false-positive findings per study, sweeping the "
+                 "candidates' probability threshold; markers at 1/8 to 8 FP per study, whose mean sensitivity is "
+                 "the CPM.", 0.6),
 }
 
 
@@ -691,6 +721,106 @@ def multiclass_section(report: Mapping, figures: Mapping[str, bytes]) -> Section
     return section
 
 
+def _fmt_probability_threshold(value: object) -> str:
+    if not is_number(value):
+        return "n/a"
+    return fmt_threshold(value) if math.isfinite(float(value)) else "above all"
+
+
+def lesion_method_sentence(lesion: Mapping) -> str:
+    """How the lesion-level numbers were obtained (one sentence for the methods list)."""
+    return (
+        f"a finding hits a lesion when its distance to the lesion's centre is at most the lesion's radius plus "
+        f"{fmt_mm(lesion.get('tolerance_mm'))} ({lesion.get('tolerance_source') or 'tolerance'}); hit rate: "
+        "true-positive studies whose top finding hits a lesion, over those with an annotated lesion; FROC: lesion "
+        "sensitivity (lesions of reference-positive studies hit by a candidate finding at or above the probability "
+        "threshold) against mean candidates hitting no lesion per study, read at 1/8 to 8 false positives per "
+        "study at the lowest threshold whose rate does not exceed the target, CPM = their mean; positive studies "
+        "without an annotated lesion are left out"
+    )
+
+
+def _band_table(rows: Sequence[Mapping], first: str, caption: str) -> Table:
+    body = [[str(r.get("band")), fmt_count(r.get("n_lesions")), fmt_count(r.get("n_detected")),
+             fmt_value(r.get("value"), "pct"), fmt_ci(r.get("ci95"), "pct")] for r in rows]
+    return Table([first, "Lesions", "Detected", "Sensitivity", "95% CI"], body, caption=caption)
+
+
+def lesion_section(report: Mapping, figures: Mapping[str, bytes]) -> Section | None:
+    """Lesion-level results of a finding-map run: top-finding hit rate, FROC and CPM, sensitivity by size."""
+    lesion = report.get("lesion_level")
+    if not lesion:
+        return None
+    section = Section("lesions", "Lesion-level results")
+    candidates = ""
+    if is_number(lesion.get("candidate_min_probability")):
+        candidates = (f" (regions of the finding map above probability "
+                      f"{fmt_threshold(lesion['candidate_min_probability'])}, at most "
+                      f"{fmt_count(lesion.get('candidate_max_per_sample'))} per sample)")
+    section.blocks.append(Paragraph(
+        f"Findings of the model against the lesion table {lesion.get('lesion_table')}: "
+        f"{fmt_count(lesion.get('n_lesions'))} lesions in the {fmt_count(lesion.get('n_positive_studies'))} "
+        f"reference-positive studies, among {fmt_count(lesion.get('n_studies'))} analysed studies. Tolerance: a "
+        f"finding hits a lesion when its distance to the lesion's centre is at most the lesion's radius plus "
+        f"{fmt_mm(lesion.get('tolerance_mm'))} ({lesion.get('tolerance_source')}). Candidate findings come "
+        f"from {lesion.get('findings_file')}{candidates}; their probabilities are uncalibrated per-voxel values."))
+    hit_rate = lesion.get("hit_rate") or {}
+    section.blocks.append(Table(
+        ["Measure", "Value", "95% CI", "Count", "CI method"],
+        [["Top finding inside a lesion (true-positive studies)", fmt_value(hit_rate.get("value"), "pct"),
+          fmt_ci(hit_rate.get("ci95"), "pct"), _count_cell(hit_rate), str(hit_rate.get("method", ""))]],
+        caption=f"Hit rate of the top finding at the operating threshold {fmt_threshold(report.get('threshold'))}",
+        note=f"{fmt_count(hit_rate.get('n_true_positive_studies'))} true-positive studies; "
+             f"{fmt_count(hit_rate.get('n_without_lesions'))} without an annotated lesion and "
+             f"{fmt_count(hit_rate.get('n_without_location'))} without a finding location are not counted."))
+    froc = lesion.get("froc") or {}
+    rows = [[f"{point.get('fp_per_study_target'):g}" if is_number(point.get("fp_per_study_target")) else "n/a",
+             fmt_value(point.get("sensitivity"), "pct"), fmt_count(point.get("n_detected")),
+             _fmt_probability_threshold(point.get("threshold")), fmt_value(point.get("fp_per_study"))]
+            for point in froc.get("points") or []]
+    rows.append(["CPM (mean of the seven)", fmt_value(froc.get("cpm")), "", "", ""])
+    section.blocks.append(Table(
+        ["FP per study", "Lesion sensitivity", "Lesions detected", "Probability threshold", "FP per study (actual)"],
+        rows, strong_rows=frozenset({len(rows) - 1}),
+        caption=f"FROC points ({fmt_count(lesion.get('n_lesions'))} lesions, "
+                f"{fmt_count(lesion.get('n_froc_studies'))} studies, {fmt_count(lesion.get('n_candidates'))} "
+                f"candidates of which {fmt_count(lesion.get('n_false_positive_candidates'))} hit no lesion)",
+        note=f"The curve ends at {fmt_value(froc.get('max_fp_per_study'))} FP per study (all candidates); higher "
+             "targets take its last sensitivity."))
+    if "froc.png" in figures:
+        caption, width = FIGURE_CAPTIONS["froc.png"]
+        section.blocks.append(Figure("froc.png", figures["froc.png"], caption, width=width))
+    operating = lesion.get("operating_point") or {}
+    at = (f"at the FROC point of {operating.get('fp_per_study_target'):g} FP per study (probability threshold "
+          f"{_fmt_probability_threshold(operating.get('threshold'))}, actual "
+          f"{fmt_value(operating.get('fp_per_study'))} FP per study)" if is_number(operating.get("fp_per_study_target"))
+          else "")
+    overall = lesion.get("lesion_sensitivity") or {}
+    diameter_rows = [*(lesion.get("by_diameter") or []),
+                     {"band": "all", "n_lesions": overall.get("denominator"), "n_detected": overall.get("numerator"),
+                      **overall}]
+    section.blocks.append(_band_table(diameter_rows, "Diameter", f"Lesion sensitivity by diameter {at}"))
+    if lesion.get("by_contrast"):
+        missing = lesion.get("n_lesions_without_contrast")
+        table = _band_table(lesion["by_contrast"], "Contrast tertile", f"Lesion sensitivity by contrast {at}")
+        if is_number(missing) and missing:
+            table.note = f"{int(missing)} lesion(s) without a contrast value are not in this table."
+        section.blocks.append(table)
+    counts = lesion.get("lesion_rows") or {}
+    accounting = [
+        ["Rows of the lesion table", fmt_count(counts.get("total"))],
+        ["Analysed (reference-positive studies)", fmt_count(counts.get("analysed"))],
+        ["Ignored: study not in the predictions", fmt_count(counts.get("not_in_predictions"))],
+        ["Ignored: reference-negative study", fmt_count(counts.get("in_negative_studies"))],
+        ["Ignored: study excluded from the analysis", fmt_count(counts.get("in_studies_not_analysed"))],
+        ["Ignored: unusable row (no UID, position or diameter)", fmt_count(counts.get("bad"))],
+    ]
+    section.blocks.append(Table(["Lesion rows", "n"], accounting, caption="Lesion table accounting",
+                                note=f"{fmt_count(lesion.get('n_positive_without_lesions'))} reference-positive "
+                                     "studies have no annotated lesion and are left out of the lesion-level results."))
+    return section
+
+
 def failure_section(report: Mapping, cases: Mapping[str, Sequence[Case]]) -> Section | None:
     """The worst false negatives and false positives: a table, and a picture of each where possible."""
     if report.get("task") == "multiclass" or not isinstance(report.get("flagged"), Mapping):
@@ -782,7 +912,7 @@ def methods_section(report: Mapping) -> Section:
         "Samples that failed scoring or lack a reference label are excluded and counted in the cohort flow.",
     ]
     names = {"proportions": "Proportions", "auc": "AUC", "bootstrap": "Bootstrap", "calibration": "Calibration",
-             "threshold_table": "Threshold table"}
+             "threshold_table": "Threshold table", "lesion_level": "Lesion level"}
     for name, sentence in (report.get("methods") or {}).items():
         items.append(f"{names.get(name, name.replace('_', ' ').capitalize())}: {sentence}.")
     return Section("methods", "Methods", [BulletList(items)])
@@ -817,6 +947,7 @@ def compose(
         threshold_section(report),
         comparison_section(report, figures),
         multiclass_section(report, figures),
+        lesion_section(report, figures),
         failure_section(report, cases),
         Section("limitations", "Limitations", [BulletList(list(report.get("limitations") or []))]),
         methods_section(report),

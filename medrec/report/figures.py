@@ -312,6 +312,51 @@ def forest_figure(rows: Sequence[Mapping], metrics: Sequence[str] = ("sensitivit
     return png_bytes(fig)
 
 
+def froc_figure(
+    fp_per_study: Sequence[float],
+    sensitivity: Sequence[float],
+    points: Sequence[Mapping] = (),
+    cpm: float | None = None,
+) -> bytes:
+    """FROC curve: lesion sensitivity against false-positive findings per study (log2 axis, 1/8 to 8).
+
+    The curve is the step function the CPM reads: a sensitivity holds from its FP rate up to the
+    next point's. FP rates below the axis (0 included) are drawn at its left edge.
+
+    Args:
+        fp_per_study: the curve's FP rates, rising (one per threshold, strictest first).
+        sensitivity: the lesion sensitivity at each.
+        points: ``fp_per_study_target`` and ``sensitivity`` of the marked FROC points.
+        cpm: the mean sensitivity at the marked points (in the legend).
+    """
+    fig, axes = _new_figure(5.0, 3.8)
+    ax = axes[0, 0]
+    left, right = 1 / 16, 16.0
+    x = [min(max(float(v), left), right) for v in fp_per_study]
+    y = [float(v) for v in sensitivity]
+    if x:
+        x.append(right)
+        y.append(y[-1])
+    ax.step(x, y, where="post", color=OKABE_ITO["blue"], linewidth=1.8,
+            label="FROC" + (f", CPM {cpm:.3f}" if cpm is not None and not math.isnan(cpm) else ""))
+    marked = [(float(p["fp_per_study_target"]), float(p["sensitivity"])) for p in points
+              if p.get("sensitivity") is not None]
+    if marked:
+        ax.plot(*zip(*marked, strict=True), marker="o", linestyle="none", color=OKABE_ITO["black"],
+                markerfacecolor=OKABE_ITO["orange"], markersize=6, zorder=5, label="1/8 ... 8 FP per study")
+    ax.set_xscale("log", base=2)
+    ax.set_xlim(left, right)
+    ticks = [0.125, 0.25, 0.5, 1, 2, 4, 8]
+    ax.set_xticks(ticks)
+    ax.set_xticklabels(["1/8", "1/4", "1/2", "1", "2", "4", "8"])
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("mean false-positive findings per study")
+    ax.set_ylabel("lesion sensitivity")
+    ax.set_title("FROC curve")
+    ax.legend(loc="lower right")
+    return png_bytes(fig)
+
+
 def confusion_heatmap(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> bytes:
     """Heat map of a multi-class confusion matrix (rows: true class, columns: predicted), with counts."""
     values = np.asarray(matrix, dtype=float)

@@ -64,6 +64,7 @@ def aggregate_rows(
     threshold: float | None,
     with_uncertainty: bool = False,
     positive_class: str | None = None,
+    carry: Sequence[str] = (),
 ) -> list[dict[str, object]]:
     """Group sample-level prediction rows into study or patient rows.
 
@@ -77,6 +78,7 @@ def aggregate_rows(
         threshold: operating threshold for binary runs (None for multi-class).
         with_uncertainty: carry an ``uncertainty`` value.
         positive_class: binary runs: the class that ``score`` is the probability of (default: the second).
+        carry: columns copied from the member with the highest first score (e.g. the top finding).
 
     Returns:
         One row per group, in order of first appearance.
@@ -121,6 +123,7 @@ def aggregate_rows(
             record["prediction"] = ""
             if with_uncertainty:
                 record["uncertainty"] = None
+            record.update(dict.fromkeys(carry))
             out.append(record)
             continue
         scores = np.array([[_float(m.get(name)) for name in score_columns] for m in good])
@@ -139,5 +142,7 @@ def aggregate_rows(
             record["prediction"] = classes[int(np.argmax(values))]
         if with_uncertainty:
             record["uncertainty"] = uncertainty
+        top = good[int(np.argmax(scores[:, 0]))]
+        record.update({name: top.get(name) for name in carry})
         out.append(record)
     return out

@@ -251,7 +251,14 @@ class GradCamExplainer:
         target = self.class_index if class_index is None else class_index
         if target is None:
             raise ModelError("--explain on a multi-class run needs the class to explain")
-        heat = grad_cam(self.run.model, image, target)
+        from medrec.models.findings import is_finding_model
+
+        if is_finding_model(self.run.model):  # the model's own finding map (probability), no Grad-CAM
+            from medrec.score.findings import finding_probability_map
+
+            heat = finding_probability_map(self.run.model, image, self.device)
+        else:
+            heat = grad_cam(self.run.model, image, target)
         original = load_sample(dict(row))
         original_array = np.asarray(original[0].detach().cpu().numpy(), dtype=np.float32)
         original_affine = np.asarray(torch.as_tensor(original.affine).cpu(), dtype=np.float64)

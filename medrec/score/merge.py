@@ -9,7 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from medrec.errors import InputError, OutputError
-from medrec.score.writer import PredictionsWriter, read_rows, read_sidecar, sidecar_path, write_sidecar
+from medrec.score.writer import (
+    FindingsWriter,
+    PredictionsWriter,
+    findings_path,
+    read_findings,
+    read_rows,
+    read_sidecar,
+    sidecar_path,
+    write_sidecar,
+)
 
 # settings every part must share (else the parts come from different jobs)
 SHARED_KEYS = ("model_sha256", "classes", "level", "aggregate", "tta", "threshold", "num_parts", "columns")
@@ -127,6 +136,17 @@ def merge_parts(parts: Sequence[str | Path], output: str | Path, allow_incomplet
         samples_target = target.with_name(f"{target.stem}.samples.csv")
         PredictionsWriter(samples_target, sample_columns).rewrite(sample_rows)
         merged_record["samples_file"] = samples_target.name
+    finding_files = [path.with_name(str(r["findings_file"])) if r.get("findings_file") else None
+                     for path, r in zip(paths, records, strict=True)]
+    if finding_files and all(f is not None and f.is_file() for f in finding_files):
+        # the candidates of a finding-map run: concatenated part by part (each sample lies in one part)
+        writer = FindingsWriter(findings_path(target))
+        writer.start([])
+        for source in finding_files:
+            writer.append(read_findings(source))  # type: ignore[arg-type]
+        merged_record.update({key: first.get(key) for key in ("findings_min_probability", "findings_max_per_sample",
+                                                              "findings_voxel_mm")})
+        merged_record["findings_file"] = writer.path.name
     result.rows = len(merged_rows)
     result.rows_ok = sum(1 for row in merged_rows if not row.get("error"))
     merged_record["counts"] = {"rows": result.rows, "rows_ok": result.rows_ok,

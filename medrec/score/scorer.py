@@ -20,17 +20,34 @@ from medrec import __version__
 from medrec.atomicio import write_csv
 from medrec.console import console, progress
 from medrec.errors import ConfigError, InputError, ModelError, OutputError
+from medrec.models.findings import is_finding_model
 from medrec.score.aggregate import AGGREGATIONS, GROUP_COLUMNS, aggregate_rows
+from medrec.score.findings import (
+    CANDIDATE_MIN_PROBABILITY,
+    FINDING_COLUMNS,
+    MAX_CANDIDATES,
+    candidate_findings,
+    finding_probability_map,
+    top_finding,
+)
 from medrec.score.inference import Predictor, resolve_device
 from medrec.data.dataset import PreprocessDataset
 from medrec.score.pipeline import iterate_batches
 from medrec.score.shards import LEVEL_KEYS, check_part, select_part
-from medrec.score.writer import PredictionsWriter, read_rows, read_sidecar, sidecar_path, write_sidecar
+from medrec.score.writer import (
+    FindingsWriter,
+    PredictionsWriter,
+    findings_path,
+    read_rows,
+    read_sidecar,
+    sidecar_path,
+    write_sidecar,
+)
 
 LEVELS = tuple(LEVEL_KEYS)
 IDENTITY_COLUMNS = ("sample_id", "patient_id", "study_uid")
 # settings that must be the same for every row of one predictions file
-RESUME_KEYS = ("model_sha256", "level", "aggregate", "tta", "threshold", "num_parts", "part_id")
+RESUME_KEYS = ("model_sha256", "level", "aggregate", "tta", "threshold", "num_parts", "part_id", "findings_file")
 
 
 @dataclass(frozen=True)
@@ -145,11 +162,13 @@ def score_columns(classes: Sequence[str]) -> list[str]:
     return ["score"] if len(classes) == 2 else [f"score_{name}" for name in classes]
 
 
-def output_columns(classes: Sequence[str], level: str, tta: bool) -> list[str]:
-    """The header of the predictions file for these classes, level and TTA setting."""
+def output_columns(classes: Sequence[str], level: str, tta: bool, findings: bool = False) -> list[str]:
+    """The header of the predictions file for these classes, level, TTA setting and model kind."""
     columns = [*IDENTITY_COLUMNS, *score_columns(classes), "prediction", "label", "error"]
     if tta:
         columns.append("uncertainty")
+    if findings:
+        columns.extend(FINDING_COLUMNS)
     if level != "series":
         columns.extend(GROUP_COLUMNS)
     return columns
@@ -193,7 +212,7 @@ def _run_threshold(run: Any, options: ScoreOptions) -> tuple[float | None, str]:
 def _check_resume(output: Path, rows_file: Path, record: Mapping[str, Any], overwrite: bool) -> dict[str, Any] | None:
     """Refuse to mix two models or two settings in one file; returns the previous sidecar (if any)."""
     if overwrite:
-        for path in {output, rows_file, sidecar_path(output)}:
+        for path in {output, rows_file, sidecar_path(output), findings_path(output)}:
             path.unlink(missing_ok=True)
         return None
     previous = read_sidecar(output)
@@ -295,8 +314,9 @@ def score_manifest(
         raise ConfigError("--aggregate max is only defined for binary runs; use --aggregate mean for multi-class")
     threshold, threshold_source = _run_threshold(run, options)
     probability_columns = score_columns(classes)
-    columns = output_columns(classes, options.level, options.tta)
-    sample_columns = output_columns(classes, "series", options.tta)
+    findings = is_finding_model(run.model)
+    columns = output_columns(classes, options.level, options.tta, findings)
+    sample_columns = output_columns(classes, "series", options.tta, findings)
     rows_file = output if options.level == "series" else samples_path(output)
 
     part = select_part(manifest, options.num_parts, options.part_id, options.level)
@@ -321,6 +341,7 @@ def score_manifest(
             "input_fingerprint": input_fingerprint(manifest),
             "columns": columns,
             "samples_file": None if options.level == "series" else rows_file.name,
+            "findings_file": findings_path(output).name if findings else None,
             "device": str(device),
             "amp": options.amp and device.type == "cuda",
             "batch_size": options.batch_size,
@@ -330,12 +351,24 @@ def score_manifest(
             "finished": None,
             "status": "running",
         }
+        if findings:
+            record.update(findings_min_probability=CANDIDATE_MIN_PROBABILITY, findings_max_per_sample=MAX_CANDIDATES,
+                          findings_voxel_mm=_voxel_mm(run))
         previous = _check_resume(output, rows_file, record, options.overwrite)
         record["first_started"] = (previous or {}).get("first_started") or record["started"]
         write_sidecar(output, record)
 
         writer = PredictionsWriter(rows_file, sample_columns)
         done = writer.start(retry_errors=options.retry_errors)
+        findings_writer = None
+        if findings:
+            findings_writer = FindingsWriter(findings_path(output))
+            if done and not findings_writer.path.is_file():
+                raise OutputError(
+                    f"{findings_writer.path}: missing, but {len(done)} sample(s) of {rows_file.name} are already "
+                    "scored and their candidate findings would be lost; pass --overwrite to score them again"
+                )
+            findings_writer.start(done)
         already = part["sample_id"].isin(list(done))
         todo = part[~already].reset_index(drop=True)
         result = ScoreResult(output=output, sidecar=sidecar_path(output), skipped=int(already.sum()))
@@ -347,7 +380,7 @@ def score_manifest(
             explainer = GradCamExplainer(run, options.explain_dir, device=device)
         predictor = Predictor(run, device, amp=options.amp, tta=options.tta, uncertainty_class=positive_index)
         records = todo.to_dict("records")
-        dataset = PreprocessDataset(records, scoring_transforms(run, keep_geometry=explainer is not None))
+        dataset = PreprocessDataset(records, scoring_transforms(run, keep_geometry=explainer is not None or findings))
         started = time.monotonic()
         bar = progress() if show_progress else None
         task = None
@@ -358,6 +391,7 @@ def score_manifest(
             batches = iterate_batches(dataset, options.batch_size, options.workers, pin_memory=device.type == "cuda")
             for batch in batches:
                 new_rows: dict[int, dict[str, Any]] = {}
+                new_candidates: list[dict[str, Any]] = []
                 for index, reason in batch.failed:
                     new_rows[index] = _base_row(records[index]) | {"error": reason}
                     result.failures[reason] += 1
@@ -375,11 +409,20 @@ def score_manifest(
                             row["prediction"] = classes[int(probs.argmax())]
                         if spread is not None:
                             row["uncertainty"] = float(spread[offset])
+                        if findings:
+                            # one map per sample: the top finding and the candidates both come from it
+                            probability_map = finding_probability_map(run.model, batch.images[position], device)
+                            row.update(top_finding(probability_map, batch.affines[position]))
+                            identity = {name: row[name] for name in IDENTITY_COLUMNS}
+                            new_candidates.extend(identity | candidate for candidate in
+                                                  candidate_findings(probability_map, batch.affines[position]))
                         new_rows[index] = row
                         if explainer is not None:
                             explainer.explain_or_warn(records[index], batch.images[position], batch.affines[position],
                                                       class_index=positive_index if binary else int(probs.argmax()))
                 ordered = [new_rows[index] for index in sorted(new_rows)]
+                if findings_writer is not None:
+                    findings_writer.append(new_candidates)  # before the rows: a rerun drops orphan candidates
                 writer.append(ordered)
                 result.failed += sum(1 for row in ordered if row["error"])
                 result.scored += sum(1 for row in ordered if not row["error"])
@@ -393,7 +436,7 @@ def score_manifest(
         if options.level != "series":
             grouped = aggregate_rows(
                 sample_rows, options.level, aggregate, classes, probability_columns, threshold,
-                with_uncertainty=options.tta, positive_class=positive,
+                with_uncertainty=options.tta, positive_class=positive, carry=FINDING_COLUMNS if findings else (),
             )
             write_csv(output, pd.DataFrame(grouped, columns=columns))
             final_rows = grouped
@@ -422,6 +465,12 @@ def score_manifest(
         write_sidecar(output, record)
         result.record = record
         return result
+
+
+def _voxel_mm(run: Any) -> float | None:
+    """The largest voxel edge (mm) of the run's preprocessed grid: one voxel of a finding map's location."""
+    spacing = getattr(getattr(run, "plan", None), "spacing", None)
+    return round(float(max(spacing)), 4) if spacing else None
 
 
 def scoring_transforms(run: Any, keep_geometry: bool = False) -> Any:

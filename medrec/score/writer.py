@@ -7,6 +7,11 @@ finished and appends the rest: each sample ends in the file exactly once.
 
 Next to the file lies its sidecar JSON (``<output>.json``) that records which model made it;
 a rerun with another model is refused instead of mixing two models in one file.
+
+Finding-map runs also write the candidate findings file (``<output stem>.findings.csv``, several
+rows per sample, :class:`FindingsWriter`). A sample's candidates are appended before its
+prediction row, and a rerun keeps only the candidates of samples whose prediction row is in the
+file, so a sample killed between the two writes is scored again without duplicate candidates.
 """
 
 from __future__ import annotations
@@ -20,15 +25,23 @@ from pathlib import Path
 from typing import Any
 
 from medrec.atomicio import append_line, atomic_open, read_complete_lines, write_text
-from medrec.errors import OutputError
+from medrec.errors import InputError, OutputError
 
 MAX_ERROR_CHARS = 400
+FINDINGS_COLUMNS: tuple[str, ...] = ("sample_id", "study_uid", "patient_id", "rank", "x", "y", "z", "diameter_mm",
+                                     "probability")
 
 
 def sidecar_path(output: str | Path) -> Path:
     """``predictions.csv`` -> ``predictions.csv.json`` (the run record of that file)."""
     target = Path(output)
     return target.with_name(target.name + ".json")
+
+
+def findings_path(output: str | Path) -> Path:
+    """``predictions.csv`` -> ``predictions.findings.csv`` (the candidate findings of a finding-map run)."""
+    target = Path(output)
+    return target.with_name(f"{target.stem}.findings.csv")
 
 
 def read_sidecar(output: str | Path) -> dict[str, Any] | None:
@@ -151,3 +164,61 @@ class PredictionsWriter:
         """Append rows, one complete line each (each line is fsynced before the call returns)."""
         for row in rows:
             append_line(self.path, format_row(self.columns, row))
+
+
+class FindingsWriter:
+    """Append-only, crash-safe writer of the candidate findings file (:data:`FINDINGS_COLUMNS`).
+
+    Args:
+        path: the CSV file (:func:`findings_path` of the predictions file).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lines = PredictionsWriter(self.path, FINDINGS_COLUMNS)
+
+    def start(self, scored: Iterable[str]) -> int:
+        """Create the file with its header, or keep the rows of the samples in ``scored`` only.
+
+        Args:
+            scored: sample ids whose prediction rows are kept (their candidates are final).
+
+        Returns:
+            The rows kept.
+
+        Raises:
+            OutputError: the existing file has another header.
+        """
+        columns, rows = read_rows(self.path)
+        if not columns:
+            self._lines.rewrite([])
+            return 0
+        if columns != list(FINDINGS_COLUMNS):
+            raise OutputError(
+                f"{self.path}: existing columns ({', '.join(columns)}) are not those of a findings file "
+                f"({', '.join(FINDINGS_COLUMNS)}); move it away or pass --overwrite"
+            )
+        keep = set(scored)
+        kept = [row for row in rows if row.get("sample_id") in keep]
+        if len(kept) != len(rows) or len(read_complete_lines(self.path)) != len(rows) + 1:
+            self._lines.rewrite(kept)
+        return len(kept)
+
+    def append(self, rows: Iterable[Mapping[str, object]]) -> None:
+        """Append candidate rows, one complete line each."""
+        self._lines.append(rows)
+
+
+def read_findings(path: str | Path) -> list[dict[str, str]]:
+    """The complete rows of a candidate findings file (a torn last line is ignored).
+
+    Raises:
+        InputError: the file is missing or lacks the findings columns.
+    """
+    if not Path(path).is_file():
+        raise InputError(f"{path}: findings file not found; score again with 'medrec score' to write it")
+    columns, rows = read_rows(path)
+    missing = [name for name in FINDINGS_COLUMNS if name not in columns]
+    if missing:
+        raise InputError(f"{path}: not a findings file (lacks {', '.join(missing)}); score again to write it")
+    return rows

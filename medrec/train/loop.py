@@ -44,8 +44,10 @@ from medrec.errors import (
     OutputError,
     ResourceBudgetError,
 )
+from medrec.models.registry import model_family
 from medrec.manifest import MANIFEST_HASH_RULE, manifest_sha256, read_manifest
 from medrec.rundir import (
+    ANNOTATIONS_QC_CSV,
     CACHE_DIR,
     CHECKPOINT_STEM,
     CONFIG_YAML,
@@ -82,6 +84,7 @@ from medrec.train.determinism import (
     seed_everything,
 )
 from medrec.train.evaluation import classification_auc, validation_summary
+from medrec.train.findings import finding_loss
 from medrec.train.setup import (
     LabelSpace,
     check_partition,
@@ -376,7 +379,9 @@ class _Trainer:
         train_rows = self.rows[self.rows["sample_id"].isin(set(self.parts["train"]))]
         data_fingerprint = fingerprint(train_rows, sample_loader=load_sample, seed=self.config.training.seed)
         budget = "gpu" if self.device.type == "cuda" else "cpu"
-        plan = make_plan(data_fingerprint, self.config.preprocessing, compute_budget=budget)
+        finding_size, finding_source = self._finding_size() if self.findings else (None, "")
+        plan = make_plan(data_fingerprint, self.config.preprocessing, compute_budget=budget,
+                         finding_size_mm=finding_size, finding_size_source=finding_source)
         data = plan.model_dump(mode="json")
         write_text(plan_path, json.dumps({"plan": data, "plan_hash": plan_hash(data)}, indent=1, default=str) + "\n")
         for reason in plan.reasons:
@@ -405,7 +410,12 @@ class _Trainer:
                     f"model.spatial_dims {model_config.spatial_dims} does not fit the {spatial_dims}D inputs of the plan"
                 )
         mode = model_config.mode or plan.mode
-        if spatial_dims == 3 and (mode in ("2d", "2.5d") or model_config.spatial_dims == 2):
+        if self.findings:
+            # A finding-map model slices volumes itself (2.5D); its options are its own kwargs.
+            if spatial_dims == 3:
+                kwargs.setdefault("context", model_config.context or plan.slice_context or 1)
+            mode = "2.5d" if spatial_dims == 3 else "2d"
+        elif spatial_dims == 3 and (mode in ("2d", "2.5d") or model_config.spatial_dims == 2):
             mode = mode if mode in ("2d", "2.5d") else "2d"
             kwargs["slice_mode"] = mode
             kwargs["aggregation"] = model_config.aggregation
@@ -441,6 +451,8 @@ class _Trainer:
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress_fraction)))
 
     def _train_loader(self, epoch: int) -> DataLoader:
+        if self.findings:
+            return self._finding_loader(epoch)
         dataset, config = self.train_dataset, self.config.training
         dataset.set_epoch(epoch)
         seed = derive_seed(config.seed, epoch, 1)
@@ -469,6 +481,73 @@ class _Trainer:
             pin_memory=self.device.type == "cuda",
             generator=torch.Generator().manual_seed(derive_seed(config.seed, epoch, 2)),
         )
+
+    def _finding_loader(self, epoch: int) -> DataLoader:
+        """Slice batches of a finding-map model: ``steps_per_epoch`` batches drawn for ``epoch``."""
+        config = self.config.training
+        self.finding_dataset.set_epoch(epoch)
+        label_only = self.finding_targets.label_only
+        if label_only and config.mil_fraction > 0 and epoch >= 2 and epoch != self._top_slices_epoch:
+            from medrec.train.findings import top_slices
+
+            self.finding_dataset.set_top_slices(top_slices(self.model, self.finding_dataset.store, label_only))
+            self._top_slices_epoch = epoch
+            self.log(f"epoch {epoch}: top slices of {len(label_only)} positives without annotation chosen for MIL")
+        return DataLoader(
+            self.finding_dataset,
+            batch_size=config.batch_size,
+            shuffle=False,
+            num_workers=config.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def _read_annotations(self) -> Any:
+        """The lesion annotations a finding-map model learns from (every rank reads them)."""
+        from medrec.annotations import read_annotations
+
+        data = self.config.data
+        if data.lesions is None and data.masks is None:
+            raise ConfigError(
+                f"model {self.config.model.name} learns where findings are: give lesion annotations "
+                "(data.lesions: a lesion table, or data.masks: a CSV with a mask column)"
+            )
+        annotations = read_annotations(
+            self.rows, lesions=data.lesions, masks=data.masks,
+            label_positive=lambda label: str(label) == str(self.space.positive_class),
+        )
+        self.log(annotations.summary())
+        return annotations
+
+    def _finding_size(self) -> tuple[float | None, str]:
+        """The smallest annotated lesion of the training split (5th percentile of diameters), for the plan."""
+        train = set(self.parts["train"])
+        diameters = [lesion.diameter_mm for sample_id, lesions in self.annotations.lesions.items()
+                     if sample_id in train for lesion in lesions]
+        if not diameters:
+            return None, ""
+        size = round(float(np.percentile(diameters, 5)), 2)
+        return size, f"5th percentile of {len(diameters)} annotated training lesions"
+
+    def _finding_setup(self, store: SampleStore) -> None:
+        """Rasterise the training targets and build the slice dataset."""
+        from medrec.annotations import write_problems
+        from medrec.train.findings import FindingSliceDataset, build_targets, mask_function, positive_checker
+
+        annotations = self.annotations
+        is_positive = positive_checker(self.labels, self.space.positive_class)
+        targets = build_targets(store, self.parts["train"], is_positive, mask_function(annotations))
+        self.log(targets.summary())
+        if self.main:
+            write_problems(self.run_dir / ANNOTATIONS_QC_CSV, annotations)
+        config = self.config.training
+        context = int(self.architecture["kwargs"].get("context", 0)) if self.architecture["spatial_dims"] == 3 else 0
+        self.finding_dataset = FindingSliceDataset(
+            store, targets, context, config.steps_per_epoch * config.batch_size, config.foreground_fraction,
+            config.seed, rank=self.context.rank, flips=self.plan.augment is not None,
+            mil_fraction=config.mil_fraction if targets.label_only else 0.0,
+        )
+        self.finding_targets = targets
+        self._top_slices_epoch = 0
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -507,8 +586,9 @@ class _Trainer:
         labels = labels.to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
-            logits = self.ddp_model(images)
-        loss = self.criterion(logits.float(), labels)
+            logits = self.ddp_model(images, dense=True) if self.findings else self.ddp_model(images)
+        # Finding-map models: ``labels`` holds the slices' voxel targets.
+        loss = finding_loss(logits.float(), labels) if self.findings else self.criterion(logits.float(), labels)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -603,6 +683,8 @@ class _Trainer:
         if config.training.deterministic:
             enable_deterministic_mode()
         self._prepare_data()
+        self.findings = model_family(config.model.name) == "finding-map"
+        self.annotations = self._read_annotations() if self.findings else None
         self._on_main(self._write_inputs)
         from medrec.planning import Plan
         from medrec.transforms import build_transforms
@@ -611,7 +693,8 @@ class _Trainer:
         self.plan = Plan.model_validate(plan_data)
         self.plan_hash = plan_hash(plan_data)
         self._check_budget((1, *self.plan.input_size))
-        deterministic, augment = build_transforms(self.plan)
+        # Finding-map targets are placed through each cached image's affine.
+        deterministic, augment = build_transforms(self.plan, track_meta=self.findings)
 
         # Preprocess train + val once (never test); rank 0 fills the cache, the others read it.
         needed = self.parts["train"] + self.parts["val"]
@@ -651,6 +734,8 @@ class _Trainer:
         seed_everything(config.training.seed)
         self.architecture = self._architecture(input_shape)
         self.model = self._build_model()
+        if self.findings:
+            self._finding_setup(store)
         self.ddp_model = (
             DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             if self.context.enabled
@@ -670,7 +755,7 @@ class _Trainer:
             if self.amp_dtype == torch.float16:
                 self.scaler = torch.amp.GradScaler("cuda")
         weight = None
-        if config.training.imbalance == "weighted_loss":
+        if config.training.imbalance == "weighted_loss" and not self.findings:  # finding maps: voxel targets
             counts = np.bincount(self.train_dataset.labels, minlength=len(self.space.classes)).astype(np.float64)
             weight = torch.tensor(len(self.train_dataset) / (len(counts) * counts), dtype=torch.float32, device=self.device)
             self.log("class weights: " + ", ".join(f"{c} {w:.3f}" for c, w in zip(self.space.classes, weight.tolist(), strict=True)))

@@ -109,6 +109,11 @@ class PreprocessConfig(BaseModel):
         "auto", description="Largest number of voxels per input; the spacing is coarsened to fit. "
         "auto: by the compute budget (cpu or gpu)."
     )
+    finding_size_mm: float | None = Field(
+        None, gt=0.0, description="Diameter of the smallest finding to detect, in mm: an automatic spacing is made "
+        "fine enough that it spans at least 4 voxels on every axis, and is never coarsened past that to fit the "
+        "voxel budget. Default: from the lesion annotations when a finding-map model trains on them, else none.",
+    )
     augment: bool = Field(True, description="Apply random augmentation to training samples.")
     augmentation: AugmentConfig = Field(default_factory=AugmentConfig, description="Augmentation parameters.")
 

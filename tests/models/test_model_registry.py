@@ -14,13 +14,14 @@ from medrec.models import (
     count_parameters,
     create_model,
     list_models,
+    model_family,
     model_names,
     register_model,
 )
 from medrec.models.registry import _REGISTRY
 
 EXPECTED = {"cnn_small", "resnet10", "resnet18", "resnet34", "resnet50", "densenet121", "seresnet50",
-            "efficientnet_b0"}
+            "efficientnet_b0", "finding_fcn"}
 
 
 def test_registry_holds_the_promised_models() -> None:
@@ -43,11 +44,13 @@ def _cases() -> list:
 @pytest.mark.parametrize(("name", "spatial_dims"), _cases())
 def test_every_model_builds_and_gives_logits(name: str, spatial_dims: int) -> None:
     torch.manual_seed(0)
-    model = create_model(name, spatial_dims=spatial_dims, in_channels=1, num_classes=3).eval()
+    # finding-map models score one finding per study: binary only
+    classes = 2 if model_family(name) == "finding-map" else 3
+    model = create_model(name, spatial_dims=spatial_dims, in_channels=1, num_classes=classes).eval()
     batch = torch.randn(2, 1, *([32] * spatial_dims))
     with torch.no_grad():
         logits = model(batch)
-    assert logits.shape == (2, 3)
+    assert logits.shape == (2, classes)
     assert torch.isfinite(logits).all()
 
 

@@ -1,0 +1,160 @@
+"""Finding-map models: shapes, pooling, the dense path and the slice sampler's targets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medrec.errors import ConfigError, ModelError
+from medrec.models import create_model, model_family, stack_slice_context
+from medrec.models.findings import FindingMapModel, pool_map
+from medrec.train.findings import FindingSliceDataset, FindingTargets, finding_loss, slice_stack
+
+
+def test_volume_map_is_the_slice_network_applied_to_each_stack():
+    torch.manual_seed(0)
+    model = create_model("finding_fcn", 3, 1, 2, context=1).eval()
+    volume = torch.randn(2, 1, 24, 20, 7)
+    with torch.no_grad():
+        maps = model.finding_map(volume)
+        assert maps.shape == (2, 1, 24, 20, 7)
+        stacks = stack_slice_context(volume, 1)
+        for z in (0, 3, 6):  # the edge slices repeat their neighbour
+            direct = model(stacks[:, z], dense=True)
+            torch.testing.assert_close(maps[..., z], direct, atol=1e-5, rtol=1e-5)
+        logits = model(volume)
+    score = maps.reshape(2, -1).amax(dim=1)
+    torch.testing.assert_close(logits, torch.stack([-score / 2, score / 2], dim=1))
+    # the positive-class softmax probability is sigmoid(score)
+    torch.testing.assert_close(torch.softmax(logits, 1)[:, 1], torch.sigmoid(score))
+
+
+def test_2d_images_map_directly():
+    model = create_model("finding_fcn", 2, 1, 2).eval()
+    with torch.no_grad():
+        assert model.finding_map(torch.randn(3, 1, 32, 40)).shape == (3, 1, 32, 40)
+        assert model(torch.randn(3, 1, 32, 40)).shape == (3, 2)
+
+
+def test_pooling_against_numpy():
+    maps = torch.randn(2, 1, 5, 6, 4)
+    flat = maps.reshape(2, -1).numpy()
+    np.testing.assert_allclose(pool_map(maps, "max").numpy(), flat.max(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(pool_map(maps, "topk_mean", 5).numpy(), np.sort(flat, axis=1)[:, -5:].mean(axis=1), rtol=1e-5)
+    lse = np.log(np.exp(flat.astype(np.float64)).mean(axis=1))
+    np.testing.assert_allclose(pool_map(maps, "lse").numpy(), lse, rtol=1e-5)
+
+
+def test_bad_arguments_are_refused():
+    assert model_family("finding_fcn") == "finding-map"
+    with pytest.raises(ModelError, match="exactly 2 classes"):
+        create_model("finding_fcn", 3, 1, 3)
+    with pytest.raises(ModelError, match="pooling"):
+        FindingMapModel(3, 1, pooling="mean")
+    with pytest.raises(ModelError, match="channels"):
+        FindingMapModel(3, 1, channels=(8, 8))
+
+
+def test_slice_stack_matches_the_model_stacking():
+    volume = np.random.default_rng(0).normal(size=(1, 6, 5, 4)).astype(np.float32)
+    stacks = stack_slice_context(torch.from_numpy(volume)[None], 1)[0].numpy()
+    for z in range(4):
+        np.testing.assert_array_equal(slice_stack(volume, z, 1), stacks[z])
+
+
+class _Store:
+    def __init__(self, arrays):
+        self.arrays = arrays
+
+    def get(self, sample_id):
+        return type("Sample", (), {"array": self.arrays[sample_id], "affine": np.eye(4)})()
+
+
+def test_slice_sampler_targets_and_foreground_share():
+    rng = np.random.default_rng(1)
+    arrays = {s: rng.normal(size=(1, 8, 8, 10)).astype(np.float32) for s in ("pos", "neg", "weak")}
+    mask = np.zeros((8, 8, 10), dtype=np.uint8)
+    mask[2:5, 3:6, 6:8] = 1
+    targets = FindingTargets()
+    targets.masks["pos"] = mask
+    targets.negatives.append("neg")
+    targets.label_only.append("weak")
+    dataset = FindingSliceDataset(_Store(arrays), targets, context=1, length=400, foreground_fraction=0.5, seed=3,
+                                  flips=False)
+    dataset.set_epoch(1)
+    lesion_items = 0
+    for index in range(len(dataset)):
+        image, target, position = dataset[index]
+        assert image.shape == (3, 8, 8) and target.shape == (1, 8, 8) and position == index
+        matches = [(s, z) for s in arrays for z in range(10)
+                   if np.array_equal(image.numpy(), slice_stack(arrays[s], z, 1))]
+        assert len(matches) == 1
+        sample_id, z = matches[0]
+        assert sample_id != "weak"  # a positive without annotation has no voxel target
+        expected = mask[:, :, z] if sample_id == "pos" else np.zeros((8, 8))
+        np.testing.assert_array_equal(target[0].numpy(), expected)
+        lesion_items += bool(expected.any())
+    # half drawn from lesion slices, plus the uniform draws that hit one (1/2 * 1/2 * 2/10)
+    assert 0.45 * 400 < lesion_items < 0.70 * 400
+    # the same epoch draws the same items; another epoch draws others
+    first = [dataset[i][0] for i in range(20)]
+    assert all(torch.equal(a, dataset[i][0]) for i, a in enumerate(first))
+    dataset.set_epoch(2)
+    assert not all(torch.equal(a, dataset[i][0]) for i, a in enumerate(first))
+
+
+def test_finding_loss_prefers_the_right_map():
+    target = torch.zeros(2, 1, 8, 8)
+    target[0, 0, 2:4, 2:4] = 1
+    right = torch.where(target > 0, 6.0, -6.0)
+    wrong = torch.where(target > 0, -6.0, 6.0)
+    assert finding_loss(right, target) < 0.01 < 1.0 < finding_loss(wrong, target)
+
+
+def test_no_annotated_study_is_a_clear_error():
+    from medrec.train.findings import build_targets
+
+    store = _Store({"a": np.zeros((1, 4, 4, 4), np.float32)})
+    with pytest.raises(ConfigError, match="no training study has a usable lesion annotation"):
+        build_targets(store, ["a"], lambda s: True, lambda s, shape, affine: None)
+
+
+def test_label_only_slices_train_their_maximum():
+    from medrec.train.findings import MIL_TARGET
+
+    logits = torch.full((3, 1, 4, 4), -5.0)
+    logits[2, 0, 1, 1] = 3.0
+    target = torch.zeros(3, 1, 4, 4)
+    target[2] = MIL_TARGET  # a label-only slice: only its maximum is known to be a lesion
+    dense = torch.nn.functional.binary_cross_entropy_with_logits(logits[:2], target[:2])
+    mil = torch.nn.functional.binary_cross_entropy_with_logits(torch.tensor([3.0]), torch.ones(1))
+    torch.testing.assert_close(finding_loss(logits, target), dense * 2 / 3 + mil / 3)
+    # the gradient of the label-only slice reaches its maximum voxel only
+    logits.requires_grad_(True)
+    finding_loss(logits, target).backward()
+    grad = logits.grad[2, 0]
+    assert grad[1, 1] < 0 and int((grad != 0).sum()) == 1
+
+
+def test_mil_items_come_from_the_top_slices():
+    from medrec.train.findings import MIL_TARGET, top_slices
+
+    rng = np.random.default_rng(2)
+    arrays = {s: rng.normal(size=(1, 8, 8, 6)).astype(np.float32) for s in ("pos", "neg", "weak")}
+    targets = FindingTargets()
+    targets.masks["pos"] = np.pad(np.ones((2, 2, 2), np.uint8), ((3, 3), (3, 3), (2, 2)))
+    targets.negatives.append("neg")
+    targets.label_only.append("weak")
+    model = create_model("finding_fcn", 3, 1, 2, channels=(4, 4, 4, 4, 4, 4)).eval()
+    found = top_slices(model, _Store(arrays), ["weak"])
+    with torch.no_grad():
+        maps = model.finding_map(torch.from_numpy(arrays["weak"])[None])[0, 0]
+    assert found == {"weak": int(maps.amax(dim=(0, 1)).argmax())}
+    dataset = FindingSliceDataset(_Store(arrays), targets, 1, 200, 0.3, seed=0, flips=False, mil_fraction=0.3)
+    assert not any(float(dataset[i][1].min()) == MIL_TARGET for i in range(50))  # before the first refresh
+    dataset.set_top_slices(found)
+    weak = [dataset[i] for i in range(200) if float(dataset[i][1].min()) == MIL_TARGET]
+    assert 0.2 * 200 < len(weak) < 0.4 * 200
+    expected = slice_stack(arrays["weak"], found["weak"], 1)
+    assert all(np.array_equal(item[0].numpy(), expected) for item in weak)

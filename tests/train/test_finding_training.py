@@ -1,0 +1,135 @@
+"""Finding-map training end to end: a small annotated CT cohort learns, looks at the lesions, resumes exactly.
+
+The cohort is easy on purpose (30-45 mm lesions of 70-110 HU, low noise): the test is about the
+method working end to end on any machine, not about the difficulty it reaches (that is measured
+in benchmarks and datasets/synthetic_phantoms.md). With 400 steps this set-up scored held-out AUC
+0.90 and 1.00 on cohort seeds 3 and 2 (training AUC 1.0 on both); the test asks 0.8 after 240.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+from sklearn.metrics import roc_auc_score
+
+from medrec.config import parse_config
+from medrec.errors import ConfigError
+from medrec.train import train
+
+
+@pytest.fixture(scope="module")
+def annotated(tmp_path_factory):
+    from medrec.index import index_folder
+    from medrec.synth import generate_cohort
+
+    root = tmp_path_factory.mktemp("annotated")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cohort = generate_cohort(root / "scans", kind="ct-lesion", patients=40, fmt="nifti", seed=2, image_size=64,
+                                 slice_thickness=10.0, follow_up_fraction=0.0, lesion_diameter_mm=(30.0, 45.0),
+                                 contrast=(70.0, 110.0), noise=0.6)
+        index_folder(root / "scans", root / "index", labels=cohort.labels_csv, show_progress=False)
+    return {"root": root, "cohort": cohort, "manifest": root / "index" / "manifest.csv"}
+
+
+def _config(annotated, **training):
+    return parse_config({
+        "data": {"manifest": str(annotated["manifest"]), "lesions": str(annotated["cohort"].ground_truth_csv)},
+        "split": {"val": 0.2, "test": 0.3, "seed": 0, "check_pixels": False},
+        "preprocessing": {"preset": "ct", "augment": True},
+        "model": {"name": "finding_fcn"},
+        "training": {"epochs": 6, "steps_per_epoch": 40, "batch_size": 16, "lr": 0.003, "device": "cpu",
+                     "patience": None, "warmup_epochs": 1, "cache_dir": str(annotated["root"] / "cache"), **training},
+    })
+
+
+@pytest.fixture(scope="module")
+def finding_run(annotated):
+    torch.set_num_threads(1)
+    run = annotated["root"] / "run"
+    train(_config(annotated), run, show_progress=False)
+    return run
+
+
+def test_annotated_cohort_learns_and_the_map_peaks_inside_lesions(annotated, finding_run, tmp_path, capsys):
+    from medrec.cli import main
+
+    splits = pd.read_csv(finding_run / "splits.csv", dtype=str)
+    manifest = pd.read_csv(annotated["manifest"], dtype=str, keep_default_na=False)
+    held_out = manifest[manifest["sample_id"].isin(splits.loc[splits["split"] != "train", "sample_id"])]
+    held_out.to_csv(tmp_path / "held_out.csv", index=False)
+    with pytest.raises(SystemExit) as done:
+        main(["score", str(finding_run), str(tmp_path / "held_out.csv"), "-o", str(tmp_path / "pred.csv"),
+              "--workers", "0", "--level", "series"])
+    assert done.value.code in (0, None), capsys.readouterr().err
+    pred = pd.read_csv(tmp_path / "pred.csv", dtype={"label": str})
+    assert len(pred) == len(held_out) >= 16 and pred["error"].isna().all()
+    labels = (pred["label"] == "1").astype(int)
+    assert roc_auc_score(labels, pred["score"]) >= 0.8, "the finding-map model did not learn"
+    # where it looked: the top finding of each true positive against the ground-truth lesions (LPS mm)
+    truth = pd.read_csv(annotated["cohort"].ground_truth_csv, dtype={"study_uid": str})
+    study_of = dict(zip(manifest["sample_id"], manifest["study_uid"], strict=True))
+    hits = positives = 0
+    for row in pred[(labels == 1) & (pred["prediction"].astype(str) == "1")].to_dict("records"):
+        lesions = truth[truth["study_uid"] == study_of[row["sample_id"]]]
+        assert len(lesions), "a positive study has no ground-truth lesion (uids not matched)"
+        found = np.array([row["finding_x"], row["finding_y"], row["finding_z"]], dtype=float)
+        distances = np.linalg.norm(lesions[["center_x", "center_y", "center_z"]].to_numpy() - found, axis=1)
+        # inside the lesion, with one voxel (5.6 mm in-plane, 10 mm slices) of slack
+        positives += 1
+        hits += bool((distances <= lesions["diameter_mm"].to_numpy() / 2 + 10.0).any())
+        assert row["finding_diameter_mm"] > 0
+    assert positives >= 3 and hits >= max(3, int(np.ceil(2 * positives / 3))), f"{hits} of {positives} inside a lesion"
+    info = json.loads((finding_run / "model.json").read_text())
+    assert info["architecture"]["name"] == "finding_fcn"
+    assert (finding_run / "annotations_qc.csv").is_file()
+
+
+def test_resume_matches_the_uninterrupted_run(annotated, finding_run):
+    run = annotated["root"] / "resumed"
+    torch.set_num_threads(1)
+    partial = train(_config(annotated), run, interrupt_after_epoch=2, show_progress=False)
+    assert not partial.complete
+    train(_config(annotated), run, resume=True, show_progress=False)
+    reference, resumed = load_file(finding_run / "model.safetensors"), load_file(run / "model.safetensors")
+    assert reference.keys() == resumed.keys()
+    for key, value in reference.items():
+        assert torch.equal(value, resumed[key]), key
+    losses = [json.loads(line)["train_loss"] for line in (finding_run / "metrics.jsonl").read_text().splitlines()]
+    again = [json.loads(line)["train_loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert losses == again
+
+
+def test_a_finding_model_without_annotations_is_refused(annotated, tmp_path):
+    config = _config(annotated).model_copy(update={"data": _config(annotated).data.model_copy(update={"lesions": None})})
+    with pytest.raises(ConfigError, match="give lesion annotations"):
+        train(config, tmp_path / "run", show_progress=False)
+
+
+def test_plan_keeps_the_smallest_lesion_four_voxels_wide(finding_run):
+    plan = json.loads((finding_run / "plan.json").read_text())["plan"]
+    truth = pd.read_csv(Path(finding_run).parent / "scans" / "ground_truth.csv")
+    assert max(plan["spacing"]) <= truth["diameter_mm"].min() / 4 + 0.5  # the 5th percentile may exceed the minimum
+    assert any("smallest finding" in reason for reason in plan["reasons"])
+
+
+def test_partly_annotated_cohort_uses_label_only_positives(annotated, tmp_path):
+    truth = pd.read_csv(annotated["cohort"].ground_truth_csv, dtype=str)
+    studies = sorted(truth["study_uid"].unique())
+    truth[truth["study_uid"].isin(studies[::2])].to_csv(tmp_path / "half.csv", index=False)
+    config = _config(annotated, epochs=3)
+    config = config.model_copy(update={"data": config.data.model_copy(update={"lesions": tmp_path / "half.csv"})})
+    train(config, tmp_path / "run", show_progress=False)
+    log = (tmp_path / "run" / "train.log").read_text()
+    weak = int(log.split("negatives, ")[1].split(" positives without annotation")[0])
+    assert weak >= 3
+    assert f"epoch 2: top slices of {weak} positives without annotation chosen for MIL" in log
+    assert f"epoch 3: top slices of {weak} positives" in log
+    assert "positives_without_annotation=" in log
