@@ -56,7 +56,9 @@ class) over the flips.
 Grad-CAM (--explain DIR): DIR/<sample_id>.nii.gz holds the positive-class
 Grad-CAM of the last convolution, resampled onto the input image grid (same
 RAS affine as the input), 1 = strongest evidence for the positive class;
-DIR/<sample_id>.png shows the most activated slice.
+DIR/<sample_id>.png shows the most activated slice. Finding-map runs write
+their own finding map instead (the voxel probability of a lesion, on the
+input grid).
 
 Many machines: --num-parts K --part-id I scores the samples whose
 sha256(sample_id) mod K == I (at study / patient level the hash of the study
@@ -100,7 +102,7 @@ def register(app: typer.Typer) -> None:
                                                help="Operating threshold instead of the run's own."),
         tta: bool = typer.Option(False, "--tta", help="Average all flips; adds an uncertainty column."),
         explain: Path | None = typer.Option(None, "--explain", metavar="DIR",
-                                            help="Write Grad-CAM maps (NIfTI + PNG) into DIR."),
+                                            help="Write Grad-CAM maps, or finding maps of finding-map runs (NIfTI + PNG), into DIR."),
         labels: Path | None = typer.Option(None, "--labels", help="Labels file when INPUT is a scan folder."),
         workers: int | None = typer.Option(None, "--workers",
                                            help="Loader processes (0: in the main process) "
