@@ -206,6 +206,9 @@ class TrainingConfig(_Section):
             slices of annotated studies (the rest from anywhere in studies whose target is known).
         mil_fraction: finding-map models: share of the slices of a batch drawn from positives
             without annotation (each at the slice holding its highest logit, from the second epoch).
+        hard_fraction: finding-map models: share of the slices of a batch that are the slice
+            holding the highest logit of a study with a known target (hard examples, from the
+            second epoch; a third of those studies is re-examined each epoch).
     """
 
     epochs: int = Field(30, ge=1)
@@ -225,12 +228,14 @@ class TrainingConfig(_Section):
     steps_per_epoch: int = Field(100, ge=1)
     foreground_fraction: float = Field(0.33, ge=0.0, le=1.0)
     mil_fraction: float = Field(0.25, ge=0.0, le=1.0)
+    hard_fraction: float = Field(0.0, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _fractions(self) -> TrainingConfig:
-        if self.foreground_fraction + self.mil_fraction > 1.0:
+        if self.foreground_fraction + self.mil_fraction + self.hard_fraction > 1.0:
             raise ValueError(
-                f"foreground_fraction + mil_fraction must be <= 1, got {self.foreground_fraction} + {self.mil_fraction}"
+                "foreground_fraction + mil_fraction + hard_fraction must be <= 1, got "
+                f"{self.foreground_fraction} + {self.mil_fraction} + {self.hard_fraction}"
             )
         return self
 

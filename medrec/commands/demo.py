@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         publish: Path | None = typer.Option(
             None, "--publish", help="Also copy the report (HTML, PDF, JSON, figures) to this folder."),
     ) -> None:
-        """Run medrec end to end: synthesise a CT cohort (DICOM, with real-export quirks), then index, split, train and evaluate it with the default recipe on CPU, and print the key metrics and where the report is.
+        """Run medrec end to end: synthesise a CT cohort at the default difficulty (DICOM, with real-export quirks, and its lesion table), then index, split, train a finding-map model (recipe ct_lesion_annotated) and evaluate it on CPU, and print the key metrics and where the report is.
 
         Rerunning reuses the cohort and skips every finished step.
 

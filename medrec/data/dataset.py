@@ -97,6 +97,26 @@ def _keep_as_is(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return items
 
 
+def die_with_parent(worker_id: int = 0) -> None:
+    """DataLoader ``worker_init_fn``: a worker process is killed when its parent dies (Linux).
+
+    Without it, workers of a parent killed by SIGKILL keep running until they notice (seconds),
+    holding memory and open files. ``prctl(PR_SET_PDEATHSIG, SIGKILL)``; elsewhere a no-op.
+    """
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+
+
 def fill_cache(
     rows: Sequence[Mapping[str, Any]],
     transform: Callable,
@@ -134,6 +154,7 @@ def fill_cache(
         shuffle=False,
         num_workers=num_workers,
         collate_fn=_keep_as_is,
+        worker_init_fn=die_with_parent if num_workers else None,
     )
     failures: list[str] = []
     for batch in loader:

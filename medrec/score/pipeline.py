@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from medrec.data.dataset import PreprocessDataset
+from medrec.data.dataset import PreprocessDataset, die_with_parent
 
 
 @dataclass
@@ -125,6 +125,7 @@ def iterate_batches(
         shuffle=False,
         num_workers=workers,
         collate_fn=_as_list,
+        worker_init_fn=die_with_parent if workers else None,
         **kwargs,
     )
     with threads_beside_workers(workers):

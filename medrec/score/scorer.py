@@ -242,8 +242,10 @@ def _check_resume(output: Path, rows_file: Path, record: Mapping[str, Any], over
 def output_lock(output: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``<output>.lock`` so that two scoring processes never append to one file.
 
-    The kernel drops the lock when the process dies (even by SIGKILL), so a killed run never
-    leaves a stale lock behind.
+    A POSIX record lock (``lockf``): it belongs to this process alone, so loader workers forked
+    while it is held do not hold it too, and the kernel drops it when the process dies (even by
+    SIGKILL): a killed run never leaves a stale lock behind. (A ``flock`` lock would be shared with
+    the forked workers through the open file and outlive the parent until they exit.)
 
     Raises:
         OutputError: another process holds the lock, or the output folder is not writable.
@@ -251,14 +253,14 @@ def output_lock(output: Path) -> Iterator[None]:
     lock_path = output.with_name(output.name + ".lock")
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(lock_path, "a+")  # noqa: SIM115 - held for the whole run
+        handle = open(lock_path, "a+")  # noqa: SIM115 - held for the whole run (lockf needs write access)
     except OSError as e:
         raise OutputError(
             f"{output}: cannot write here ({e.strerror}: {e.filename}); choose a writable output folder"
         ) from e
     try:
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             raise OutputError(
                 f"{output}: another 'medrec score' is writing this file right now; wait for it or choose another -o"

@@ -15,6 +15,11 @@ whose target is "the maximum of this slice is a lesion" (cross-entropy of the sl
 logit against 1). Negatives need no such term: their voxel target (all zeros) already says that
 nothing in them is a lesion.
 
+Hard slices: a ``hard_fraction`` share of the items are, for studies whose target is known, the
+slice holding the study's highest logit (found by the current model for a third of those studies
+each epoch, in turn), with its voxel target. The study score is the maximum of the map, so the lesion-free places that look
+most like a lesion decide the score of a negative study; uniform slice draws meet them rarely.
+
 Draws are seeded by (seed, epoch, position), so an epoch is the same whatever the worker layout
 and a resumed run draws what the uninterrupted one would have.
 """
@@ -138,6 +143,8 @@ class FindingSliceDataset(Dataset):
         flips: random in-plane flips (augmentation).
         mil_fraction: share of items drawn from the top slices of label-only positives (once
             :meth:`set_top_slices` gave them).
+        hard_fraction: share of items drawn from the top slices of studies with a known target
+            (once :meth:`set_hard_slices` gave them).
     """
 
     def __init__(
@@ -151,6 +158,7 @@ class FindingSliceDataset(Dataset):
         rank: int = 0,
         flips: bool = True,
         mil_fraction: float = 0.0,
+        hard_fraction: float = 0.0,
     ) -> None:
         self.store, self.targets, self.context = store, targets, context
         self.length, self.foreground_fraction, self.seed, self.rank, self.flips = (
@@ -161,6 +169,8 @@ class FindingSliceDataset(Dataset):
         self.with_lesion_slices = [s for s, slices in self.lesion_slices.items() if len(slices)]
         self.mil_fraction = mil_fraction
         self.top_slices: dict[str, int] = {}
+        self.hard_fraction = hard_fraction
+        self.hard_slices: dict[str, int] = {}
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -169,6 +179,18 @@ class FindingSliceDataset(Dataset):
     def set_top_slices(self, top_slices: Mapping[str, int]) -> None:
         """The slice holding the highest logit of each label-only positive (from the current model)."""
         self.top_slices = dict(top_slices)
+
+    def set_hard_slices(self, hard_slices: Mapping[str, int]) -> None:
+        """The slice holding the highest logit of this epoch's share of studies with a known target.
+
+        Replaced, not accumulated, each epoch: the pool then depends on the current model only,
+        so a resumed run draws what the uninterrupted one drew.
+        """
+        self.hard_slices = dict(hard_slices)
+
+    def hard_refresh(self, epoch: int) -> list[str]:
+        """The studies whose hard slice is refreshed before ``epoch`` (a third of them, in turn)."""
+        return [s for position, s in enumerate(self.known) if position % 3 == epoch % 3]
 
     def __len__(self) -> int:
         return self.length
@@ -183,6 +205,11 @@ class FindingSliceDataset(Dataset):
             slices = self.lesion_slices[sample_id]
             z = int(slices[rng.integers(len(slices))])
             volume = self.store.get(sample_id).array
+        elif self.hard_slices and draw < self.foreground_fraction + self.hard_fraction:
+            names = sorted(self.hard_slices)
+            sample_id = names[rng.integers(len(names))]
+            volume = self.store.get(sample_id).array
+            z = self.hard_slices[sample_id] if volume.ndim == 4 else 0
         else:
             sample_id = self.known[rng.integers(len(self.known))]
             volume = self.store.get(sample_id).array

@@ -34,7 +34,7 @@ from medrec.atomicio import append_line, read_complete_lines, write_csv, write_t
 from medrec.config import TrainConfig, dump_config
 from medrec.console import progress
 from medrec.data.cache import SampleCache
-from medrec.data.dataset import CachedImageDataset, SampleStore, ThreadPrefetcher, fill_cache
+from medrec.data.dataset import CachedImageDataset, SampleStore, ThreadPrefetcher, die_with_parent, fill_cache
 from medrec.errors import (
     ConfigError,
     LeakageError,
@@ -478,6 +478,7 @@ class _Trainer:
             batch_size=config.batch_size,
             sampler=sampler,
             num_workers=config.num_workers,
+            worker_init_fn=die_with_parent if config.num_workers else None,
             pin_memory=self.device.type == "cuda",
             generator=torch.Generator().manual_seed(derive_seed(config.seed, epoch, 2)),
         )
@@ -493,11 +494,19 @@ class _Trainer:
             self.finding_dataset.set_top_slices(top_slices(self.model, self.finding_dataset.store, label_only))
             self._top_slices_epoch = epoch
             self.log(f"epoch {epoch}: top slices of {len(label_only)} positives without annotation chosen for MIL")
+        if config.hard_fraction > 0 and epoch >= 2 and epoch != self._hard_slices_epoch:
+            from medrec.train.findings import top_slices
+
+            refresh = self.finding_dataset.hard_refresh(epoch)
+            self.finding_dataset.set_hard_slices(top_slices(self.model, self.finding_dataset.store, refresh))
+            self._hard_slices_epoch = epoch
+            self.log(f"epoch {epoch}: hard slices of {len(refresh)} studies re-examined")
         return DataLoader(
             self.finding_dataset,
             batch_size=config.batch_size,
             shuffle=False,
             num_workers=config.num_workers,
+            worker_init_fn=die_with_parent if config.num_workers else None,
             pin_memory=self.device.type == "cuda",
         )
 
@@ -544,10 +553,11 @@ class _Trainer:
         self.finding_dataset = FindingSliceDataset(
             store, targets, context, config.steps_per_epoch * config.batch_size, config.foreground_fraction,
             config.seed, rank=self.context.rank, flips=self.plan.augment is not None,
-            mil_fraction=config.mil_fraction if targets.label_only else 0.0,
+            mil_fraction=config.mil_fraction if targets.label_only else 0.0, hard_fraction=config.hard_fraction,
         )
         self.finding_targets = targets
         self._top_slices_epoch = 0
+        self._hard_slices_epoch = 0
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:

@@ -158,3 +158,21 @@ def test_mil_items_come_from_the_top_slices():
     assert 0.2 * 200 < len(weak) < 0.4 * 200
     expected = slice_stack(arrays["weak"], found["weak"], 1)
     assert all(np.array_equal(item[0].numpy(), expected) for item in weak)
+
+
+def test_hard_slices_come_from_the_top_slices_with_their_targets():
+    rng = np.random.default_rng(3)
+    arrays = {s: rng.normal(size=(1, 8, 8, 6)).astype(np.float32) for s in ("pos", "neg")}
+    targets = FindingTargets()
+    targets.masks["pos"] = np.pad(np.ones((2, 2, 2), np.uint8), ((3, 3), (3, 3), (1, 3)))
+    targets.negatives.append("neg")
+    dataset = FindingSliceDataset(_Store(arrays), targets, 1, 300, 0.2, seed=0, flips=False, hard_fraction=0.5)
+    assert dataset.hard_refresh(1) + dataset.hard_refresh(2) + dataset.hard_refresh(3) != []
+    assert sorted(dataset.hard_refresh(3) + dataset.hard_refresh(4) + dataset.hard_refresh(5)) == ["neg", "pos"]
+    dataset.set_hard_slices({"neg": 4, "pos": 5})
+    hard = [item for item in (dataset[i] for i in range(300))
+            if np.array_equal(item[0].numpy(), slice_stack(arrays["neg"], 4, 1))
+            or np.array_equal(item[0].numpy(), slice_stack(arrays["pos"], 5, 1))]
+    assert 0.4 * 300 < len(hard) < 0.7 * 300  # half drawn as hard slices, plus uniform draws that hit them
+    for image, target, _ in hard:
+        assert float(target.sum()) == 0.0  # neither slice holds lesion voxels (pos's lesion is on slices 1-2)

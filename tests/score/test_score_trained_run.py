@@ -108,7 +108,9 @@ def test_scan_folder_is_indexed_on_the_fly(trained_run, tmp_path, capsys):
     assert read_sidecar(out)["input"]["kind"] == "folder"
 
 
-def test_sigkill_mid_run_then_rerun_completes_without_duplicates(trained_run, tmp_path):
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_sigkill_mid_run_then_rerun_completes_without_duplicates(trained_run, tmp_path, workers):
+    """Killed mid-run and rerun at once: with loader workers busy too (their lock must not outlive the parent)."""
     manifest = read_manifest(trained_run["manifest"])
     # many rows (the same files under new sample ids) so that the kill lands mid-run
     copies = []
@@ -120,7 +122,7 @@ def test_sigkill_mid_run_then_rerun_completes_without_duplicates(trained_run, tm
     big.to_csv(tmp_path / "big.csv", index=False)
     out = tmp_path / "p.csv"
     command = [*MEDREC, "score", str(trained_run["run"]), str(tmp_path / "big.csv"), "-o", str(out),
-               "--workers", "0", "--batch-size", "2"]
+               "--workers", workers, "--batch-size", "2"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
