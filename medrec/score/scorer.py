@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import hashlib
 import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -238,6 +239,11 @@ def _check_resume(output: Path, rows_file: Path, record: Mapping[str, Any], over
     return previous
 
 
+# Lock files held by this process (record locks do not exclude a second holder in one process).
+_HELD_LOCKS: set[str] = set()
+_HELD_GUARD = threading.Lock()
+
+
 @contextlib.contextmanager
 def output_lock(output: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``<output>.lock`` so that two scoring processes never append to one file.
@@ -247,10 +253,32 @@ def output_lock(output: Path) -> Iterator[None]:
     SIGKILL): a killed run never leaves a stale lock behind. (A ``flock`` lock would be shared with
     the forked workers through the open file and outlive the parent until they exit.)
 
+    A second scorer of the same file in this process is refused too.
+
     Raises:
-        OutputError: another process holds the lock, or the output folder is not writable.
+        OutputError: another scorer holds the lock, or the output folder is not writable.
     """
     lock_path = output.with_name(output.name + ".lock")
+    # Record locks are per process: a second scorer in this process is refused here (before it
+    # opens the lock file: closing any descriptor of the file would drop this process's lock).
+    key = str(lock_path.absolute())
+    with _HELD_GUARD:
+        if key in _HELD_LOCKS:
+            raise OutputError(
+                f"{output}: another 'medrec score' is writing this file right now; wait for it or choose another -o"
+            )
+        _HELD_LOCKS.add(key)
+    try:
+        with _record_lock(output, lock_path):
+            yield
+    finally:
+        with _HELD_GUARD:
+            _HELD_LOCKS.discard(key)
+
+
+@contextlib.contextmanager
+def _record_lock(output: Path, lock_path: Path) -> Iterator[None]:
+    """The inter-process part of :func:`output_lock`: a ``lockf`` lock on ``lock_path``."""
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(lock_path, "a+")  # noqa: SIM115 - held for the whole run (lockf needs write access)
