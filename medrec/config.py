@@ -206,6 +206,7 @@ class TrainingConfig(_Section):
             slices of annotated studies (the rest from anywhere in studies whose target is known).
         mil_fraction: finding-map models: share of the slices of a batch drawn from positives
             without annotation (each at the slice holding its highest logit, from the second epoch).
+            Off by default: on partly annotated CT it stopped learning (datasets/synthetic_phantoms.md).
         hard_fraction: finding-map models: share of the slices of a batch that are the slice
             holding the highest logit of a study with a known target (hard examples, from the
             second epoch; a third of those studies is re-examined each epoch).
@@ -227,7 +228,7 @@ class TrainingConfig(_Section):
     deterministic: bool = True
     steps_per_epoch: int = Field(100, ge=1)
     foreground_fraction: float = Field(0.33, ge=0.0, le=1.0)
-    mil_fraction: float = Field(0.25, ge=0.0, le=1.0)
+    mil_fraction: float = Field(0.0, ge=0.0, le=1.0)
     hard_fraction: float = Field(0.0, ge=0.0, le=1.0)
 
     @model_validator(mode="after")

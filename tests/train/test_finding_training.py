@@ -124,7 +124,7 @@ def test_partly_annotated_cohort_uses_label_only_positives(annotated, tmp_path):
     truth = pd.read_csv(annotated["cohort"].ground_truth_csv, dtype=str)
     studies = sorted(truth["study_uid"].unique())
     truth[truth["study_uid"].isin(studies[::2])].to_csv(tmp_path / "half.csv", index=False)
-    config = _config(annotated, epochs=3)
+    config = _config(annotated, epochs=3, mil_fraction=0.25)
     config = config.model_copy(update={"data": config.data.model_copy(update={"lesions": tmp_path / "half.csv"})})
     train(config, tmp_path / "run", show_progress=False)
     log = (tmp_path / "run" / "train.log").read_text()
