@@ -7,3 +7,65 @@ import os
 # Tests run on 2-core CI machines: keep BLAS / torch from oversubscribing them.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("MKL_NUM_THREADS", "2")
+
+import warnings  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+def _annotated_ct_config(annotated: dict[str, Any], **training: Any) -> Any:
+    """The finding-map training config of :func:`annotated_ct` (training overrides as keywords)."""
+    from medrec.config import parse_config
+
+    return parse_config({
+        "data": {"manifest": str(annotated["manifest"]), "lesions": str(annotated["cohort"].ground_truth_csv)},
+        "split": {"val": 0.2, "test": 0.3, "seed": 0, "check_pixels": False},
+        "preprocessing": {"preset": "ct", "augment": True},
+        "model": {"name": "finding_fcn"},
+        "training": {"epochs": 6, "steps_per_epoch": 40, "batch_size": 16, "lr": 0.003, "device": "cpu",
+                     "patience": None, "warmup_epochs": 1, "cache_dir": str(annotated["root"] / "cache"), **training},
+    })
+
+
+@pytest.fixture(scope="session")
+def annotated_ct(tmp_path_factory) -> dict[str, Any]:
+    """A small CT cohort with its lesion table (40 patients, NIfTI), indexed: ``root``, ``cohort``, ``manifest``.
+
+    Easy on purpose (30-45 mm lesions of 70-110 HU, low noise): tests on it are about the
+    finding-map method working end to end on any machine, not about the difficulty it reaches.
+    """
+    from medrec.index import index_folder
+    from medrec.synth import generate_cohort
+
+    root = tmp_path_factory.mktemp("annotated_ct")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cohort = generate_cohort(root / "scans", kind="ct-lesion", patients=40, fmt="nifti", seed=2, image_size=64,
+                                 slice_thickness=10.0, follow_up_fraction=0.0, lesion_diameter_mm=(30.0, 45.0),
+                                 contrast=(70.0, 110.0), noise=0.6)
+        index_folder(root / "scans", root / "index", labels=cohort.labels_csv, show_progress=False)
+    return {"root": root, "cohort": cohort, "manifest": root / "index" / "manifest.csv"}
+
+
+@pytest.fixture(scope="session")
+def annotated_ct_config():
+    """``f(annotated_ct, **training) -> TrainConfig``: the finding-map config of the annotated cohort."""
+    return _annotated_ct_config
+
+
+@pytest.fixture(scope="session")
+def annotated_ct_run(annotated_ct):
+    """A finding-map run trained on :func:`annotated_ct` (240 steps of 16 slices, one thread, ~40 s)."""
+    import torch
+
+    from medrec.train import train
+
+    run = annotated_ct["root"] / "run"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(_annotated_ct_config(annotated_ct), run, show_progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return run

@@ -225,37 +225,11 @@ def test_lesions_without_a_findings_file_name_the_predictions(tmp_path, run_medr
 
 
 @pytest.fixture(scope="module")
-def scored_finding_run(tmp_path_factory):
-    """A finding-map run trained on a tiny annotated CT cohort (~40 s), its test split scored."""
-    import torch
-
+def scored_finding_run(annotated_ct, annotated_ct_run):
+    """The shared finding-map run of the annotated CT cohort, its test split scored."""
     from medrec.cli import main
-    from medrec.config import parse_config
-    from medrec.index import index_folder
-    from medrec.synth import generate_cohort
-    from medrec.train import train
 
-    root = tmp_path_factory.mktemp("finding_run")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cohort = generate_cohort(root / "scans", kind="ct-lesion", patients=40, fmt="nifti", seed=2, image_size=64,
-                                 slice_thickness=10.0, follow_up_fraction=0.0, lesion_diameter_mm=(30.0, 45.0),
-                                 contrast=(70.0, 110.0), noise=0.6)
-        index_folder(root / "scans", root / "index", labels=cohort.labels_csv, show_progress=False)
-    config = parse_config({
-        "data": {"manifest": str(root / "index" / "manifest.csv"), "lesions": str(cohort.ground_truth_csv)},
-        "split": {"val": 0.2, "test": 0.3, "seed": 0, "check_pixels": False},
-        "preprocessing": {"preset": "ct", "augment": True},
-        "model": {"name": "finding_fcn"},
-        "training": {"epochs": 6, "steps_per_epoch": 40, "batch_size": 16, "lr": 0.003, "device": "cpu",
-                     "patience": None, "warmup_epochs": 1, "cache_dir": str(root / "cache")},
-    })
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train(config, root / "run", show_progress=False)
-    finally:
-        torch.set_num_threads(threads)
+    root, cohort = annotated_ct["root"], annotated_ct["cohort"]
     splits = pd.read_csv(root / "run" / "splits.csv", dtype=str)
     manifest = pd.read_csv(root / "index" / "manifest.csv", dtype=str, keep_default_na=False)
     manifest[manifest["sample_id"].isin(splits.loc[splits["split"] == "test", "sample_id"])].to_csv(

@@ -9,7 +9,6 @@ in benchmarks and datasets/synthetic_phantoms.md). With 400 steps this set-up sc
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,43 +18,23 @@ import torch
 from safetensors.torch import load_file
 from sklearn.metrics import roc_auc_score
 
-from medrec.config import parse_config
 from medrec.errors import ConfigError
 from medrec.train import train
 
 
-@pytest.fixture(scope="module")
-def annotated(tmp_path_factory):
-    from medrec.index import index_folder
-    from medrec.synth import generate_cohort
-
-    root = tmp_path_factory.mktemp("annotated")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cohort = generate_cohort(root / "scans", kind="ct-lesion", patients=40, fmt="nifti", seed=2, image_size=64,
-                                 slice_thickness=10.0, follow_up_fraction=0.0, lesion_diameter_mm=(30.0, 45.0),
-                                 contrast=(70.0, 110.0), noise=0.6)
-        index_folder(root / "scans", root / "index", labels=cohort.labels_csv, show_progress=False)
-    return {"root": root, "cohort": cohort, "manifest": root / "index" / "manifest.csv"}
+@pytest.fixture
+def annotated(annotated_ct):
+    return annotated_ct
 
 
-def _config(annotated, **training):
-    return parse_config({
-        "data": {"manifest": str(annotated["manifest"]), "lesions": str(annotated["cohort"].ground_truth_csv)},
-        "split": {"val": 0.2, "test": 0.3, "seed": 0, "check_pixels": False},
-        "preprocessing": {"preset": "ct", "augment": True},
-        "model": {"name": "finding_fcn"},
-        "training": {"epochs": 6, "steps_per_epoch": 40, "batch_size": 16, "lr": 0.003, "device": "cpu",
-                     "patience": None, "warmup_epochs": 1, "cache_dir": str(annotated["root"] / "cache"), **training},
-    })
+@pytest.fixture
+def finding_run(annotated_ct_run):
+    return annotated_ct_run
 
 
-@pytest.fixture(scope="module")
-def finding_run(annotated):
-    torch.set_num_threads(1)
-    run = annotated["root"] / "run"
-    train(_config(annotated), run, show_progress=False)
-    return run
+@pytest.fixture
+def config_of(annotated_ct_config):
+    return annotated_ct_config
 
 
 def test_annotated_cohort_learns_and_the_map_peaks_inside_lesions(annotated, finding_run, tmp_path, capsys):
@@ -92,12 +71,12 @@ def test_annotated_cohort_learns_and_the_map_peaks_inside_lesions(annotated, fin
     assert (finding_run / "annotations_qc.csv").is_file()
 
 
-def test_resume_matches_the_uninterrupted_run(annotated, finding_run):
+def test_resume_matches_the_uninterrupted_run(annotated, finding_run, config_of):
     run = annotated["root"] / "resumed"
     torch.set_num_threads(1)
-    partial = train(_config(annotated), run, interrupt_after_epoch=2, show_progress=False)
+    partial = train(config_of(annotated), run, interrupt_after_epoch=2, show_progress=False)
     assert not partial.complete
-    train(_config(annotated), run, resume=True, show_progress=False)
+    train(config_of(annotated), run, resume=True, show_progress=False)
     reference, resumed = load_file(finding_run / "model.safetensors"), load_file(run / "model.safetensors")
     assert reference.keys() == resumed.keys()
     for key, value in reference.items():
@@ -107,8 +86,8 @@ def test_resume_matches_the_uninterrupted_run(annotated, finding_run):
     assert losses == again
 
 
-def test_a_finding_model_without_annotations_is_refused(annotated, tmp_path):
-    config = _config(annotated).model_copy(update={"data": _config(annotated).data.model_copy(update={"lesions": None})})
+def test_a_finding_model_without_annotations_is_refused(annotated, tmp_path, config_of):
+    config = config_of(annotated).model_copy(update={"data": config_of(annotated).data.model_copy(update={"lesions": None})})
     with pytest.raises(ConfigError, match="give lesion annotations"):
         train(config, tmp_path / "run", show_progress=False)
 
@@ -120,11 +99,11 @@ def test_plan_keeps_the_smallest_lesion_four_voxels_wide(finding_run):
     assert any("smallest finding" in reason for reason in plan["reasons"])
 
 
-def test_partly_annotated_cohort_uses_label_only_positives(annotated, tmp_path):
+def test_partly_annotated_cohort_uses_label_only_positives(annotated, tmp_path, config_of):
     truth = pd.read_csv(annotated["cohort"].ground_truth_csv, dtype=str)
     studies = sorted(truth["study_uid"].unique())
     truth[truth["study_uid"].isin(studies[::2])].to_csv(tmp_path / "half.csv", index=False)
-    config = _config(annotated, epochs=3, mil_fraction=0.25)
+    config = config_of(annotated, epochs=3, mil_fraction=0.25)
     config = config.model_copy(update={"data": config.data.model_copy(update={"lesions": tmp_path / "half.csv"})})
     train(config, tmp_path / "run", show_progress=False)
     log = (tmp_path / "run" / "train.log").read_text()
