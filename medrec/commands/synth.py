@@ -60,6 +60,9 @@ def register(app: typer.Typer) -> None:
         follow_up_fraction: float = typer.Option(
             0.2, "--follow-up-fraction", help="Fraction of patients with a second, later study."
         ),
+        masks: bool = typer.Option(
+            False, "--masks", help="Also write lesion masks (masks/*.nii.gz) and a mask column in labels.csv."
+        ),
         overwrite: bool = typer.Option(False, "--overwrite", help="Write into a folder that already holds a cohort."),
     ) -> None:
         """Write a synthetic phantom cohort with labels.csv and ground_truth.csv.
@@ -73,6 +76,8 @@ def register(app: typer.Typer) -> None:
             medrec synth mr/ --kind mri-tumor --patients 60 --format nifti --seed 1 --contrast 0.1,0.4
 
             medrec synth export/ --kind xr-nodule --patients 20 --quirks --noise 1.5
+
+            medrec synth ct/ --kind ct-lesion --patients 200 --format nifti --masks   (labels.csv gets a mask column)
         """
         from medrec.console import console, print_summary
         from medrec.synth import generate_cohort
@@ -91,6 +96,7 @@ def register(app: typer.Typer) -> None:
             image_size=image_size,
             slice_thickness=slice_thickness,
             follow_up_fraction=follow_up_fraction,
+            masks=masks,
             overwrite=overwrite,
             progress=True,
         )
@@ -104,6 +110,7 @@ def register(app: typer.Typer) -> None:
                 ("positive patients", s["positive_patients"]),
                 ("positive studies", s["positive_studies"]),
                 ("lesions", s["lesions"]),
+                *([("lesion masks", s["masks"])] if masks else []),
                 ("manufacturers (studies)", manufacturers),
                 ("files written", s["files_written"]),
                 ("size on disk", _size(s["bytes_on_disk"])),

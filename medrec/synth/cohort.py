@@ -34,6 +34,7 @@ from medrec.synth.render import (
     RenderedStudy,
     body_to_lps,
     lesion_index,
+    render_lesion_mask,
     render_study,
     store,
 )
@@ -62,6 +63,7 @@ class LesionTruth:
 class SynthStudy:
     """One written study (its main series).
 
+    ``mask_path``: the lesion mask written with ``masks=True`` (positive studies only).
     ``volume`` holds the real-world values a correct reader returns (CT: int16 HU; MR: stored *
     slope + intercept; XR: MONOCHROME2-sense values) in the vol[i, j, k] / img[i, j] convention;
     None unless ``return_volumes``. ``files``: the main series' files sorted along the slice normal
@@ -87,6 +89,7 @@ class SynthStudy:
     study_date: str = ""
     path: Path | None = None
     plan: StudyPlan | None = field(default=None, repr=False)
+    mask_path: Path | None = None
 
 
 @dataclass
@@ -274,6 +277,7 @@ def generate_cohort(
     follow_up_fraction: float = 0.2,
     return_volumes: bool = False,
     identity: Identity | Mapping[str, Any] | None = None,
+    masks: bool = False,
     overwrite: bool = False,
     progress: bool = False,
 ) -> SynthCohort:
@@ -301,6 +305,9 @@ def generate_cohort(
         return_volumes: keep each main series' real-world volume in ``SynthStudy.volume``.
         identity: :class:`~medrec.synth.plan.Identity` or a dict overriding PatientName / PatientID /
             birth date / InstitutionName patterns.
+        masks: also write each positive study's lesion mask (``masks/<patient>/<study_uid>.nii.gz``,
+            uint8 on the main series' grid, in its world geometry) and add a ``mask`` column to
+            ``labels.csv`` (relative path; empty for studies without lesions).
         overwrite: write into a folder that already holds a cohort (files with the same names are replaced).
         progress: show a progress bar on the console.
 
@@ -344,7 +351,11 @@ def generate_cohort(
             files = [write_nifti(main_path, rendered.volume, rendered.affine_lps)]
             count = 1
         files_written += count
-        studies.append(_study_record(plan, rendered, files, main_path, return_volumes))
+        record = _study_record(plan, rendered, files, main_path, return_volumes)
+        if masks and plan.lesions:
+            record.mask_path = write_nifti(out / "masks" / plan.patient_key / f"{plan.study_uid}.nii.gz",
+                                           render_lesion_mask(plan), rendered.affine_lps)
+        studies.append(record)
 
     if progress:
         from medrec.console import progress as progress_bar
@@ -362,7 +373,7 @@ def generate_cohort(
 
     labels_csv = out / "labels.csv"
     ground_truth_csv = out / "ground_truth.csv"
-    write_csv(labels_csv, labels_frame(studies, out))
+    write_csv(labels_csv, labels_frame(studies, out, with_masks=masks))
     write_csv(ground_truth_csv, ground_truth_frame(studies))
     for root, _dirs, names in os.walk(out):
         for name in names:
@@ -376,6 +387,7 @@ def generate_cohort(
         "positive_patients": len({s.patient_id for s in studies if s.label}),
         "positive_studies": sum(s.label for s in studies),
         "lesions": sum(len(s.lesions) for s in studies),
+        "masks": sum(s.mask_path is not None for s in studies),
         "manufacturers": dict(sorted(Counter(s.manufacturer for s in studies).items())),
         "files_written": files_written,
         "bytes_on_disk": bytes_written,
@@ -386,7 +398,7 @@ def generate_cohort(
         "prevalence": prevalence, "follow_up_fraction": follow_up_fraction, "noise": noise,
         "lesion_diameter_mm": list(lesion_diameter_mm) if lesion_diameter_mm is not None else None,
         "contrast": list(contrast) if contrast is not None else None,
-        "image_size": image_size, "slice_thickness": slice_thickness,
+        "image_size": image_size, "slice_thickness": slice_thickness, "masks": bool(masks),
     }
     write_text(out / "synth.json", json.dumps({"settings": settings, "summary": summary}, indent=2) + "\n")
     return SynthCohort(out_dir=out, labels_csv=labels_csv, ground_truth_csv=ground_truth_csv, studies=studies,
@@ -429,14 +441,18 @@ def _study_record(plan: StudyPlan, rendered: RenderedStudy, files: list[Path], p
     )
 
 
-def labels_frame(studies: list[SynthStudy], out_dir: Path) -> pd.DataFrame:
-    """labels.csv: one row per study (patient_id, study_uid, accession, label, lesion_type, path)."""
+def labels_frame(studies: list[SynthStudy], out_dir: Path, with_masks: bool = False) -> pd.DataFrame:
+    """labels.csv: one row per study (patient_id, study_uid, accession, label, lesion_type, path[, mask])."""
+
+    def relative(path: Path | None) -> str:
+        return Path(os.path.relpath(path, out_dir)).as_posix() if path else ""
+
     rows = [
         {"patient_id": s.patient_id, "study_uid": s.study_uid, "accession": s.accession, "label": s.label,
-         "lesion_type": s.lesion_type, "path": Path(os.path.relpath(s.path, out_dir)).as_posix() if s.path else ""}
+         "lesion_type": s.lesion_type, "path": relative(s.path), "mask": relative(s.mask_path)}
         for s in studies
     ]
-    return pd.DataFrame(rows, columns=list(LABEL_COLUMNS))
+    return pd.DataFrame(rows, columns=[*LABEL_COLUMNS, *(["mask"] if with_masks else [])])
 
 
 def ground_truth_frame(studies: list[SynthStudy]) -> pd.DataFrame:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from medrec.synth.lesions import lesion_distance
 from medrec.synth.plan import StudyPlan
 from medrec.synth.scanners import ScannerProfile
 from medrec.synth.shapes import Canvas
@@ -94,6 +95,23 @@ def render_modality_image(plan: StudyPlan, with_lesions: bool = True, with_noise
     if with_noise and plan.noise_sigma > 0:
         phantom.add_noise(canvas, plan.noise_sigma, noise_rng)
     return canvas.image
+
+
+def render_lesion_mask(plan: StudyPlan) -> np.ndarray:
+    """The lesions' voxels on the main series' grid (uint8, 1 inside any lesion outline).
+
+    A voxel is lesion when its centre lies inside the lobulated outline that paints the lesion
+    (signed distance >= 0 at the lesion's radius): the mask a reader would draw on the noise-free
+    image, without the soft edge the render blends into the organ. MR tumors: the enhancing rim
+    and core, not the surrounding edema.
+    """
+    canvas = Canvas(grid_shape(plan), _index_to_body(plan), 0.0)
+    mask = np.zeros(canvas.shape, dtype=np.uint8)
+    for lesion in plan.lesions:
+        box, distance = lesion_distance(canvas, lesion, lesion.diameter_mm / 2.0)
+        if box is not None:
+            mask[box] |= (distance >= 0).astype(np.uint8)
+    return mask
 
 
 def store(scanner: ScannerProfile, modality: str, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
