@@ -32,6 +32,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 
 from medrec.atomicio import write_csv
 from medrec.errors import AnnotationError, LabelsError
@@ -442,6 +443,30 @@ def _load_mask(source: Path) -> tuple[np.ndarray, np.ndarray]:
     if n_nan:
         raise AnnotationError(f"{source}: mask holds {n_nan} NaN voxel(s) of {data.size}; write 0 / 1 values")
     return data > 0.5, affine
+
+
+def mask_lesion_diameters(path: str | Path) -> list[float]:
+    """Equivalent diameters (mm) of the lesions in a NIfTI mask, one per connected component.
+
+    A component of volume ``V`` counts as a sphere of diameter ``(6 V / pi) ** (1 / 3)``; in a
+    single-slice (2D) mask, a component of area ``A`` as a disc of diameter ``2 (A / pi) ** 0.5``.
+    Voxels touching by a face belong to one lesion.
+
+    Raises:
+        AnnotationError: as :func:`resample_mask` for a missing, unreadable or NaN mask.
+    """
+    lesion, affine = _load_mask(Path(path))
+    flat = lesion.shape[2] == 1
+    labelled, count = ndimage.label(lesion[..., 0] if flat else lesion)
+    if not count:
+        return []
+    voxels = np.bincount(labelled.ravel())[1:]
+    columns = affine[:3, :3]
+    if flat:
+        area = float(np.linalg.norm(np.cross(columns[:, 0], columns[:, 1])))
+        return [round(2.0 * math.sqrt(n * area / math.pi), 3) for n in voxels]
+    volume = abs(float(np.linalg.det(columns)))
+    return [round((6.0 * n * volume / math.pi) ** (1.0 / 3.0), 3) for n in voxels]
 
 
 def _resample(source: Path, shape: tuple[int, ...], affine_ras: np.ndarray) -> _Resampled:

@@ -492,10 +492,25 @@ def make_plan(
         what = "foreground" if source is foreground else "field of view"
         input_size = _sizes(extent, spacing, multiples)
         if math.prod(input_size) > budget and finest_allowed is not None:
-            reasons.append(
-                f"input size {_fmt(input_size)} exceeds the {budget}-voxel budget ({budget_source}) but the spacing "
-                "is not coarsened: the smallest finding would blur away (finding-map models run slice by slice)"
-            )
+            start = spacing.copy()
+            while math.prod(input_size) > budget and (spacing < finest_allowed).any():
+                # Coarsen the finest axes first (5% steps), never past a quarter of the smallest finding.
+                finest = spacing[spacing < finest_allowed].min()
+                spacing = np.where(spacing <= finest * 1.05, np.minimum(spacing * 1.05, finest_allowed), spacing)
+                input_size = _sizes(extent, spacing, multiples)
+            spacing = np.round(spacing, 3)
+            input_size = _sizes(extent, spacing, multiples)
+            if (spacing != np.round(start, 3)).any():
+                reasons.append(
+                    f"spacing coarsened from {_fmt(start)} to {_fmt(spacing)} mm (finest axes first, at most a quarter "
+                    f"of the smallest finding) towards the {budget}-voxel budget ({budget_source})"
+                )
+            if math.prod(input_size) > budget:
+                reasons.append(
+                    f"input size {_fmt(input_size)} exceeds the {budget}-voxel budget ({budget_source}) but the "
+                    "spacing is not coarsened further: the smallest finding would blur away (finding-map models "
+                    "run slice by slice)"
+                )
         elif math.prod(input_size) > budget:
             if config.spacing == "auto":
                 start = spacing.copy()

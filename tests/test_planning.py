@@ -238,3 +238,40 @@ def test_intensity_percentiles_match_numpy() -> None:
     assert fp["intensity"]["p50"] == pytest.approx(np.percentile(voxels, 50), rel=1e-3)
     assert fp["intensity"]["p99_5"] == pytest.approx(np.percentile(voxels, 99.5), rel=1e-3)
     assert fp["intensity"]["mean"] == pytest.approx(voxels.mean(), rel=1e-4)
+
+
+def test_finding_size_refines_a_spacing_that_would_blur_the_smallest_finding() -> None:
+    manifest = _manifest(10, "CT", (2.8, 2.8, 5.0), (96, 96, 36))
+    plan = make_plan(fingerprint(manifest, max_samples=0), PreprocessConfig(mode="3d"), finding_size_mm=12.0,
+                     finding_size_source="5th percentile of 40 annotated training lesions")
+    assert plan.spacing == (2.8, 2.8, 3.0)  # 12 mm / 4 voxels on the slice axis; in-plane is fine already
+    assert plan.input_size == (96, 96, 64)  # 180 mm / 3 mm = 60 slices, a multiple of 8; within the budget
+    assert any("smallest finding (12 mm, 5th percentile" in reason for reason in plan.reasons)
+
+
+def test_finding_size_caps_how_far_a_large_input_is_coarsened() -> None:
+    manifest = _manifest(10, "CT", (0.7, 0.7, 1.0), (512, 512, 300))
+    budget = VOXEL_BUDGETS["cpu"][3]
+    free = make_plan(fingerprint(manifest, max_samples=0), PreprocessConfig(mode="3d"))
+    capped = make_plan(fingerprint(manifest, max_samples=0), PreprocessConfig(mode="3d"), finding_size_mm=10.0)
+    assert max(free.spacing) > 2.5 and math.prod(free.input_size) <= budget  # the budget alone blurs 10 mm away
+    assert capped.spacing == (2.5, 2.5, 2.5)  # coarsened towards the budget, stopped at a quarter of 10 mm
+    extent = np.array([512 * 0.7, 512 * 0.7, 300 * 1.0])
+    assert all(n >= e / 2.5 for n, e in zip(capped.input_size, extent, strict=True))
+    assert any("at most a quarter of the smallest finding" in reason for reason in capped.reasons)
+    assert any("not coarsened further" in reason for reason in capped.reasons)
+
+
+def test_finding_size_does_not_stop_coarsening_that_fits_the_budget_first() -> None:
+    manifest = _manifest(10, "CT", (0.8, 0.8, 0.8), (160, 160, 120))
+    plan = make_plan(fingerprint(manifest, max_samples=0), PreprocessConfig(mode="3d"), finding_size_mm=20.0)
+    assert max(plan.spacing) < 5.0 and math.prod(plan.input_size) <= VOXEL_BUDGETS["cpu"][3]
+    assert not any("not coarsened further" in reason for reason in plan.reasons)
+
+
+def test_config_finding_size_overrides_the_annotations() -> None:
+    manifest = _manifest(10, "CT", (2.8, 2.8, 5.0), (128, 128, 36))
+    plan = make_plan(fingerprint(manifest, max_samples=0), PreprocessConfig(mode="3d", finding_size_mm=8.0),
+                     finding_size_mm=30.0)
+    assert plan.spacing == (2.0, 2.0, 2.0)
+    assert any("preprocessing.finding_size_mm" in reason for reason in plan.reasons)
