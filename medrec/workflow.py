@@ -288,6 +288,7 @@ def _index_step(config: WorkflowConfig, run_dir: Path) -> tuple[str, Callable[[]
     fingerprint = _sha256_json({
         "scans": folder_fingerprint(scans, skip=[run_dir]) if scans.is_dir() else _sha256_file(scans),
         "labels": _sha256_file(config.data.labels) if config.data.labels and config.data.labels.is_file() else None,
+        "lesions": _sha256_file(config.data.lesions) if config.data.lesions and config.data.lesions.is_file() else None,
         "settings": config.model_dump(mode="json", include={"data", "index"}),
     })
 
@@ -296,7 +297,7 @@ def _index_step(config: WorkflowConfig, run_dir: Path) -> tuple[str, Callable[[]
 
         result = index_folder(scans, run_dir / "index", labels=config.data.labels, match_on=config.data.match_on,
                               rules=config.index.rules, workers=config.index.workers,
-                              label_column=config.data.label_column)
+                              label_column=config.data.label_column, lesions=config.data.lesions)
         print_index_summary(result.summary)
         return f"{len(result.manifest)} samples, {len(result.qc)} excluded"
 

@@ -40,6 +40,10 @@ def register(app: typer.Typer) -> None:
             None, "--match-on", help="Labels key; default: the column that matches most samples."
         ),
         label_column: str = typer.Option("label", "--label-column", help="Name of the labels column."),
+        lesions: Path | None = typer.Option(
+            None, "--lesions",
+            help="Lesion table (study_uid or series_uid, center_x/y/z LPS mm, diameter_mm); counted per sample.",
+        ),
         workers: int | None = typer.Option(
             None, "--workers", min=1, help="Header-reading processes (default: serial below 8000 files, else one per core, up to 8)."
         ),
@@ -82,6 +86,8 @@ def register(app: typer.Typer) -> None:
             medrec index export/ --modality CT --min-slices 20 --workers 8 -o index/
 
             medrec index BraTS2021/ --include '*_flair.nii.gz' --labels labels.csv -o index/
+
+            medrec index ct/ --labels ct/labels.csv --lesions ct/ground_truth.csv -o index/   (manifest gains an annotation column; a mask column in the labels file counts too)
         """
         from medrec.index import SelectionRules, index_folder, print_index_summary
 
@@ -106,5 +112,6 @@ def register(app: typer.Typer) -> None:
             workers=workers,
             label_column=label_column,
             check_nifti_values=nifti_value_check,
+            lesions=lesions,
         )
         print_index_summary(result.summary)

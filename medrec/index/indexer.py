@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -19,6 +21,9 @@ from medrec.index.nifti import NiftiSample
 from medrec.index.selection import SelectionRules, select_candidates
 from medrec.index.series import Candidate, build_dicom_candidates
 from medrec.manifest import MANIFEST_COLUMNS, QC_COLUMNS, write_manifest, write_qc
+
+if TYPE_CHECKING:
+    from medrec.annotations import Annotations
 
 QC_EXTRA_COLUMNS: tuple[str, ...] = ("code",)
 MATCH_ON_CHOICES: tuple[str, ...] = ("patient_id", "study_uid", "accession", "path")
@@ -44,6 +49,7 @@ def index_folder(
     label_column: str = "label",
     check_nifti_values: bool = True,
     show_progress: bool = True,
+    lesions: str | Path | None = None,
 ) -> IndexResult:
     """Index a folder of DICOM and NIfTI files; write ``out_dir/manifest.csv`` and ``out_dir/qc.csv``.
 
@@ -57,6 +63,10 @@ def index_folder(
         label_column: name of the labels column.
         check_nifti_values: scan floating-point NIfTI voxels for NaN / inf.
         show_progress: show a progress bar while reading headers.
+        lesions: optional lesion table (``study_uid`` / ``series_uid``, ``center_x/y/z`` LPS mm,
+            ``diameter_mm``). With it, or with a ``mask`` column in ``labels``, the manifest gains an
+            ``annotation`` column (:func:`annotation_kinds`), the summary counts the annotated samples
+            and ``out_dir/annotations_qc.csv`` lists every annotation that could not be used.
 
     Returns:
         :class:`IndexResult` with the manifest and qc frames and a summary dict.
@@ -75,13 +85,15 @@ def index_folder(
     # read the labels first: a broken labels file should fail before minutes of header reading
     table: LabelsTable | None = read_labels(labels, label_column) if labels is not None else None
 
-    outputs = [out / name for name in ("manifest.csv", "qc.csv", "labels_unmatched.csv")]
-    skip = [out, *outputs] + ([Path(labels).absolute()] if labels is not None else [])
+    outputs = [out / name for name in ("manifest.csv", "qc.csv", "labels_unmatched.csv", "annotations_qc.csv")]
+    skip = [out, *outputs] + [Path(f).absolute() for f in (labels, lesions) if f is not None]
     paths, junk = walk_files(root, skip)
     if not paths:
         raise InputError(f"{root}: no files found (only {junk} OS junk files); point SCANS at the folder holding the scans")
     scans_root = root if root.is_dir() else root.parent
     paths, pattern_problems = filter_by_patterns(paths, scans_root, rules.include, rules.exclude)
+    paths, mask_problems = _leave_out_masks(paths, table)
+    pattern_problems += mask_problems
     options = ReadOptions(check_nifti_values=check_nifti_values, scans_root=str(scans_root))
     results = _read_with_progress(paths, options, workers, show_progress)
 
@@ -108,14 +120,81 @@ def index_folder(
     )
     qc = qc.sort_values(["path"], kind="stable").reset_index(drop=True)
 
+    annotation_summary = None
+    has_masks = table is not None and "mask" in table.frame.columns
+    if lesions is not None or has_masks:
+        manifest, annotation_summary = _annotate(manifest, lesions, table.path if has_masks else None, out)
+    else:  # an earlier run's list does not describe this index
+        (out / "annotations_qc.csv").unlink(missing_ok=True)
+
     write_manifest(manifest, out / "manifest.csv")
     write_qc(qc, out / "qc.csv")
     summary = _summary(paths, junk, headers, niftis, n_series, manifest, qc, label_match, table, out)
+    if annotation_summary is not None:
+        summary["annotations"] = annotation_summary
     if label_match is not None and table is not None:
         write_csv(out / "labels_unmatched.csv", label_match.unmatched_rows)
     else:  # an earlier run's list does not describe this index
         (out / "labels_unmatched.csv").unlink(missing_ok=True)
     return IndexResult(manifest=manifest, qc=qc, summary=summary)
+
+
+def _leave_out_masks(paths: list[str], table: LabelsTable | None) -> tuple[list[str], list[FileProblem]]:
+    """Lesion masks that the labels file's ``mask`` column names are annotations, not scans (qc.csv says so)."""
+    if table is None or "mask" not in table.frame.columns:
+        return paths, []
+    base = table.path.absolute().parent
+    masks = {os.path.realpath(base / cell) for cell in table.frame["mask"].astype(str).str.strip() if cell}
+    kept: list[str] = []
+    problems: list[FileProblem] = []
+    for path in paths:
+        if os.path.realpath(path) in masks:
+            problems.append(FileProblem(path, "lesion_mask", f"lesion mask named in {table.path.name}'s mask column"))
+        else:
+            kept.append(path)
+    return kept, problems
+
+
+def annotation_kinds(annotations: Annotations, sample_ids: Sequence[str]) -> list[str]:
+    """What dense target each sample carries: ``lesions`` (lesion table rows), ``mask``,
+    ``lesions+mask``, ``lesion-free`` (a negative study, or an empty mask cell), ``label-only`` (a
+    positive without a usable annotation) or empty (no label). Masks are checked against their
+    image when a model trains (the index reads no pixels)."""
+    kinds = []
+    for sample_id in sample_ids:
+        table = bool(annotations.lesions.get(sample_id))
+        mask = annotations.masks.get(sample_id) is not None
+        if table or mask:
+            kinds.append("lesions+mask" if table and mask else "lesions" if table else "mask")
+        elif sample_id in annotations.lesion_free:
+            kinds.append("lesion-free")
+        elif sample_id in annotations.positives:
+            kinds.append("label-only")
+        else:
+            kinds.append("")
+    return kinds
+
+
+def _annotate(manifest: pd.DataFrame, lesions: str | Path | None, masks: Path | None,
+              out: Path) -> tuple[pd.DataFrame, dict]:
+    """Match the lesion table / mask column to the samples; record the kind per sample and the problems."""
+    from medrec.annotations import read_annotations, write_problems
+
+    annotations = read_annotations(manifest, lesions=lesions, masks=masks)
+    manifest = manifest.assign(annotation=annotation_kinds(annotations, list(manifest["sample_id"].astype(str))))
+    write_problems(out / "annotations_qc.csv", annotations)
+    kinds = Counter(manifest["annotation"])
+    summary = {
+        "lesion_table": str(Path(lesions).absolute()) if lesions is not None else None,
+        "masks_file": str(masks) if masks is not None else None,
+        "samples_annotated": int(kinds["lesions"] + kinds["mask"] + kinds["lesions+mask"]),
+        "samples_lesion_free": int(kinds["lesion-free"]),
+        "positives_label_only": int(kinds["label-only"]),
+        "lesion_rows_used": int(sum(len(found) for found in annotations.lesions.values())),
+        "problems": len(annotations.problems),
+        "problems_file": str(out / "annotations_qc.csv"),
+    }
+    return manifest, summary
 
 
 def filter_by_patterns(
@@ -277,6 +356,14 @@ def index_summary_rows(summary: dict) -> list[tuple[str, object]]:
             ("samples without label", labels["samples_unlabelled"]),
             ("samples with conflicting labels (qc.csv)", labels["samples_conflicting"]),
             ("label rows matching no sample", labels["rows_unmatched"]),
+        ]
+    annotations = summary.get("annotations")
+    if annotations:
+        rows += [
+            ("samples with lesion annotations", annotations["samples_annotated"]),
+            ("  lesion-free (negative or empty mask)", annotations["samples_lesion_free"]),
+            ("  positives with a label only", annotations["positives_label_only"]),
+            ("annotation problems (annotations_qc.csv)", annotations["problems"]),
         ]
     return rows
 
