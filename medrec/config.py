@@ -190,6 +190,10 @@ class TrainingConfig(_Section):
         weight_decay: AdamW weight decay.
         warmup_epochs: linear warm-up length before the cosine decay (per step).
         patience: stop after this many epochs without a better validation AUC (None: never).
+        selection_window: the kept weights are those of the epoch with the best trailing mean of
+            the validation AUC over this many epochs (1: the best single epoch). On a small
+            validation split the single best epoch is partly luck; a window prefers an epoch
+            where the model has been good for a while (early stopping follows the same mean).
         imbalance: ``weighted_loss`` (class-weighted cross-entropy), ``balanced_sampler``
             (class-balanced sampling with replacement) or ``none``.
         seed: seed of initialisation, sampling and augmentation.
@@ -205,8 +209,12 @@ class TrainingConfig(_Section):
         foreground_fraction: finding-map models: share of the slices of a batch drawn from lesion
             slices of annotated studies (the rest from anywhere in studies whose target is known).
         mil_fraction: finding-map models: share of the slices of a batch drawn from positives
-            without annotation (each at the slice holding its highest logit, from the second epoch).
-            Off by default: on partly annotated CT it stopped learning (datasets/synthetic_phantoms.md).
+            without annotation (each at the slice holding its highest logit), trained so that
+            the slice's maximum says "finding". Off by default: on partly annotated CT, started at the
+            second epoch without a gate, it stopped learning (datasets/synthetic_phantoms.md).
+        mil_start: share of the epochs trained on the annotated studies alone before MIL begins.
+        mil_gate: MIL draws only the positives whose highest logit exceeds this quantile of the
+            highest logits of lesion-free studies (re-examined with the hard slices); 0 draws all.
         hard_fraction: finding-map models: share of the slices of a batch that are the slice
             holding the highest logit of a study with a known target (hard examples, from the
             second epoch; a third of those studies is re-examined each epoch).
@@ -218,6 +226,7 @@ class TrainingConfig(_Section):
     weight_decay: float = Field(1e-4, ge=0.0)
     warmup_epochs: int = Field(1, ge=0)
     patience: int | None = Field(10, ge=1)
+    selection_window: int = Field(1, ge=1)
     imbalance: Literal["weighted_loss", "balanced_sampler", "none"] = "weighted_loss"
     seed: int = 0
     num_workers: int = Field(0, ge=0)
@@ -229,6 +238,8 @@ class TrainingConfig(_Section):
     steps_per_epoch: int = Field(100, ge=1)
     foreground_fraction: float = Field(0.33, ge=0.0, le=1.0)
     mil_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    mil_start: float = Field(0.5, ge=0.0, lt=1.0)
+    mil_gate: float = Field(0.9, ge=0.0, le=1.0)
     hard_fraction: float = Field(0.0, ge=0.0, le=1.0)
 
     @model_validator(mode="after")

@@ -30,7 +30,7 @@ def _annotated_ct_config(annotated: dict[str, Any], **training: Any) -> Any:
 
 @pytest.fixture(scope="session")
 def annotated_ct(tmp_path_factory) -> dict[str, Any]:
-    """A small CT cohort with its lesion table (40 patients, NIfTI), indexed: ``root``, ``cohort``, ``manifest``.
+    """A small CT cohort with its lesion table and masks (40 patients, NIfTI), indexed: ``root``, ``cohort``, ``manifest``.
 
     Easy on purpose (30-45 mm lesions of 70-110 HU, low noise): tests on it are about the
     finding-map method working end to end on any machine, not about the difficulty it reaches.
@@ -43,7 +43,7 @@ def annotated_ct(tmp_path_factory) -> dict[str, Any]:
         warnings.simplefilter("ignore")
         cohort = generate_cohort(root / "scans", kind="ct-lesion", patients=40, fmt="nifti", seed=2, image_size=64,
                                  slice_thickness=10.0, follow_up_fraction=0.0, lesion_diameter_mm=(30.0, 45.0),
-                                 contrast=(70.0, 110.0), noise=0.6)
+                                 contrast=(70.0, 110.0), noise=0.6, masks=True)
         index_folder(root / "scans", root / "index", labels=cohort.labels_csv, show_progress=False)
     return {"root": root, "cohort": cohort, "manifest": root / "index" / "manifest.csv"}
 

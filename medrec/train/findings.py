@@ -240,21 +240,43 @@ class FindingSliceDataset(Dataset):
 
 
 @torch.no_grad()
-def top_slices(model: torch.nn.Module, store: SampleStore, sample_ids: Sequence[str]) -> dict[str, int]:
-    """The axial slice holding the highest logit of each sample's finding map (model in eval mode)."""
+def top_slice_scores(model: torch.nn.Module, store: SampleStore, sample_ids: Sequence[str]) -> dict[str, tuple[int, float]]:
+    """``(slice, logit)`` of the highest logit of each sample's finding map (model in eval mode)."""
     inner = getattr(model, "module", model)
     was_training = inner.training
     inner.eval()
     parameter = next(inner.parameters())
-    found: dict[str, int] = {}
+    found: dict[str, tuple[int, float]] = {}
     try:
         for sample_id in sample_ids:
             volume = torch.from_numpy(np.asarray(store.get(sample_id).array, dtype=np.float32))[None]
             maps = inner.finding_map(volume.to(parameter.device))[0, 0]
-            found[sample_id] = int(maps.reshape(-1, maps.shape[-1]).amax(dim=0).argmax()) if maps.ndim == 3 else 0
+            per_slice = maps.reshape(-1, maps.shape[-1]).amax(dim=0) if maps.ndim == 3 else maps.amax().reshape(1)
+            found[sample_id] = (int(per_slice.argmax()), float(per_slice.max()))
     finally:
         inner.train(was_training)
     return found
+
+
+def top_slices(model: torch.nn.Module, store: SampleStore, sample_ids: Sequence[str]) -> dict[str, int]:
+    """The axial slice holding the highest logit of each sample's finding map (model in eval mode)."""
+    return {sample_id: z for sample_id, (z, _) in top_slice_scores(model, store, sample_ids).items()}
+
+
+def gated_top_slices(
+    candidates: Mapping[str, tuple[int, float]], lesion_free: Sequence[float], quantile: float
+) -> dict[str, int]:
+    """The top slices of the label-only positives that the model already finds more suspicious
+    than lesion-free studies: highest logit above the ``quantile`` of ``lesion_free``'s highest
+    logits (``quantile`` 0, or no lesion-free logits, keeps all).
+
+    Training an unsure top slice towards "finding" teaches the model whatever it happens to
+    look at there; gating keeps MIL to slices that are likely to hold the finding.
+    """
+    if quantile <= 0 or not len(lesion_free):
+        return {sample_id: z for sample_id, (z, _) in candidates.items()}
+    bar = float(np.quantile(np.asarray(lesion_free, dtype=np.float64), quantile))
+    return {sample_id: z for sample_id, (z, score) in candidates.items() if score > bar}
 
 
 def finding_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

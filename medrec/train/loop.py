@@ -36,6 +36,7 @@ from medrec.console import progress
 from medrec.data.cache import SampleCache
 from medrec.data.dataset import CachedImageDataset, SampleStore, ThreadPrefetcher, die_with_parent, fill_cache
 from medrec.errors import (
+    AnnotationError,
     ConfigError,
     LeakageError,
     ManifestError,
@@ -488,19 +489,32 @@ class _Trainer:
         config = self.config.training
         self.finding_dataset.set_epoch(epoch)
         label_only = self.finding_targets.label_only
-        if label_only and config.mil_fraction > 0 and epoch >= 2 and epoch != self._top_slices_epoch:
-            from medrec.train.findings import top_slices
-
-            self.finding_dataset.set_top_slices(top_slices(self.model, self.finding_dataset.store, label_only))
-            self._top_slices_epoch = epoch
-            self.log(f"epoch {epoch}: top slices of {len(label_only)} positives without annotation chosen for MIL")
-        if config.hard_fraction > 0 and epoch >= 2 and epoch != self._hard_slices_epoch:
-            from medrec.train.findings import top_slices
+        store = self.finding_dataset.store
+        mil_start = max(2, int(config.mil_start * config.epochs) + 1)
+        mil = bool(label_only) and config.mil_fraction > 0 and epoch >= mil_start and epoch != self._top_slices_epoch
+        refreshed: dict[str, tuple[int, float]] = {}
+        if (config.hard_fraction > 0 or mil) and epoch >= 2 and epoch != self._hard_slices_epoch:
+            from medrec.train.findings import top_slice_scores
 
             refresh = self.finding_dataset.hard_refresh(epoch)
-            self.finding_dataset.set_hard_slices(top_slices(self.model, self.finding_dataset.store, refresh))
+            if config.hard_fraction == 0:  # only MIL's gate needs them: the lesion-free studies
+                refresh = [s for s in refresh if s in set(self.finding_targets.negatives)]
+            refreshed = top_slice_scores(self.model, store, refresh)
+            if config.hard_fraction > 0:
+                self.finding_dataset.set_hard_slices({s: z for s, (z, _) in refreshed.items()})
+                self.log(f"epoch {epoch}: hard slices of {len(refresh)} studies re-examined")
             self._hard_slices_epoch = epoch
-            self.log(f"epoch {epoch}: hard slices of {len(refresh)} studies re-examined")
+        if mil:
+            from medrec.train.findings import gated_top_slices, top_slice_scores
+
+            negatives = set(self.finding_targets.negatives)
+            lesion_free = [score for s, (_, score) in refreshed.items() if s in negatives]
+            chosen = gated_top_slices(top_slice_scores(self.model, store, label_only), lesion_free, config.mil_gate)
+            self.finding_dataset.set_top_slices(chosen)
+            self._top_slices_epoch = epoch
+            self.log(f"epoch {epoch}: MIL on the top slices of {len(chosen)} of {len(label_only)} positives without "
+                     f"annotation (those above the {config.mil_gate:g} quantile of {len(lesion_free)} lesion-free "
+                     "studies' highest logits)")
         return DataLoader(
             self.finding_dataset,
             batch_size=config.batch_size,
@@ -528,14 +542,31 @@ class _Trainer:
         return annotations
 
     def _finding_size(self) -> tuple[float | None, str]:
-        """The smallest annotated lesion of the training split (5th percentile of diameters), for the plan."""
+        """The smallest annotated lesion of the training split (5th percentile of diameters), for the plan.
+
+        Lesion-table rows give their diameters; each connected component of a training mask counts
+        as a lesion of its equivalent-sphere diameter. An unreadable mask is skipped here (its
+        problem is recorded when the targets are built).
+        """
+        from medrec.annotations import mask_lesion_diameters
+
         train = set(self.parts["train"])
         diameters = [lesion.diameter_mm for sample_id, lesions in self.annotations.lesions.items()
                      if sample_id in train for lesion in lesions]
+        from_masks = 0
+        for sample_id, path in self.annotations.masks.items():
+            if sample_id in train and path is not None and sample_id in self.annotations.positives:
+                try:
+                    found = mask_lesion_diameters(path)
+                except AnnotationError:
+                    continue
+                diameters.extend(found)
+                from_masks += len(found)
         if not diameters:
             return None, ""
         size = round(float(np.percentile(diameters, 5)), 2)
-        return size, f"5th percentile of {len(diameters)} annotated training lesions"
+        masked = f", {from_masks} of them mask components" if from_masks else ""
+        return size, f"5th percentile of {len(diameters)} annotated training lesions{masked}"
 
     def _finding_setup(self, store: SampleStore) -> None:
         """Rasterise the training targets and build the slice dataset."""
@@ -803,6 +834,8 @@ class _Trainer:
                     "val_loss": round(summary["loss"], 6),
                     "val_auc": _json_number(round(summary["auc"], 6)),
                     "val_accuracy": round(summary["accuracy"], 6),
+                    **({"val_auc_mean": _json_number(round(summary["selection_auc"], 6))}
+                       if config.training.selection_window > 1 else {}),
                     "lr": self.optimizer.param_groups[0]["lr"],
                     "seconds": round(seconds, 3),
                     "train_seconds": round(train_stats["train_seconds"], 3),
@@ -819,7 +852,10 @@ class _Trainer:
                     append_line(self.run_dir / METRICS_JSONL, json.dumps(record))
                 self.log(
                     f"epoch {epoch}: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}, "
-                    f"val AUC {summary['auc']:.4f}{' (best)' if improved else ''}, {seconds:.1f} s "
+                    f"val AUC {summary['auc']:.4f}"
+                    + (f" (mean of the last {config.training.selection_window} {summary['selection_auc']:.4f})"
+                       if config.training.selection_window > 1 else "")
+                    + f"{' (best)' if improved else ''}, {seconds:.1f} s "
                     f"(training pass {record['train_seconds']:.1f} s, waiting for data {record['data_wait_fraction']:.0%})"
                 )
                 bar.update(task, status=f"loss {record['train_loss']:.4f} | val AUC {summary['auc']:.3f}")
@@ -837,8 +873,16 @@ class _Trainer:
         return result
 
     def _update_best(self, summary: dict[str, float], epoch: int) -> bool:
+        """Whether this epoch's weights are the best so far (by the validation AUC, or its trailing
+        mean over ``training.selection_window`` epochs); updates the early-stopping state."""
         loop, patience = self.loop, self.config.training.patience
         auc, loss = summary["auc"], summary["loss"]
+        window = self.config.training.selection_window
+        if window > 1:
+            recent = [*loop.get("recent_aucs", []), auc][-window:]
+            loop["recent_aucs"] = recent
+            auc = float(np.mean(recent)) if all(math.isfinite(v) for v in recent) else math.nan
+        summary["selection_auc"] = auc
         best_auc = -math.inf if loop["best_auc"] is None else loop["best_auc"]
         best_loss = math.inf if loop["best_loss"] is None else loop["best_loss"]
         auc_value = -math.inf if not math.isfinite(auc) else auc

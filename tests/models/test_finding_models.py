@@ -176,3 +176,14 @@ def test_hard_slices_come_from_the_top_slices_with_their_targets():
     assert 0.4 * 300 < len(hard) < 0.7 * 300  # half drawn as hard slices, plus uniform draws that hit them
     for image, target, _ in hard:
         assert float(target.sum()) == 0.0  # neither slice holds lesion voxels (pos's lesion is on slices 1-2)
+
+
+def test_mil_gate_keeps_the_positives_above_the_lesion_free_quantile():
+    from medrec.train.findings import gated_top_slices
+
+    candidates = {"a": (3, 2.5), "b": (1, 0.4), "c": (7, 1.1), "d": (0, -1.0)}
+    lesion_free = [float(v) for v in np.linspace(-2.0, 1.0, 31)]  # 0.9 quantile: 0.7
+    assert gated_top_slices(candidates, lesion_free, 0.9) == {"a": 3, "c": 7}
+    assert gated_top_slices(candidates, lesion_free, 1.0) == {"a": 3, "c": 7}  # above the highest (1.0)
+    assert gated_top_slices(candidates, lesion_free, 0.0) == {"a": 3, "b": 1, "c": 7, "d": 0}
+    assert gated_top_slices(candidates, [], 0.9) == {"a": 3, "b": 1, "c": 7, "d": 0}

@@ -103,12 +103,49 @@ def test_partly_annotated_cohort_uses_label_only_positives(annotated, tmp_path, 
     truth = pd.read_csv(annotated["cohort"].ground_truth_csv, dtype=str)
     studies = sorted(truth["study_uid"].unique())
     truth[truth["study_uid"].isin(studies[::2])].to_csv(tmp_path / "half.csv", index=False)
-    config = config_of(annotated, epochs=3, mil_fraction=0.25)
+    config = config_of(annotated, epochs=4, mil_fraction=0.25, mil_start=0.5, mil_gate=0.0)
     config = config.model_copy(update={"data": config.data.model_copy(update={"lesions": tmp_path / "half.csv"})})
     train(config, tmp_path / "run", show_progress=False)
     log = (tmp_path / "run" / "train.log").read_text()
     weak = int(log.split("negatives, ")[1].split(" positives without annotation")[0])
     assert weak >= 3
-    assert f"epoch 2: top slices of {weak} positives without annotation chosen for MIL" in log
-    assert f"epoch 3: top slices of {weak} positives" in log
+    assert "epoch 2: MIL" not in log  # the first half of the epochs learns from the annotated studies alone
+    for epoch in (3, 4):
+        assert f"epoch {epoch}: MIL on the top slices of {weak} of {weak} positives without annotation" in log
     assert "positives_without_annotation=" in log
+
+
+def test_masks_alone_train_and_size_the_plan(annotated, tmp_path, config_of):
+    config = config_of(annotated, epochs=1, steps_per_epoch=5)
+    labels = annotated["cohort"].labels_csv
+    config = config.model_copy(update={"data": config.data.model_copy(update={"lesions": None, "masks": labels})})
+    train(config, tmp_path / "run", show_progress=False)
+    log = (tmp_path / "run" / "train.log").read_text()
+    frame = pd.read_csv(labels, dtype=str, keep_default_na=False)
+    splits = pd.read_csv(tmp_path / "run" / "splits.csv", dtype=str)
+    manifest = pd.read_csv(annotated["manifest"], dtype=str, keep_default_na=False)
+    train_studies = set(manifest.loc[manifest["sample_id"].isin(splits.loc[splits["split"] == "train", "sample_id"]),
+                                     "study_uid"])
+    annotated_train = frame[(frame["mask"] != "") & frame["study_uid"].isin(train_studies)]
+    assert f"finding targets: {len(annotated_train)} annotated positives" in log
+    reasons = json.loads((tmp_path / "run" / "plan.json").read_text())["plan"]["reasons"]
+    # every lesion of a training mask is a connected component sized by its volume
+    truth = pd.read_csv(annotated["cohort"].ground_truth_csv, dtype=str)
+    lesions = int(truth["study_uid"].isin(annotated_train["study_uid"]).sum())
+    assert any(f"of {lesions} annotated training lesions, {lesions} of them mask components" in r for r in reasons)
+
+
+def test_selection_window_keeps_the_epoch_with_the_best_trailing_mean(annotated, tmp_path, config_of):
+    result = train(config_of(annotated, epochs=5, steps_per_epoch=8, selection_window=3), tmp_path / "run",
+                   show_progress=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    aucs = [r["val_auc"] for r in records]
+    means = [float(np.mean(aucs[max(0, i - 2): i + 1])) for i in range(len(aucs))]
+    assert [r["val_auc_mean"] for r in records] == pytest.approx(means, abs=1e-6)
+    best = 1
+    for epoch in range(2, len(means) + 1):  # a strictly higher mean wins; a tie goes to the lower validation loss
+        if means[epoch - 1] > means[best - 1] + 1e-9 or (
+                abs(means[epoch - 1] - means[best - 1]) <= 1e-9 and records[epoch - 1]["val_loss"] < records[best - 1]["val_loss"]):
+            best = epoch
+    assert result.best_epoch == best
+    assert [r["best"] for r in records].count(True) >= 1 and records[best - 1]["best"]
