@@ -587,6 +587,13 @@ class _Trainer:
             mil_fraction=config.mil_fraction if targets.label_only else 0.0, hard_fraction=config.hard_fraction,
         )
         self.finding_targets = targets
+        self.lesion_weight, why = targets.lesion_weight(config.lesion_weight)
+        self.log(f"lesion voxels weighted {self.lesion_weight:g} in the loss ({why})")
+        # A label-only top slice counts as a slice with an annotated lesion of the cohort's size.
+        self.mil_weight = round(targets.lesion_fraction() * self.lesion_weight, 6)
+        if targets.label_only and config.mil_fraction > 0:
+            self.log(f"MIL term weighted {self.mil_weight:g} (the share of its slice an annotated lesion takes, "
+                     "times the lesion weight)")
         self._top_slices_epoch = 0
         self._hard_slices_epoch = 0
 
@@ -629,7 +636,8 @@ class _Trainer:
         with self._autocast():
             logits = self.ddp_model(images, dense=True) if self.findings else self.ddp_model(images)
         # Finding-map models: ``labels`` holds the slices' voxel targets.
-        loss = finding_loss(logits.float(), labels) if self.findings else self.criterion(logits.float(), labels)
+        loss = (finding_loss(logits.float(), labels, self.lesion_weight, self.mil_weight) if self.findings
+                else self.criterion(logits.float(), labels))
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)

@@ -130,6 +130,7 @@ def test_label_only_slices_train_their_maximum():
     dense = torch.nn.functional.binary_cross_entropy_with_logits(logits[:2], target[:2])
     mil = torch.nn.functional.binary_cross_entropy_with_logits(torch.tensor([3.0]), torch.ones(1))
     torch.testing.assert_close(finding_loss(logits, target), dense * 2 / 3 + mil / 3)
+    torch.testing.assert_close(finding_loss(logits, target, mil_weight=0.01), dense * 2 / 3 + 0.01 * mil / 3)
     # the gradient of the label-only slice reaches its maximum voxel only
     logits.requires_grad_(True)
     finding_loss(logits, target).backward()
@@ -187,3 +188,26 @@ def test_mil_gate_keeps_the_positives_above_the_lesion_free_quantile():
     assert gated_top_slices(candidates, lesion_free, 1.0) == {"a": 3, "c": 7}  # above the highest (1.0)
     assert gated_top_slices(candidates, lesion_free, 0.0) == {"a": 3, "b": 1, "c": 7, "d": 0}
     assert gated_top_slices(candidates, [], 0.9) == {"a": 3, "b": 1, "c": 7, "d": 0}
+
+
+def test_lesion_weight_scales_the_lesion_voxels_loss_and_auto_follows_their_share():
+    from medrec.train.findings import REFERENCE_LESION_FRACTION, finding_loss
+
+    logits = torch.tensor([[[[0.5, -1.0], [2.0, -3.0]]]])
+    target = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]])
+    ce = -(target * torch.log(torch.sigmoid(logits)) + (1 - target) * torch.log(1 - torch.sigmoid(logits)))
+    weighted = torch.where(target > 0, 4.0 * ce, ce).mean()  # independent: lesion voxels' terms x 4
+    torch.testing.assert_close(finding_loss(logits, target, 4.0), weighted)
+    torch.testing.assert_close(finding_loss(logits, target), ce.mean())
+
+    targets = FindingTargets()
+    mask = np.zeros((20, 10, 6), np.uint8)
+    mask[2:4, 2:4, 1:3] = 1  # 8 lesion voxels on 2 slices of 200 pixels: 2 %
+    targets.masks["a"] = mask
+    assert targets.lesion_fraction() == pytest.approx(8 / 400)
+    assert targets.lesion_weight("auto")[0] == 1.0  # more than the reference share: no weight
+    small = np.zeros((100, 100, 4), np.uint8)
+    small[10:12, 10:12, 1] = 1  # 4 of 10,000 pixels
+    targets.masks = {"b": small}
+    assert targets.lesion_weight("auto")[0] == pytest.approx(min(20.0, REFERENCE_LESION_FRACTION / 4e-4), abs=0.01)
+    assert targets.lesion_weight(3.0) == (3.0, "training.lesion_weight")

@@ -99,3 +99,22 @@ def test_bad_yaml_and_not_a_mapping(tmp_path):
     with pytest.raises(ConfigError, match="mapping"):
         parse_config(["data"])
     assert isinstance(parse_config({"data": {"manifest": "m.csv"}}), TrainConfig)
+
+
+@pytest.mark.parametrize(("training", "match"), [
+    ({"lesion_weight": -2.0}, r"lesion_weight must be a positive number or auto"),
+    ({"lesion_weight": "big"}, r"training\.lesion_weight"),
+    ({"selection_window": 0}, r"training\.selection_window"),
+    ({"mil_start": 1.0}, r"training\.mil_start"),
+    ({"mil_gate": 1.5}, r"training\.mil_gate"),
+])
+def test_finding_training_knobs_are_checked(training, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_config({"data": {"manifest": "m.csv"}, "training": training})
+
+
+def test_finding_training_knobs_parse():
+    config = parse_config({"data": {"manifest": "m.csv"},
+                           "training": {"lesion_weight": "auto", "selection_window": 3, "mil_start": 0.4}})
+    assert (config.training.lesion_weight, config.training.selection_window, config.training.mil_start) == ("auto", 3, 0.4)
+    assert parse_config({"data": {"manifest": "m.csv"}}).training.lesion_weight == 1.0

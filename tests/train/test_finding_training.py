@@ -110,13 +110,14 @@ def test_partly_annotated_cohort_uses_label_only_positives(annotated, tmp_path, 
     weak = int(log.split("negatives, ")[1].split(" positives without annotation")[0])
     assert weak >= 3
     assert "epoch 2: MIL" not in log  # the first half of the epochs learns from the annotated studies alone
+    assert "MIL term weighted 0.0" in log  # a top slice counts as one annotated lesion, not a hundred
     for epoch in (3, 4):
         assert f"epoch {epoch}: MIL on the top slices of {weak} of {weak} positives without annotation" in log
     assert "positives_without_annotation=" in log
 
 
 def test_masks_alone_train_and_size_the_plan(annotated, tmp_path, config_of):
-    config = config_of(annotated, epochs=1, steps_per_epoch=5)
+    config = config_of(annotated, epochs=1, steps_per_epoch=5, lesion_weight="auto")
     labels = annotated["cohort"].labels_csv
     config = config.model_copy(update={"data": config.data.model_copy(update={"lesions": None, "masks": labels})})
     train(config, tmp_path / "run", show_progress=False)
@@ -128,6 +129,7 @@ def test_masks_alone_train_and_size_the_plan(annotated, tmp_path, config_of):
                                      "study_uid"])
     annotated_train = frame[(frame["mask"] != "") & frame["study_uid"].isin(train_studies)]
     assert f"finding targets: {len(annotated_train)} annotated positives" in log
+    assert "in the loss (auto: lesion voxels are " in log
     reasons = json.loads((tmp_path / "run" / "plan.json").read_text())["plan"]["reasons"]
     # every lesion of a training mask is a connected component sized by its volume
     truth = pd.read_csv(annotated["cohort"].ground_truth_csv, dtype=str)
