@@ -24,7 +24,7 @@ from medrec.atomicio import write_bytes, write_text
 
 logger = logging.getLogger("medrec.data.cache")
 
-CACHE_FORMAT = "medrec-sample-cache-1"
+CACHE_FORMAT = "medrec-sample-cache-2"  # 2: radiographs cache their patient-space affine
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 

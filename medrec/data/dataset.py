@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from medrec.data.cache import CachedSample, SampleCache
 from medrec.errors import InputError, MedrecError
 from medrec.train.determinism import derive_seed
+from medrec.transforms.presets import patient_affine, planar_affine
 
 logger = logging.getLogger("medrec.data")
 
@@ -81,7 +82,7 @@ class PreprocessDataset(Dataset):
         try:
             data = self.transform(dict(row))
             image = data[self.key] if isinstance(data, Mapping) else data
-            affine = getattr(image, "affine", None)
+            affine = patient_affine(image)
             tensor = torch.as_tensor(image).detach().cpu().as_subclass(torch.Tensor).to(torch.float32, copy=True)
             if not torch.isfinite(tensor).all():
                 raise ValueError("preprocessed image holds NaN or infinite values")
@@ -89,7 +90,7 @@ class PreprocessDataset(Dataset):
             item["error"] = failure_reason(e)
             return item
         item["image"] = tensor
-        item["affine"] = None if affine is None else np.asarray(torch.as_tensor(affine).detach().cpu(), dtype=np.float64)
+        item["affine"] = affine
         return item
 
 
@@ -260,7 +261,10 @@ class CachedImageDataset(Dataset):
         sample = self.store.get(self.sample_ids[index])
         image = torch.from_numpy(np.array(sample.array, dtype=np.float32, copy=True))
         if self.augment is not None:
-            meta_image = MetaTensor(image, affine=None if sample.affine is None else torch.as_tensor(sample.affine))
+            affine = None if sample.affine is None else torch.as_tensor(sample.affine)
+            if affine is not None and image.ndim == 3:  # 2D: MONAI's 2D transforms read the planar affine
+                affine = planar_affine(affine)
+            meta_image = MetaTensor(image, affine=affine)
             # Seeded per (seed, epoch, sample): the same draws whichever worker runs the sample.
             if hasattr(self.augment, "set_random_state"):
                 self.augment.set_random_state(seed=derive_seed(self.seed, self.epoch, index) % 2**32)

@@ -120,15 +120,18 @@ def index_folder(
     )
     qc = qc.sort_values(["path"], kind="stable").reset_index(drop=True)
 
-    annotation_summary = None
+    annotations = None
     has_masks = table is not None and "mask" in table.frame.columns
     if lesions is not None or has_masks:
-        manifest, annotation_summary = _annotate(manifest, lesions, table.path if has_masks else None, out)
-    else:  # an earlier run's list does not describe this index
-        (out / "annotations_qc.csv").unlink(missing_ok=True)
+        manifest, annotations = _annotate(manifest, lesions, table.path if has_masks else None)
 
     write_manifest(manifest, out / "manifest.csv")
     write_qc(qc, out / "qc.csv")
+    annotation_summary = None
+    if annotations is not None:
+        annotation_summary = _annotation_summary(manifest, annotations, lesions, table, out)
+    else:  # an earlier run's list does not describe this index
+        (out / "annotations_qc.csv").unlink(missing_ok=True)
     summary = _summary(paths, junk, headers, niftis, n_series, manifest, qc, label_match, table, out)
     if annotation_summary is not None:
         summary["annotations"] = annotation_summary
@@ -175,15 +178,23 @@ def annotation_kinds(annotations: Annotations, sample_ids: Sequence[str]) -> lis
     return kinds
 
 
-def _annotate(manifest: pd.DataFrame, lesions: str | Path | None, masks: Path | None,
-              out: Path) -> tuple[pd.DataFrame, dict]:
-    """Match the lesion table / mask column to the samples; record the kind per sample and the problems."""
-    from medrec.annotations import read_annotations, write_problems
+def _annotate(manifest: pd.DataFrame, lesions: str | Path | None, masks: Path | None) -> tuple[pd.DataFrame, Annotations]:
+    """Match the lesion table / mask column to the samples; the manifest gains the kind per sample."""
+    from medrec.annotations import read_annotations
 
     annotations = read_annotations(manifest, lesions=lesions, masks=masks)
     manifest = manifest.assign(annotation=annotation_kinds(annotations, list(manifest["sample_id"].astype(str))))
+    return manifest, annotations
+
+
+def _annotation_summary(manifest: pd.DataFrame, annotations: Annotations, lesions: str | Path | None,
+                        table: LabelsTable | None, out: Path) -> dict:
+    """Write ``annotations_qc.csv`` and count the annotated samples for the summary."""
+    from medrec.annotations import write_problems
+
     write_problems(out / "annotations_qc.csv", annotations)
     kinds = Counter(manifest["annotation"])
+    masks = table.path if table is not None and "mask" in table.frame.columns else None
     summary = {
         "lesion_table": str(Path(lesions).absolute()) if lesions is not None else None,
         "masks_file": str(masks) if masks is not None else None,
@@ -194,7 +205,7 @@ def _annotate(manifest: pd.DataFrame, lesions: str | Path | None, masks: Path | 
         "problems": len(annotations.problems),
         "problems_file": str(out / "annotations_qc.csv"),
     }
-    return manifest, summary
+    return summary
 
 
 def filter_by_patterns(

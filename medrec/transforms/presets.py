@@ -116,12 +116,20 @@ class OtsuForeground:
         return "OtsuForeground()"
 
 
+# Meta keys under which :class:`PlanarAffined` keeps a 2D image's patient-space affine and the
+# planar affine it put in its place (see :func:`patient_affine`).
+PATIENT_AFFINE_KEY = "medrec_patient_affine"
+PLANAR_AFFINE_KEY = "medrec_planar_affine"
+
+
 class PlanarAffined(MapTransform):
     """2D images: replace the patient-space affine by the in-plane pixel spacing.
 
     A radiograph's 4x4 affine maps its two axes into 3D patient space (e.g. onto x and z for a PA
     chest film); MONAI's 2D ``Spacingd`` reads only the top-left 2x2 block of it, which is then
-    singular. Radiographs are used as displayed, so only the pixel spacing matters.
+    singular. The transforms therefore run on the pixel spacing alone; the patient-space affine is
+    kept in the meta data, and :func:`patient_affine` composes it with what the transforms did, so
+    lesion marks and finding locations stay in patient coordinates.
     """
 
     def __call__(self, data: Mapping) -> dict:
@@ -130,12 +138,40 @@ class PlanarAffined(MapTransform):
             image = result[key]
             if not isinstance(image, MetaTensor):
                 continue
-            spacing = torch.linalg.vector_norm(torch.as_tensor(image.affine, dtype=torch.float64)[:3, :2], dim=0)
-            affine = torch.eye(4, dtype=torch.float64)
-            affine[0, 0], affine[1, 1] = float(spacing[0]), float(spacing[1])
+            affine = planar_affine(image.affine)
             meta = {name: value for name, value in image.meta.items() if name != "affine"}
+            meta[PATIENT_AFFINE_KEY] = np.asarray(torch.as_tensor(image.affine, dtype=torch.float64))
+            meta[PLANAR_AFFINE_KEY] = affine.numpy().copy()
             result[key] = MetaTensor(image.as_tensor(), affine=affine, meta=meta)
         return result
+
+
+def planar_affine(affine: object) -> torch.Tensor:
+    """A 2D image's planar affine: its two pixel spacings on the diagonal, no rotation, origin 0."""
+    spacing = torch.linalg.vector_norm(torch.as_tensor(affine, dtype=torch.float64)[:3, :2], dim=0)
+    planar = torch.eye(4, dtype=torch.float64)
+    planar[0, 0], planar[1, 1] = float(spacing[0]), float(spacing[1])
+    return planar
+
+
+def patient_affine(image: object) -> np.ndarray | None:
+    """The voxel-to-RAS affine of a transformed image, in patient space also for 2D images.
+
+    For a 2D image :class:`PlanarAffined` replaced the patient-space affine ``P`` by a planar one
+    ``Q``; the transforms then turned ``Q`` into ``Q'`` (crops, resampling). The output pixel
+    ``(i, j)`` lies at input pixel ``inv(Q) Q' (i, j)``, so its patient position is
+    ``P inv(Q) Q' (i, j)``. Other images return their affine as it is; None without one.
+    """
+    affine = getattr(image, "affine", None)
+    if affine is None:
+        return None
+    result = np.asarray(torch.as_tensor(affine).detach().cpu(), dtype=np.float64)
+    meta = getattr(image, "meta", None) or {}
+    if PATIENT_AFFINE_KEY in meta and PLANAR_AFFINE_KEY in meta and result.shape == (4, 4):
+        patient = np.asarray(meta[PATIENT_AFFINE_KEY], dtype=np.float64).reshape(4, 4)
+        planar = np.asarray(meta[PLANAR_AFFINE_KEY], dtype=np.float64).reshape(4, 4)
+        result = patient @ np.linalg.inv(planar) @ result
+    return result
 
 
 def anti_aliasing_sigma(spacing: Sequence[float], target: Sequence[float]) -> tuple[float, ...]:

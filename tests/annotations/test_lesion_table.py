@@ -81,3 +81,34 @@ def test_oblique_and_flipped_grids_match_distance_reference(flip: bool) -> None:
     shape = (24, 30, 14)
     expected = spheres_by_distance(shape, affine, [lesion.center_lps for lesion in lesions], [9.0, 5.0])
     np.testing.assert_array_equal(rasterise_spheres(shape, affine, lesions), expected)
+
+
+def test_preprocessed_radiographs_keep_their_patient_geometry(xr_cohort: IndexedCohort) -> None:
+    """After resampling, a radiograph's cached affine still places pixels in patient space (so
+    lesion marks land on the nodule): the field of view's corners and centre stay where the
+    scanner put them, and every ground-truth nodule centre falls inside its rasterised mark."""
+    from medrec.data.dataset import PreprocessDataset
+    from medrec.planning import fingerprint, make_plan
+    from medrec.transforms import PreprocessConfig, build_transforms
+
+    manifest = xr_cohort.manifest
+    plan = make_plan(fingerprint(manifest, max_samples=0), PreprocessConfig(spacing=[3.0, 3.0], augment=False))
+    deterministic, _ = build_transforms(plan, track_meta=True)
+    dataset = PreprocessDataset(manifest.to_dict("records"), deterministic)
+    annotations = read_annotations(manifest, lesions=xr_cohort.root / "ground_truth.csv")
+    for index, row in manifest.iterrows():
+        item, raw = dataset[index], load_sample(row)
+        assert not item["error"], item["error"]
+        shape, affine = tuple(item["image"].shape[1:]), item["affine"]
+        raw_affine, raw_shape = np.asarray(raw.affine, dtype=np.float64), np.array(raw.shape[1:])
+        # world centre of the image: (n - 1) / 2 in pixel indices, before and after resampling
+        centre = raw_affine[:3, :2] @ ((raw_shape - 1) / 2) + raw_affine[:3, 3]
+        assert np.allclose(affine[:3, :2] @ ((np.array(shape) - 1) / 2) + affine[:3, 3], centre, atol=3.0)
+        assert np.allclose(np.linalg.norm(affine[:3, :2], axis=0), 3.0, atol=0.2)
+        if row["label"] != "1":
+            continue
+        mask = annotation_mask(annotations, row["sample_id"], shape, affine)
+        for _, lesion in _truth_rows(xr_cohort, row["study_uid"]).iterrows():
+            raw_centre = raw_affine[:3, :2] @ np.array([lesion["center_i"], lesion["center_j"]]) + raw_affine[:3, 3]
+            index_after = np.linalg.lstsq(affine[:3, :2], raw_centre - affine[:3, 3], rcond=None)[0]
+            assert mask[tuple(np.floor(index_after + 0.5).astype(int))] == 1
