@@ -214,12 +214,20 @@ def _read_table(source: Path) -> pd.DataFrame:
     return frame.apply(lambda column: column.str.strip())
 
 
-def _read_lesion_table(source: Path, samples: pd.DataFrame, result: Annotations) -> dict[str, list[Lesion]]:
-    frame = _read_table(source)
+def check_lesion_table(path: str | Path) -> None:
+    """Fail early on a lesion table that is missing, unreadable or lacks a required column.
+
+    Raises:
+        AnnotationError: names the file, the missing columns and the columns found.
+    """
+    _lesion_columns(_read_table(Path(path)), Path(path))
+
+
+def _lesion_columns(frame: pd.DataFrame, source: Path) -> tuple[str | None, str | None, dict[str, str]]:
+    """The table's study / series key columns and its centre and diameter columns."""
     study_column = find_column(frame, KEY_ALIASES["study_uid"])
     series_column = find_column(frame, SERIES_UID_ALIASES)
     columns = {name: find_column(frame, (name,)) for name in (*CENTER_COLUMNS, DIAMETER_COLUMN)}
-    contrast_column = find_column(frame, (CONTRAST_COLUMN,))
     missing = [name for name, column in columns.items() if column is None]
     if study_column is None and series_column is None:
         missing.insert(0, "study_uid or series_uid")
@@ -229,6 +237,13 @@ def _read_lesion_table(source: Path, samples: pd.DataFrame, result: Annotations)
             f"{source}: lesion table lacks column(s) {', '.join(missing)}; columns found: {found}. Expected "
             f"study_uid and / or series_uid, center_x, center_y, center_z (LPS mm), diameter_mm"
         )
+    return study_column, series_column, {name: str(column) for name, column in columns.items()}
+
+
+def _read_lesion_table(source: Path, samples: pd.DataFrame, result: Annotations) -> dict[str, list[Lesion]]:
+    frame = _read_table(source)
+    study_column, series_column, columns = _lesion_columns(frame, source)
+    contrast_column = find_column(frame, (CONTRAST_COLUMN,))
     by_series: dict[str, list[str]] = defaultdict(list)
     by_study: dict[str, list[str]] = defaultdict(list)
     for sample_id, study_uid, series_uid in zip(samples["sample_id"], samples["study_uid"], samples["series_uid"],

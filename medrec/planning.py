@@ -386,6 +386,17 @@ def _sizes(extent: np.ndarray, spacing: np.ndarray, multiples: list[int]) -> lis
     return [_round_up(e / s, m) for e, s, m in zip(extent, spacing, multiples, strict=True)]
 
 
+def _coarsen(spacing: np.ndarray, extent: np.ndarray, multiples: list[int], budget: int,
+             coarsest: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """Coarsen the finest axes first (5 % steps), none past ``coarsest``, until the input fits the
+    budget or every axis is at its limit; returns the spacing (rounded to 0.001 mm) and input size."""
+    while math.prod(_sizes(extent, spacing, multiples)) > budget and (spacing < coarsest).any():
+        finest = spacing[spacing < coarsest].min()
+        spacing = np.where(spacing <= finest * 1.05, np.minimum(spacing * 1.05, coarsest), spacing)
+    spacing = np.round(spacing, 3)
+    return spacing, _sizes(extent, spacing, multiples)
+
+
 def make_plan(
     fingerprint: Mapping[str, Any],
     config: PreprocessConfig | None = None,
@@ -493,13 +504,7 @@ def make_plan(
         input_size = _sizes(extent, spacing, multiples)
         if math.prod(input_size) > budget and finest_allowed is not None:
             start = spacing.copy()
-            while math.prod(input_size) > budget and (spacing < finest_allowed).any():
-                # Coarsen the finest axes first (5% steps), never past a quarter of the smallest finding.
-                finest = spacing[spacing < finest_allowed].min()
-                spacing = np.where(spacing <= finest * 1.05, np.minimum(spacing * 1.05, finest_allowed), spacing)
-                input_size = _sizes(extent, spacing, multiples)
-            spacing = np.round(spacing, 3)
-            input_size = _sizes(extent, spacing, multiples)
+            spacing, input_size = _coarsen(spacing, extent, multiples, budget, finest_allowed)
             if (spacing != np.round(start, 3)).any():
                 reasons.append(
                     f"spacing coarsened from {_fmt(start)} to {_fmt(spacing)} mm (finest axes first, at most a quarter "
@@ -514,13 +519,7 @@ def make_plan(
         elif math.prod(input_size) > budget:
             if config.spacing == "auto":
                 start = spacing.copy()
-                while math.prod(input_size) > budget:
-                    # Coarsen the finest axes first (5% steps) until the input fits the budget.
-                    finest = spacing.min()
-                    spacing = np.where(spacing <= finest * 1.05, spacing * 1.05, spacing)
-                    input_size = _sizes(extent, spacing, multiples)
-                spacing = np.round(spacing, 3)
-                input_size = _sizes(extent, spacing, multiples)
+                spacing, input_size = _coarsen(spacing, extent, multiples, budget, np.full(len(spacing), np.inf))
                 while math.prod(input_size) > budget:  # rounding may overshoot by a hair
                     largest = int(np.argmax(input_size))
                     input_size[largest] -= multiples[largest]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fnmatch
 import os
-
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -84,6 +83,10 @@ def index_folder(
     out = Path(out_dir).absolute()
     # read the labels first: a broken labels file should fail before minutes of header reading
     table: LabelsTable | None = read_labels(labels, label_column) if labels is not None else None
+    if lesions is not None:  # likewise a lesion table
+        from medrec.annotations import check_lesion_table
+
+        check_lesion_table(lesions)
 
     outputs = [out / name for name in ("manifest.csv", "qc.csv", "labels_unmatched.csv", "annotations_qc.csv")]
     skip = [out, *outputs] + [Path(f).absolute() for f in (labels, lesions) if f is not None]

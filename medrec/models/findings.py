@@ -78,7 +78,6 @@ class FindingNet2d(nn.Module):
         logits = self.head(self.features(x.contiguous(memory_format=torch.channels_last)))
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
-
     def fused(self) -> FindingNet2d:
         """An inference copy with each batch norm folded into its convolution (~20 % faster on a CPU)."""
         if self.training:

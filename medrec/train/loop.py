@@ -492,13 +492,14 @@ class _Trainer:
         store = self.finding_dataset.store
         mil_start = max(2, int(config.mil_start * config.epochs) + 1)
         mil = bool(label_only) and config.mil_fraction > 0 and epoch >= mil_start and epoch != self._top_slices_epoch
+        negatives = set(self.finding_targets.negatives)
         refreshed: dict[str, tuple[int, float]] = {}
         if (config.hard_fraction > 0 or mil) and epoch >= 2 and epoch != self._hard_slices_epoch:
             from medrec.train.findings import top_slice_scores
 
             refresh = self.finding_dataset.hard_refresh(epoch)
             if config.hard_fraction == 0:  # only MIL's gate needs them: the lesion-free studies
-                refresh = [s for s in refresh if s in set(self.finding_targets.negatives)]
+                refresh = [s for s in refresh if s in negatives]
             refreshed = top_slice_scores(self.model, store, refresh)
             if config.hard_fraction > 0:
                 self.finding_dataset.set_hard_slices({s: z for s, (z, _) in refreshed.items()})
@@ -507,7 +508,6 @@ class _Trainer:
         if mil:
             from medrec.train.findings import gated_top_slices, top_slice_scores
 
-            negatives = set(self.finding_targets.negatives)
             lesion_free = [score for s, (_, score) in refreshed.items() if s in negatives]
             chosen = gated_top_slices(top_slice_scores(self.model, store, label_only), lesion_free, config.mil_gate)
             self.finding_dataset.set_top_slices(chosen)

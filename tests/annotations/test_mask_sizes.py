@@ -116,3 +116,13 @@ def test_index_counts_lesion_rows_and_reports_the_bad_ones(masked_cohort: Path, 
     assert "matches no manifest sample" in problems.iloc[0]["reason"]
     # the masks are scans again once no labels file names them: indexed, but they carry no label
     assert (result.manifest["label"] == "").sum() == int((labels["mask"] != "").sum())
+
+
+def test_a_broken_lesion_table_fails_before_any_header_is_read(masked_cohort: Path, tmp_path: Path) -> None:
+    (tmp_path / "lesions.csv").write_text("study,x\n1.2.3,4\n")
+    for table, match in ((tmp_path / "lesions.csv", r"lesions\.csv: lesion table lacks column\(s\) study_uid or series_uid"),
+                         (tmp_path / "missing.csv", r"missing\.csv: annotation file not found")):
+        with pytest.raises(AnnotationError, match=match):
+            index_folder(masked_cohort, tmp_path / "index", labels=masked_cohort / "labels.csv", lesions=table,
+                         show_progress=False)
+        assert not (tmp_path / "index").exists()  # failed before reading headers or writing anything
