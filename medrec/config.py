@@ -69,7 +69,9 @@ class DataConfig(_Section):
         label_column: manifest column holding the labels (rows with an empty label are not used).
         classes: class names in model-output order; default: the sorted unique labels.
         positive_class: binary only: the class whose probability is the score; default: the class
-            that is not ``normal`` / ``negative`` / ``0`` / ``benign`` (or the last sorted class).
+            that :func:`medrec.labels.resolve_positive` recognises (``1`` of ``0`` / ``1``, ``tumor``
+            of ``normal`` / ``tumor``, ``lesion`` of ``lesion`` / ``none``); two labels it cannot
+            tell apart (``cat`` / ``dog``) need it.
         lesions: a lesion table (CSV: ``study_uid`` or ``series_uid``, ``center_x/y/z`` in LPS mm,
             ``diameter_mm``; the columns of ``medrec synth``'s ``ground_truth.csv``) that
             finding-map models learn from; lesions are rasterised as spheres.

@@ -41,11 +41,11 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from medrec.atomicio import write_csv
-from medrec.errors import ConfigError, LeakageError, ManifestError, OutputError
+from medrec.errors import ConfigError, LabelsError, LeakageError, ManifestError, OutputError
+from medrec.labels import distinct_labels, polarity, resolve_positive
 
 SPLIT_COLUMNS: tuple[str, ...] = ("sample_id", "patient_id", "split")
 HOLDOUT_NAMES: tuple[str, ...] = ("train", "val", "test")
-NEGATIVE_LABELS = frozenset({"0", "normal", "negative", "benign", "false", "no", "healthy", "absent"})
 MAX_FOLDS_FOR_FRACTION = 10
 MAX_LISTED = 10  # offenders listed per kind of leak in an error message
 
@@ -509,15 +509,21 @@ def audit_leakage(
 # summary and the whole step
 
 
-def positive_labels(labels: Iterable[str]) -> set[str]:
-    """The labels counted as positive: binary -> the class that is not negative-like
-    (``0``, ``normal``, ``negative``, ``benign``, ...; else the last sorted); multi-class -> every
-    class that is not negative-like."""
-    classes = sorted({str(label) for label in labels if str(label) != ""})
-    positives = {c for c in classes if c.strip().lower() not in NEGATIVE_LABELS}
-    if len(classes) == 2 and len(positives) != 1:
-        return {classes[-1]}
-    return positives
+def positive_labels(labels: Iterable[str], positive_class: str | None = None) -> set[str]:
+    """The labels counted as positive (:mod:`medrec.labels`' vocabulary).
+
+    Binary: the positive class (``positive_class`` when given). One label or multi-class: every
+    label that is not known as negative (``0``, ``normal``, ``none``, ``no lesion``, ...).
+
+    Raises:
+        LabelsError: two labels whose positive class the vocabulary cannot tell, and no
+            ``positive_class``.
+    """
+    classes = distinct_labels(labels)
+    if len(classes) == 2:
+        return {resolve_positive(classes, positive_class, source="split labels",
+                                 fix="name it in the recipe's data.positive_class")}
+    return {name for name in classes if polarity(name) is not False}
 
 
 def split_order(names: Iterable[str]) -> list[str]:
@@ -528,13 +534,25 @@ def split_order(names: Iterable[str]) -> list[str]:
     return holdout + rest
 
 
-def split_summary(manifest: pd.DataFrame, splits: pd.DataFrame, label_column: str = "label") -> pd.DataFrame:
-    """Counts per partition: patients, studies, samples, positives (and a ``total`` row)."""
+def split_summary(
+    manifest: pd.DataFrame,
+    splits: pd.DataFrame,
+    label_column: str = "label",
+    positive_class: str | None = None,
+) -> pd.DataFrame:
+    """Counts per partition: patients, studies, samples, positives (and a ``total`` row).
+
+    Splitting does not depend on which label is positive: when two labels leave the positive
+    class undecided (and no ``positive_class`` names it), the positives columns read ``-``.
+    """
     merged = splits[["sample_id", "split"]].astype(str).merge(_without_split(manifest), on="sample_id", how="left")
     merged[label_column] = merged[label_column].fillna("").astype(str)
-    positives = positive_labels(merged[label_column])
+    try:
+        positives: set[str] | None = positive_labels(merged[label_column], positive_class)
+    except LabelsError:
+        positives = None
     study = merged["study_uid"].astype(str) if "study_uid" in merged.columns else merged["sample_id"]
-    merged = merged.assign(_study=study, _positive=merged[label_column].isin(positives))
+    merged = merged.assign(_study=study, _positive=merged[label_column].str.strip().isin(positives or set()))
     rows = []
     for name in [*split_order(merged["split"]), "total"]:
         part = merged if name == "total" else merged[merged["split"] == name]
@@ -543,8 +561,8 @@ def split_summary(manifest: pd.DataFrame, splits: pd.DataFrame, label_column: st
             "patients": int(part["patient_id"].nunique()),
             "studies": int(part["_study"].nunique()),
             "samples": len(part),
-            "positives": int(part["_positive"].sum()),
-            "positive_fraction": f"{part['_positive'].mean():.3f}" if len(part) else "-",
+            "positives": int(part["_positive"].sum()) if positives is not None else "-",
+            "positive_fraction": f"{part['_positive'].mean():.3f}" if len(part) and positives is not None else "-",
         })
     return pd.DataFrame(rows)
 
@@ -589,12 +607,14 @@ def ensure_splits(
     workers: int | None = None,
     max_bytes: int | None = None,
     on_hashed: Callable[[str], None] | None = None,
+    positive_class: str | None = None,
 ) -> SplitResult:
     """Reuse ``path`` when it matches the manifest, else make, audit and write the splits.
 
     An existing file is validated (same labelled samples and patients, same kind of split:
     hold-out vs the requested number of folds) and audited, never rewritten; with ``overwrite``
-    new splits replace it. New splits are audited before anything is written.
+    new splits replace it. New splits are audited before anything is written. ``positive_class``
+    only names the positive class in the summary (see :func:`split_summary`).
 
     Raises:
         OutputError: an existing file does not match and ``overwrite`` is not set.
@@ -628,4 +648,4 @@ def ensure_splits(
     if not reused:
         write_splits(splits, target)
     return SplitResult(splits=splits, reused=reused, unlabelled=unlabelled, audit=audit,
-                       summary=split_summary(manifest, splits, label_column))
+                       summary=split_summary(manifest, splits, label_column, positive_class))

@@ -320,7 +320,7 @@ def _split_step(config: WorkflowConfig, run_dir: Path) -> tuple[str, Callable[[]
                              stratify_by=split.stratify_by, seed=split.seed)
         audit_leakage(manifest, splits, check_pixels=split.check_pixels)
         write_csv(run_dir / "split" / "splits.csv", splits)
-        table = split_summary(manifest, splits)
+        table = split_summary(manifest, splits, positive_class=config.data.positive_class)
         print_summary("patient-level split", table.itertuples(index=False), tuple(table.columns))
         counts = splits["split"].value_counts()
         return ", ".join(f"{name} {counts[name]}" for name in sorted(counts.index))

@@ -45,7 +45,10 @@ def register(app: typer.Typer) -> None:
 
             medrec split data/index/manifest.csv -o splits_cv.csv --folds 5 --seed 1 --no-pixel-check
         """
+        from rich.markup import escape
+
         from medrec.console import console, print_summary, progress
+        from medrec.errors import LabelsError
         from medrec.manifest import read_manifest
         from medrec.split import ensure_splits, positive_labels
 
@@ -69,7 +72,11 @@ def register(app: typer.Typer) -> None:
             first = next(iter(result.audit.unreadable.items()))
             console.print(f"[yellow]warning:[/] pixel check could not decode {len(result.audit.unreadable)} "
                           f"sample(s); they were not compared (e.g. {first[0]}: {first[1]})", soft_wrap=True)
-        positives = ", ".join(sorted(positive_labels(table[label_column].astype(str)))) or "-"
+        try:
+            positives = ", ".join(sorted(positive_labels(table[label_column].astype(str)))) or "-"
+        except LabelsError as e:
+            positives = "undecided"
+            console.print(f"[yellow]note:[/] {escape(str(e))}", soft_wrap=True)
         rows = [tuple(record.values()) for record in result.summary.to_dict(orient="records")]
         pixel_note = "pixel check on" if check_pixels else "pixel check off"
         print_summary(

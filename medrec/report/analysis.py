@@ -80,7 +80,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from medrec.errors import ConfigError, InputError, LabelsError
+from medrec.errors import ConfigError, InputError
+from medrec.labels import distinct_labels, polarity, resolve_positive
 from medrec.report import stats
 
 __all__ = ["AGE_BANDS", "SCHEMA_VERSION", "analyse_predictions", "choose_threshold"]
@@ -97,10 +98,6 @@ MAX_CURVE_POINTS = 500
 N_FLAGGED = 5
 REQUIRED_COLUMNS: tuple[str, ...] = ("sample_id", "label")
 
-POSITIVE_TOKENS = frozenset({"1", "1.0", "true", "positive", "pos", "yes", "abnormal", "tumor", "tumour",
-                             "lesion", "nodule", "malignant", "cancer", "present"})
-NEGATIVE_TOKENS = frozenset({"0", "0.0", "false", "negative", "neg", "no", "normal", "healthy", "benign",
-                             "absent", "none", "no_lesion", "no-lesion", "control"})
 EXPLORATORY_RULES = ("youden", "sensitivity:<x>", "specificity:<x>")
 
 
@@ -152,25 +149,12 @@ def _score_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def _resolve_positive_label(labels: pd.Series, positive_label: str | None) -> tuple[str, str]:
-    """(negative, positive) label text for a binary table."""
-    distinct = sorted(set(labels))
-    if positive_label is not None:
-        positive = str(positive_label)
-        others = [value for value in distinct if value != positive]
-        if len(others) > 1:
-            raise LabelsError(
-                f"predictions: binary labels must take two values, found {distinct}; positive_label is {positive!r}")
-        return (others[0] if others else "negative", positive)
-    lowered = {value: value.lower() for value in distinct}
-    positives = [value for value in distinct if lowered[value] in POSITIVE_TOKENS]
-    negatives = [value for value in distinct if lowered[value] in NEGATIVE_TOKENS]
-    if len(distinct) <= 2 and len(positives) == 1 and len(negatives) == len(distinct) - 1:
-        return (negatives[0] if negatives else "negative", positives[0])
-    if len(distinct) <= 2 and not positives and len(negatives) == 1 and len(distinct) == 2:
-        return (negatives[0], next(value for value in distinct if value != negatives[0]))
-    raise LabelsError(
-        f"predictions: cannot tell which label is the positive class among {distinct[:10]}; "
-        "pass positive_label (the run's positive class, e.g. 'tumor')")
+    """(negative, positive) label text for a binary table (:func:`medrec.labels.resolve_positive`)."""
+    distinct = distinct_labels(labels)
+    positive = resolve_positive(distinct, positive_label, source="predictions",
+                                fix="pass positive_label (the run's positive class, e.g. 'tumor')")
+    others = [value for value in distinct if value != positive]
+    return (others[0] if others else "negative", positive)
 
 
 def _binary_values(values: pd.Series, negative: str, positive: str) -> pd.Series:
@@ -180,7 +164,7 @@ def _binary_values(values: pd.Series, negative: str, positive: str) -> pd.Series
     out = pd.Series(np.nan, index=values.index)
     out[text.eq(positive)] = 1.0
     out[text.eq(negative)] = 0.0
-    if positive.lower() not in POSITIVE_TOKENS and negative.lower() not in NEGATIVE_TOKENS:
+    if polarity(positive) is not True and polarity(negative) is not False:
         return out
     unset = out.isna()
     out[unset & lowered.isin({"1", "1.0", "true"})] = 1.0

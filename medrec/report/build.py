@@ -31,7 +31,8 @@ import yaml
 
 from medrec import __version__
 from medrec.atomicio import write_bytes, write_text
-from medrec.errors import ConfigError, InputError, MedrecError, ModelError
+from medrec.errors import ConfigError, InputError, MedrecError, ModelError, OutputError
+from medrec.labels import map_to_classes, mapping_text
 from medrec.manifest import read_manifest
 from medrec.report import document as doc_model
 from medrec.report import figures as figs
@@ -176,6 +177,57 @@ def resolve_threshold(
     )
 
 
+def run_label_space(record: Mapping | None) -> tuple[list[str], str] | None:
+    """A binary run's ``(classes, positive class)`` as ``model.json`` or a predictions sidecar records
+    them, or None when the record names no two classes and a positive class among them."""
+    if not isinstance(record, Mapping):
+        return None
+    classes, positive = record.get("classes"), record.get("positive_class")
+    if not isinstance(classes, list | tuple) or len(classes) != 2 or positive is None:
+        return None
+    names = [str(name) for name in classes]
+    return (names, str(positive)) if str(positive) in names else None
+
+
+def label_mapping(
+    predictions: pd.DataFrame,
+    space: tuple[list[str], str] | None,
+    positive_label: str | None,
+    source: str,
+) -> tuple[dict[str, str], str | None]:
+    """How the predictions' labels match the run's classes, and the positive label to analyse with.
+
+    Args:
+        predictions: the predictions table (its ``label`` column holds the reference standard, in
+            the vocabulary of the site that labelled the studies).
+        space: the run's ``(classes, positive class)`` (:func:`run_label_space`), or None.
+        positive_label: an explicit positive class among the predictions' labels, or None.
+        source: the predictions file's name, for error messages.
+
+    Returns:
+        ``(mapping, positive_label)``: ``mapping`` is ``{label: run class}`` when the labels are not
+        the run's class names (matched by polarity, :func:`medrec.labels.map_to_classes`), else
+        empty; ``positive_label`` is the label text of the positive class (None: let the analysis
+        recognise it).
+
+    Raises:
+        LabelsError: the labels cannot be matched to the run's classes (names both vocabularies).
+    """
+    if space is None:
+        return {}, positive_label
+    classes, run_positive = space
+    labels = predictions["label"].astype(str).str.strip()
+    labels = labels[(labels != "") & ~labels.str.lower().isin({"nan", "null"})]
+    mapping = map_to_classes(
+        labels, classes, run_positive, positive=positive_label, source=source,
+        fix="relabel the predictions with the run's classes, or use labels whose meaning is recognised "
+            "(0 / 1, normal / tumor, negative / positive, ...)")
+    if all(label == name for label, name in mapping.items()):
+        return {}, positive_label if positive_label is not None else run_positive
+    site_positive = next((label for label, name in mapping.items() if name == run_positive), None)
+    return mapping, site_positive or positive_label or run_positive
+
+
 def _read_optional_csv(path: Path | None) -> pd.DataFrame | None:
     if path is None or not path.is_file():
         return None
@@ -253,10 +305,14 @@ def cohort_flow(
     splits: pd.DataFrame | None,
     positive_label: str | None,
     classes: Sequence[str] = (),
+    positive_aliases: Sequence[str] = (),
 ) -> dict:
     """Counts for the participant flow (STARD 2015): found, excluded with reasons, scored, analysed.
 
-    Only counts and path-scrubbed reasons leave this function, never identifiers.
+    ``positive_aliases`` are other label texts of the positive class: the run's class name when the
+    predictions' labels were matched to the run's classes by polarity (the run's manifest and
+    splits use the run's names). Only counts and path-scrubbed reasons leave this function, never
+    identifiers.
     """
     errors = predictions["error"].astype(str).str.strip()
     failed = errors != ""
@@ -286,7 +342,8 @@ def cohort_flow(
         for split, part in sorted(merged.groupby("split"), key=lambda item: _split_order(str(item[0]))):
             labels = part["label"].astype(str).str.strip()
             known = labels[labels != ""]
-            positives = int((known == positive_label).sum()) if positive_label is not None else None
+            positives = (int(known.isin([positive_label, *positive_aliases]).sum())
+                         if positive_label is not None else None)
             rows.append({
                 "split": str(split),
                 "n_samples": int(len(part)),
@@ -426,6 +483,8 @@ def provenance_block(
         "architecture": architecture_text,
         "classes": model.get("classes") or report.get("classes"),
         "positive_class": model.get("positive_class") or report.get("positive_label"),
+        "label_mapping": (f"{mapping_text(report['label_mapping'])} (the predictions' labels matched to the run's "
+                          "classes by polarity)") if report.get("label_mapping") else None,
         "threshold": report.get("threshold"),
         "threshold_source": report.get("threshold_source"),
         "threshold_method": report.get("threshold_method"),
@@ -789,9 +848,26 @@ def write_report(
                                          if c in keep_columns or c == "score" or c.startswith("score_")]]
     compare_view = pseudonymiser.frame(compare_frame)
     positive_label = analysis_kw.pop("positive_label", None)
-    if positive_label is None and model_json is not None and not multiclass \
-            and model_json.get("positive_class") is not None:
-        positive_label = str(model_json["positive_class"])
+    mapping: dict[str, str] = {}
+    if not multiclass:
+        if model_json is not None:
+            space = run_label_space(model_json)
+        else:
+            # deferred: the sidecar's reader lives in medrec.score, which imports torch
+            from medrec.score.writer import read_sidecar
+
+            try:
+                space = run_label_space(read_sidecar(predictions_path))
+            except OutputError as e:
+                raise InputError(f"{e}; or pass --run RUN, whose model.json names the run's classes") from e
+        mapping, positive_label = label_mapping(predictions, space, positive_label, predictions_path.name)
+        if positive_label is None and model_json is not None and model_json.get("positive_class") is not None:
+            positive_label = str(model_json["positive_class"])
+    if mapping and "prediction" in predictions_view.columns:
+        # 'prediction' holds the run's class names; the analysis reads it in the labels' vocabulary
+        to_label = {name: label for label, name in mapping.items()}
+        predictions_view = predictions_view.assign(prediction=predictions_view["prediction"].map(
+            lambda value: to_label.get(str(value).strip(), value)))
 
     report = dict(analyse_predictions(
         predictions_view, value, source_text,
@@ -808,6 +884,7 @@ def write_report(
     ))
     report["threshold_kind"] = kind
     report["threshold_method"] = method
+    report["label_mapping"] = mapping or None
     if lesion_module is not None:
         # raw identifiers are needed to match the lesion table; only counts and rates come back
         report["lesion_level"] = lesion_module.lesion_level_results(
@@ -817,8 +894,10 @@ def write_report(
         )
         report.setdefault("methods", {})["lesion_level"] = doc_model.lesion_method_sentence(report["lesion_level"])
     cohort = dict(report.get("cohort") or {})
+    run_positive = mapping.get(str(report.get("positive_label")))
     for name, item in cohort_flow(predictions, manifest_frame, qc_frame, splits_frame,
-                                  report.get("positive_label"), report.get("classes") or ()).items():
+                                  report.get("positive_label"), report.get("classes") or (),
+                                  positive_aliases=[run_positive] if run_positive else []).items():
         cohort.setdefault(name, item)
     report["cohort"] = cohort
     report["limitations"] = doc_model.limitations(report)

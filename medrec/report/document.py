@@ -516,6 +516,11 @@ def cohort_section(report: Mapping) -> Section:
                 f"(prevalence {fmt_value(report.get('prevalence'), 'pct')}).")
         if report.get("positive_label"):
             text += f" Positive class: label '{report['positive_label']}'."
+        mapping = report.get("label_mapping") or {}
+        if mapping:
+            pairs = ", ".join(f"'{label}' as '{name}'" for label, name in sorted(mapping.items(), key=lambda i: i[1]))
+            text += (f" The reference labels are not the run's class names; they were matched to the run's classes "
+                     f"by polarity: {pairs}.")
     section.blocks.append(Paragraph(text))
     splits = cohort.get("splits") or []
     if splits:
@@ -859,6 +864,7 @@ PROVENANCE_LABELS: dict[str, str] = {
     "architecture": "Architecture",
     "classes": "Classes",
     "positive_class": "Positive class",
+    "label_mapping": "Label mapping",
     "threshold": "Operating threshold",
     "threshold_source": "Threshold source",
     "calibration": "Calibration",

@@ -7,11 +7,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from medrec.errors import ConfigError, LabelsError, ManifestError
+from medrec.labels import resolve_positive
 
-# Labels that name the "nothing found" class of a binary task; the other class is positive.
-NEGATIVE_LABELS: frozenset[str] = frozenset(
-    {"normal", "negative", "neg", "0", "benign", "absent", "healthy", "no", "false", "control"}
-)
 SPLIT_COLUMNS: tuple[str, ...] = ("sample_id", "patient_id", "split")
 
 
@@ -57,8 +54,13 @@ def labelled_rows(manifest: pd.DataFrame, label_column: str) -> pd.DataFrame:
 def label_space(labels: pd.Series, classes: tuple[str, ...] | None, positive_class: str | None) -> LabelSpace:
     """Decide the classes and the positive class.
 
+    A binary task's positive class is ``positive_class`` when given, else the one that
+    :func:`medrec.labels.resolve_positive` recognises (``tumor`` of ``normal`` / ``tumor``,
+    ``lesion`` of ``lesion`` / ``none``).
+
     Raises:
-        LabelsError: fewer than 2 classes, or labels outside the configured classes.
+        LabelsError: fewer than 2 classes, labels outside the configured classes, or two classes
+            whose positive class the vocabulary cannot tell (and no positive_class).
         ConfigError: positive_class is not a class.
     """
     found = sorted(set(labels.astype(str)))
@@ -74,11 +76,11 @@ def label_space(labels: pd.Series, classes: tuple[str, ...] | None, positive_cla
         raise LabelsError(f"training needs at least 2 classes; the labelled rows only have {list(classes)}")
     if len(classes) > 2:
         return LabelSpace(tuple(classes), None)
-    if positive_class is None:
-        negatives = [name for name in classes if name.lower() in NEGATIVE_LABELS]
-        positive_class = next(name for name in classes if name != negatives[0]) if len(negatives) == 1 else classes[-1]
-    elif positive_class not in classes:
+    if positive_class is not None and positive_class not in classes:
         raise ConfigError(f"data.positive_class {positive_class!r} is not one of the classes {list(classes)}")
+    positive_class = resolve_positive(
+        classes, positive_class, source="training labels",
+        fix="set data.positive_class in the recipe to the class whose probability the score should be")
     return LabelSpace(tuple(classes), positive_class)
 
 

@@ -83,3 +83,18 @@ def test_pixel_leak_stops_before_writing(tmp_path, nifti_cohort, capsys):
 def test_help_has_examples(capsys):
     assert run_cli(["split", "--help"]) == 0
     assert "Examples" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("labels", "shown"), [(("no lesion", "lesion"), "positive = lesion"),
+                                               (("none", "lesion"), "positive = lesion"),
+                                               (("cat", "dog"), "positive = undecided")])
+def test_summary_names_the_positive_class(tmp_path, make_cohort, capsys, labels, shown):
+    frame = make_cohort(20, seed=4)
+    frame["label"] = frame["label"].map({"0": labels[0], "1": labels[1]})
+    path = tmp_path / "manifest.csv"
+    write_manifest(frame, path)
+    assert run_cli(["split", str(path), "-o", str(tmp_path / "splits.csv"), "--no-pixel-check"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert shown in err
+    if labels == ("cat", "dog"):
+        assert "cannot tell which of ['cat', 'dog'] is the positive class" in err

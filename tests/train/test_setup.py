@@ -10,7 +10,10 @@ from medrec.train.setup import check_partition, check_splits_table, label_space,
 def test_label_space_binary_positive_class():
     assert label_space(pd.Series(["normal", "abnormal"]), None, None).positive_class == "abnormal"
     assert label_space(pd.Series(["0", "1", "1"]), None, None).positive_class == "1"
-    assert label_space(pd.Series(["cat", "dog"]), None, None).positive_class == "dog"
+    assert label_space(pd.Series(["lesion", "none"]), None, None).positive_class == "lesion"
+    assert label_space(pd.Series(["cat", "dog"]), None, "cat").positive_class == "cat"
+    with pytest.raises(LabelsError, match=r"'cat', 'dog'.*data\.positive_class"):
+        label_space(pd.Series(["cat", "dog"]), None, None)
     space = label_space(pd.Series(["a", "b"]), ("b", "a"), "b")
     assert space.classes == ("b", "a") and space.positive_index == 0
     multi = label_space(pd.Series(["x", "y", "z"]), None, None)
