@@ -12,13 +12,16 @@ import re
 import sys
 
 import typer
+from rich.markup import escape
 
 from medrec import __version__
 from medrec.console import console
 from medrec.errors import MedrecError
 
-# The order here is the order of ``medrec --help``: the pipeline, stage by stage.
-COMMAND_MODULES: tuple[str, ...] = ("synth", "index", "split", "models", "train", "score", "report", "evaluate", "run", "demo")
+# The order here is the order of ``medrec --help``: the pipeline, stage by stage (typer lists the
+# ``recipes`` command group after the plain commands).
+COMMAND_MODULES: tuple[str, ...] = ("synth", "index", "split", "models", "train", "score", "report", "evaluate", "run",
+                                    "demo", "recipes")
 
 app = typer.Typer(
     name="medrec",
@@ -96,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     except MedrecError as e:
         if debug:
             raise
-        console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        # the message is plain text: "[lower, upper]" in it is not rich markup
+        console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         console.print("[bold red]interrupted[/]")

@@ -39,6 +39,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
+from yaml.reader import ReaderError
 
 from medrec.errors import ConfigError, ModelError
 from medrec.transforms import PreprocessConfig
@@ -135,6 +137,8 @@ class SplitConfig(_Section):
 
 
 MODEL_MODES: tuple[str, ...] = ("3d", "2d", "2.5d")
+# The validation error type of ``model.kwargs`` keys that the named network does not take.
+UNKNOWN_MODEL_ARGUMENT = "unknown_model_argument"
 
 
 class ModelConfig(_Section):
@@ -170,6 +174,26 @@ class ModelConfig(_Section):
             return resolve_model_name(value)
         except ModelError as e:
             raise ValueError(str(e)) from e
+
+    @field_validator("kwargs")
+    @classmethod
+    def _network_arguments(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        name = info.data.get("name")
+        if not value or name is None:
+            return value  # an unknown model name is reported on its own
+        from medrec.models.registry import model_kwargs
+
+        accepted = model_kwargs(name)
+        if accepted is not None:
+            accepted = (*accepted, "slice_chunk")  # create_model's own: slices per chunk in slice modes
+        unknown = [str(key) for key in value if accepted is not None and key not in accepted]
+        if unknown:
+            raise PydanticCustomError(
+                UNKNOWN_MODEL_ARGUMENT,
+                "{model} takes no argument(s) {keys}; it accepts: {accepted}",
+                {"model": name, "keys": unknown, "accepted": list(accepted or ())},
+            )
+        return value
 
     @field_validator("pretrained")
     @classmethod
@@ -224,6 +248,10 @@ class TrainingConfig(_Section):
         hard_fraction: finding-map models: share of the slices of a batch that are the slice
             holding the highest logit of a study with a known target (hard examples, from the
             second epoch; a third of those studies is re-examined each epoch).
+        patch_size: finding-map models: train on square in-plane crops of this many voxels
+            instead of whole slices (lesion draws centred near a lesion voxel, hard draws near the
+            peak), or ``auto``: three times the largest annotated lesion (95th percentile) at the
+            plan's spacing, at least 48 voxels, a multiple of 16. None: whole slices.
     """
 
     epochs: int = Field(30, ge=1)
@@ -248,9 +276,12 @@ class TrainingConfig(_Section):
     mil_start: float = Field(0.5, ge=0.0, lt=1.0)
     mil_gate: float = Field(0.9, ge=0.0, le=1.0)
     hard_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    patch_size: int | Literal["auto"] | None = None
 
     @model_validator(mode="after")
     def _fractions(self) -> TrainingConfig:
+        if self.patch_size is not None and self.patch_size != "auto" and self.patch_size < 16:
+            raise ValueError(f"patch_size must be at least 16 voxels, auto or null, got {self.patch_size}")
         if self.lesion_weight != "auto" and not self.lesion_weight > 0:
             raise ValueError(f"lesion_weight must be a positive number or auto, got {self.lesion_weight}")
         if self.foreground_fraction + self.mil_fraction + self.hard_fraction > 1.0:
@@ -358,6 +389,13 @@ def format_validation_error(error: ValidationError, source: str, root: type[Base
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(f"unknown key '{dotted}'{hint}; allowed keys here: {', '.join(allowed)}")
+        elif item["type"] == UNKNOWN_MODEL_ARGUMENT:
+            context = item["ctx"]
+            for key in context["keys"]:
+                close = difflib.get_close_matches(key, context["accepted"], n=1, cutoff=0.6)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append(f"unknown key '{dotted}.{key}'{hint}; {context['model']} accepts: "
+                                f"{', '.join(context['accepted']) or 'no arguments'}")
         elif item["type"] == "missing":
             problems.append(f"'{dotted}' is required")
         else:
@@ -402,11 +440,41 @@ def read_yaml(source: Path, not_found: str) -> Any:
     if not source.is_file():
         raise ConfigError(f"{source}: {not_found}")
     try:
-        return yaml.safe_load(source.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: not valid YAML ({e})") from e
+        text = source.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"{source}: not a UTF-8 text file") from e
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: {describe_yaml_error(e, text)}") from e
+
+
+def describe_yaml_error(error: yaml.YAMLError, text: str) -> str:
+    """One line saying where a YAML text is broken and why (PyYAML's own message spans several lines).
+
+    Args:
+        error: what :func:`yaml.safe_load` raised.
+        text: the text it was parsing (to place errors that carry only a character offset).
+
+    Returns:
+        ``not valid YAML at line L, column C: <problem> (<context> at line L', column C')`` with
+        1-based positions, or as much of it as the error tells.
+    """
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark
+        message = f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {error.problem or 'syntax error'}"
+        if error.context:
+            context_mark = error.context_mark
+            where = (f" at line {context_mark.line + 1}, column {context_mark.column + 1}"
+                     if context_mark is not None else "")
+            message += f" ({error.context}{where})"
+        return message
+    if isinstance(error, ReaderError):
+        before = text[: error.position]
+        line, column = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+        character = f"#x{error.character:04x}" if isinstance(error.character, int) else repr(error.character)
+        return f"not valid YAML at line {line}, column {column}: unacceptable character {character}: {error.reason}"
+    return "not valid YAML: " + " ".join(str(error).split())
 
 
 def dump_config(config: TrainConfig) -> str:

@@ -3,7 +3,12 @@
 A recipe holds the training sections of :class:`medrec.config.TrainConfig` (``split``,
 ``preprocessing``, ``model``, ``training``, ``threshold``, ``calibration``) plus three of its own:
 ``data`` (the scan folder and the labels file instead of a manifest), ``index`` (series-selection
-rules) and ``evaluation`` (report options). Paths are relative to the recipe's folder.
+rules) and ``evaluation`` (report options).
+
+Recipes ship inside the package (``medrec/recipes/NAME.yaml``) and are reached by name
+(``medrec run ct_lesion_annotated``, ``medrec recipes show NAME > my.yaml``); a path to a recipe
+file wins over a name. Relative paths in a recipe file are taken from the file's folder; those of
+a packaged recipe run by name from the current folder, as if it had been copied there.
 
 Layout of the run directory::
 
@@ -24,12 +29,14 @@ overwritten: that is an error asking for a new output folder.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +51,7 @@ from medrec.index.selection import SelectionRules
 
 STEPS: tuple[str, ...] = ("index", "split", "train", "evaluate")
 STATE_FILE = "workflow.json"
+RECIPE_SUFFIXES: tuple[str, ...] = (".yaml", ".yml")
 
 
 class _Section(BaseModel):
@@ -132,19 +140,107 @@ class WorkflowConfig(TrainingSections):
     evaluation: EvaluationStep = Field(default_factory=EvaluationStep)
 
 
-def load_workflow(path: str | Path, overrides: dict[str, Any] | None = None) -> WorkflowConfig:
-    """Read and validate a recipe; relative paths are taken from the recipe's folder.
+@dataclass(frozen=True)
+class PackagedRecipe:
+    """A recipe that ships inside the package.
+
+    Attributes:
+        name: what ``medrec run NAME`` and ``medrec recipes show NAME`` take (the file name without ``.yaml``).
+        description: the recipe's ``description`` line.
+        path: the file, ``medrec/recipes/NAME.yaml``.
+    """
+
+    name: str
+    description: str
+    path: Path
+
+
+def recipes_folder() -> Path:
+    """The folder of the packaged recipes (``medrec/recipes/``, package data of the installed medrec)."""
+    return Path(str(resources.files("medrec") / "recipes"))
+
+
+def packaged_recipes() -> list[PackagedRecipe]:
+    """Every packaged recipe, sorted by name."""
+    recipes = []
+    for path in sorted(recipes_folder().glob("*.yaml")):
+        content = read_yaml(path, "packaged recipe not found")
+        description = content.get("description", "") if isinstance(content, dict) else ""
+        recipes.append(PackagedRecipe(path.stem, " ".join(str(description or "").split()), path))
+    return recipes
+
+
+def _recipe_stem(name: str) -> str:
+    for suffix in RECIPE_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _nearest_hint(stem: str, names: Sequence[str]) -> str:
+    close = difflib.get_close_matches(stem, list(names), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def packaged_recipe(name: str) -> PackagedRecipe:
+    """The packaged recipe called ``name`` (``ct_lesion_3d`` or ``ct_lesion_3d.yaml``).
+
+    Raises:
+        ConfigError: no packaged recipe has that name; the message suggests the nearest and lists them all.
+    """
+    recipes = {recipe.name: recipe for recipe in packaged_recipes()}
+    stem = _recipe_stem(name.strip())
+    if stem in recipes:
+        return recipes[stem]
+    raise ConfigError(f"{name}: no packaged recipe of that name{_nearest_hint(stem, list(recipes))}; "
+                      f"packaged recipes: {', '.join(recipes)} (see 'medrec recipes')")
+
+
+def find_recipe(recipe: str | Path) -> tuple[Path, Path]:
+    """The recipe file that ``recipe`` names and the folder its relative paths are taken from.
+
+    An existing file wins: its paths are relative to its own folder. Otherwise a bare name
+    (``ct_lesion_annotated``, with or without ``.yaml``) is a packaged recipe, whose paths are
+    relative to the current folder: a packaged recipe run by name reads ``data/ct`` from where the
+    user is, as does the copy that ``medrec recipes show NAME > my.yaml`` puts there.
+
+    Raises:
+        ConfigError: neither a file nor a packaged recipe; the message names the nearest packaged recipe.
+    """
+    path = Path(recipe)
+    if path.is_file():
+        return path, path.absolute().parent
+    recipes = {packaged.name: packaged for packaged in packaged_recipes()}
+    stem = _recipe_stem(path.name)
+    bare_name = path.parent == Path(".")
+    if bare_name and stem in recipes:
+        return recipes[stem].path, Path.cwd()
+    if stem in recipes:
+        # a path to a copy that is not there, such as workflows/NAME.yaml of older documentation
+        hint = (f"; the packaged recipe {stem!r} has this name: 'medrec run {stem}', or "
+                f"'medrec recipes show {stem} > {path.name}' for a copy to edit")
+    else:
+        hint = _nearest_hint(stem, list(recipes))
+    what = "no such recipe file or packaged recipe" if bare_name else "recipe not found"
+    raise ConfigError(f"{recipe}: {what}{hint}; packaged recipes: {', '.join(recipes)} (see 'medrec recipes')")
+
+
+def load_workflow(recipe: str | Path, overrides: dict[str, Any] | None = None) -> WorkflowConfig:
+    """Read and validate a recipe, given as a file or as the name of a packaged recipe.
 
     Args:
-        path: the recipe YAML.
+        recipe: a recipe file, or a packaged recipe's name (see :func:`find_recipe`; a file wins).
+            Relative paths are taken from the file's folder, or from the current folder for a
+            packaged recipe named by name.
         overrides: dotted keys to set before validation, e.g. ``{"data.scans": "/x"}``
             (relative override paths are taken from the current folder).
 
     Raises:
-        ConfigError: missing file, bad YAML, unknown keys or bad values (each named by dotted key).
+        ConfigError: unknown recipe, bad YAML, unknown keys or bad values (each named by dotted key).
     """
-    source = Path(path)
-    data = read_yaml(source, "recipe not found (recipes ship in workflows/)")
+    path, base = find_recipe(recipe)
+    source = str(recipe)
+    data = read_yaml(path, "recipe not found (see 'medrec recipes')")
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a recipe is a mapping of sections (name, data, model, training, ...)")
     for dotted, value in (overrides or {}).items():
@@ -159,11 +255,10 @@ def load_workflow(path: str | Path, overrides: dict[str, Any] | None = None) -> 
             if not isinstance(node, dict):
                 raise ConfigError(f"{source}: '{part}' must be a mapping to set {dotted}")
         node[last] = value
-    base = source.absolute().parent
     try:
         return WorkflowConfig.model_validate(data, context={"base_dir": str(base)})
     except ValidationError as e:
-        message = format_validation_error(e, str(source), root=WorkflowConfig)
+        message = format_validation_error(e, source, root=WorkflowConfig)
         raise ConfigError(message.replace("training config", "recipe")) from e
 
 

@@ -12,7 +12,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("run")
     def run_command(
-        recipe: Path = typer.Argument(..., metavar="WORKFLOW.yaml", help="A recipe, e.g. workflows/ct_lesion_3d.yaml."),
+        recipe: str = typer.Argument(
+            ..., metavar="RECIPE",
+            help="A packaged recipe's name (see 'medrec recipes') or a recipe file; a file of that name wins."),
         out: Path | None = typer.Option(None, "-o", "--out", help="Run directory (default: runs/<recipe name>)."),
         scans: Path | None = typer.Option(None, "--scans", help="Override data.scans (the scan folder)."),
         labels: Path | None = typer.Option(None, "--labels", help="Override data.labels (the labels file; a 'mask' column gives lesion masks)."),
@@ -20,17 +22,19 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run a recipe: index the scans, split by patient, train, and report on the locked test split.
 
-        Every step writes into one run directory and records a fingerprint of its inputs; rerunning skips the steps whose inputs did not change, so a finished recipe reruns in seconds and trains nothing. An interrupted training resumes from its last completed epoch. Paths in the recipe are relative to the recipe's folder; --scans / --labels are relative to the current folder.
+        Every step writes into one run directory and records a fingerprint of its inputs; rerunning skips the steps whose inputs did not change, so a finished recipe reruns in seconds and trains nothing. An interrupted training resumes from its last completed epoch. Relative paths in a recipe file are taken from the file's folder; those of a packaged recipe run by name (such as data/ct) from the current folder; --scans / --labels / --lesions from the current folder. 'medrec recipes show NAME > my.yaml' gives a copy to edit.
 
         Examples:
 
             medrec synth data/ct-lesion --kind ct-lesion --patients 120 --format dicom --quirks
 
-            medrec run workflows/ct_lesion_3d.yaml -o runs/ct-lesion
+            medrec run ct_lesion_3d -o runs/ct-lesion   (reads data/ct-lesion from the current folder)
 
-            medrec run workflows/brats_mgmt_nifti.yaml --scans /data/BraTS2021 --labels /data/labels.csv
+            medrec run brats_mgmt_nifti --scans /data/BraTS2021 --labels /data/labels.csv
 
-            medrec run workflows/ct_lesion_annotated.yaml --scans data/ct --labels data/ct/labels.csv --lesions data/ct/ground_truth.csv
+            medrec run ct_lesion_annotated --scans data/ct --labels data/ct/labels.csv --lesions data/ct/ground_truth.csv
+
+            medrec run my_recipe.yaml -o runs/mine
         """
         from medrec.commands.evaluate import metric_rows
         from medrec.console import console, print_summary

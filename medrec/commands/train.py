@@ -21,14 +21,15 @@ def register(app: typer.Typer) -> None:
 
     @app.command("train")
     def train_command(
-        config_path: Path = typer.Argument(..., metavar="CONFIG.yaml", help="Training recipe (YAML)."),
+        config_path: Path = typer.Argument(
+            ..., metavar="CONFIG.yaml", help="Training config (YAML) with data.manifest from 'medrec index'."),
         run_dir: Path = typer.Option(..., "-o", "--out", help="Run directory to write (must not hold a finished run)."),
         resume: bool = typer.Option(False, "--resume", help="Continue an unfinished run from its last completed epoch."),
         device: Device | None = typer.Option(None, "--device", help="Override training.device (auto, cpu, cuda)."),
     ) -> None:
         """Train a classifier; write config.yaml, splits.csv, model.safetensors, model.json, metrics.jsonl, train.log.
 
-        Paths in CONFIG.yaml are relative to its folder. Splits are made by patient (or reused from data.splits), preprocessing is planned on the training split, each sample is preprocessed once into a cache, and the epoch with the best validation AUC is kept. The operating threshold and the temperature calibration are chosen on the validation split; the test split is never read. Under torchrun each process trains on its shard (DDP) and rank 0 writes the run.
+        CONFIG.yaml holds data (data.manifest, optional data.splits) and the training sections of a recipe: split, preprocessing, model, training, threshold, calibration. Paths in it are relative to its folder. To index, split, train and evaluate in one go, run a whole recipe instead: 'medrec run NAME' with a packaged recipe (see 'medrec recipes'). Splits are made by patient (or reused from data.splits), preprocessing is planned on the training split, each sample is preprocessed once into a cache, and the epoch with the best validation AUC is kept. The operating threshold and the temperature calibration are chosen on the validation split; the test split is never read. Under torchrun each process trains on its shard (DDP) and rank 0 writes the run.
 
         Examples:
 
@@ -42,8 +43,13 @@ def register(app: typer.Typer) -> None:
 
         from medrec.config import load_config
         from medrec.console import console, print_summary
+        from medrec.errors import ConfigError
         from medrec.train import train
+        from medrec.workflow import packaged_recipes
 
+        if not config_path.is_file() and config_path.stem in {recipe.name for recipe in packaged_recipes()}:
+            raise ConfigError(f"{config_path}: config file not found; {config_path.stem!r} is a packaged recipe "
+                              f"(index, split, train, evaluate): run it with 'medrec run {config_path.stem}'")
         config = load_config(config_path)
         result = train(config, run_dir, resume=resume, device=device.value if device else None)
         if os.environ.get("RANK", "0") != "0":

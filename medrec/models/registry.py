@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import inspect
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -198,6 +199,82 @@ def create_model(
     except TypeError as e:
         raise ModelError(f"model {name!r}: bad argument ({e})") from e
     return model
+
+
+# The arguments every factory receives from medrec itself: never a recipe's ``model.kwargs``.
+FACTORY_ARGUMENTS: tuple[str, ...] = ("spatial_dims", "in_channels", "num_classes")
+
+
+def _keyword_parameters(function: Callable[..., Any]) -> tuple[list[inspect.Parameter], bool]:
+    """The parameters of ``function`` that can be given by keyword, and whether it takes ``**kwargs``."""
+    try:
+        parameters = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):
+        return [], True
+    named = [p for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"]
+    return named, any(p.kind is p.VAR_KEYWORD for p in parameters)
+
+
+@functools.lru_cache(maxsize=None)
+def model_kwargs(name: str) -> tuple[str, ...] | None:
+    """The arguments a recipe's ``model.kwargs`` may pass to registered model ``name``, sorted.
+
+    They are the factory's own keyword parameters and, when the factory forwards ``**kwargs`` to a
+    network class, that class's parameters that have a default (through its base classes while
+    their ``__init__`` forwards ``**kwargs`` too), less the ones the factory already sets. Only the
+    factory's body says where its ``**kwargs`` go, so the class is found by building the model on
+    the ``meta`` device (no memory, no initialisation), and an argument counts as set by the
+    factory when passing it again is refused.
+
+    Args:
+        name: registry name (case and surrounding spaces ignored).
+
+    Returns:
+        The accepted names, or None when the model cannot be built with its defaults to find them out
+        (then nothing can be checked before training).
+
+    Raises:
+        ModelError: unknown name.
+    """
+    entry = _lookup(name)
+    own, forwards = _keyword_parameters(entry.factory)
+    accepted = {p.name for p in own if p.name not in FACTORY_ARGUMENTS and not p.name.startswith("_")}
+    if not forwards:
+        return tuple(sorted(accepted))
+    dims = entry.supports[0]
+
+    def build(**kwargs: Any) -> torch.nn.Module:
+        with torch.device("meta"):
+            return entry.factory(spatial_dims=dims, in_channels=1, num_classes=2, **kwargs)
+
+    try:
+        network = type(build())
+    except Exception:  # noqa: BLE001  (any failure of a default build means: cannot tell)
+        return None
+    defaults: dict[str, Any] = {}
+    for cls in network.__mro__:
+        if cls is torch.nn.Module:
+            break
+        if "__init__" not in vars(cls):
+            continue
+        parameters, forwards = _keyword_parameters(vars(cls)["__init__"])
+        for parameter in parameters:
+            if parameter.default is not parameter.empty:
+                defaults.setdefault(parameter.name, parameter.default)
+        if not forwards:
+            break
+    for key, default in defaults.items():
+        if key in accepted or key in FACTORY_ARGUMENTS:
+            continue
+        try:
+            build(**{key: default})
+        except TypeError as e:
+            if f"'{key}'" in str(e):
+                continue  # "got multiple values for keyword argument": the factory sets it
+        except Exception:  # noqa: BLE001, S110  (a value the factory rejects still names a known argument)
+            pass
+        accepted.add(key)
+    return tuple(sorted(accepted))
 
 
 @functools.lru_cache(maxsize=None)

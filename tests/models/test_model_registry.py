@@ -202,3 +202,37 @@ def test_models_cli_json() -> None:
     assert {item["name"] for item in listed} == set(model_names())
     cnn = next(item for item in listed if item["name"] == "cnn_small")
     assert cnn["supports"] == [2, 3] and cnn["params_m_3d"] > 0
+
+
+def test_model_kwargs_are_the_network_arguments_a_recipe_may_set() -> None:
+    from medrec.models.registry import model_kwargs
+
+    assert model_kwargs("cnn_small") == ("channels", "convs_per_block", "dropout", "norm")
+    assert set(model_kwargs("finding_fcn")) == {"context", "pooling", "top_k", "channels", "chunk_size"}
+    resnet = set(model_kwargs("resnet18"))
+    assert {"conv1_t_size", "conv1_t_stride", "no_max_pool", "widen_factor", "norm"} <= resnet
+    # set by the factory itself: passing them again would fail
+    assert not resnet & {"spatial_dims", "n_input_channels", "num_classes", "block", "layers", "pretrained"}
+    densenet = set(model_kwargs("densenet121"))
+    assert {"growth_rate", "dropout_prob", "bn_size"} <= densenet  # DenseNet's own, reached through **kwargs
+    assert not densenet & {"spatial_dims", "in_channels", "out_channels", "pretrained"}
+
+
+@pytest.mark.parametrize("name", ["cnn_small", "resnet18", "densenet121", "seresnet50", "efficientnet_b0",
+                                  "finding_fcn"])
+def test_every_accepted_kwarg_builds(name: str) -> None:
+    import inspect
+
+    from medrec.models.registry import model_kwargs
+
+    defaults: dict[str, object] = {}
+    network = type(create_model(name, 2, 1, 2))
+    for cls in network.__mro__:
+        for parameter in inspect.signature(cls.__init__).parameters.values():
+            if parameter.default is not inspect.Parameter.empty:
+                defaults.setdefault(parameter.name, parameter.default)
+    accepted = model_kwargs(name)
+    assert accepted
+    with torch.device("meta"):
+        create_model(name, 2, 1, 2, **{key: defaults[key] for key in accepted})
+

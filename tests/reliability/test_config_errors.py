@@ -54,3 +54,50 @@ def test_bad_recipe_fails_before_work(tmp_path: Path, run_cli, change, key: str)
     if key == "memory_budget_gb":
         assert "preprocessing.input_size" in lines[0], output
     assert not out.exists() or not any(out.iterdir()), sorted(out.rglob("*"))
+
+
+def _workflow(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+WORKFLOW = """\
+name: typo
+data:
+  scans: scans
+preprocessing:
+  preset: ct
+  ct_window: {window}
+model:
+  name: cnn_small
+  kwargs:
+    {kwarg}: [8, 16]
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (WORKFLOW.format(window="abdomn", kwarg="channels"),
+         "'preprocessing.ct_window': unknown CT window 'abdomn'; allowed: auto, abdomen, liver, lung, mediastinum, "
+         "brain, bone or [lower, upper] in HU"),
+        (WORKFLOW.format(window="abdomen", kwarg="chanels"),
+         "unknown key 'model.kwargs.chanels' (did you mean 'channels'?); cnn_small accepts: channels, "
+         "convs_per_block, dropout, norm"),
+        (WORKFLOW.format(window="abdomen", kwarg="channels").replace("  preset: ct", "  preset: [ct"),
+         "not valid YAML at line 6, column 12:"),
+    ],
+    ids=["markup-in-message", "model-kwarg-typo", "yaml-syntax"],
+)
+def test_bad_workflow_is_one_plain_line_naming_the_problem(tmp_path: Path, run_cli, text: str, expected: str) -> None:
+    (tmp_path / "scans").mkdir()
+    recipe = _workflow(tmp_path, text)
+    code, output = run_cli(["run", recipe, "-o", tmp_path / "run"])
+    assert code != 0
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1, output
+    assert lines[0].startswith(f"error: {recipe}"), output
+    assert expected in lines[0], output
+    assert "<unicode string>" not in output
+    assert not (tmp_path / "run").exists()

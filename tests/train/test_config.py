@@ -118,3 +118,31 @@ def test_finding_training_knobs_parse():
                            "training": {"lesion_weight": "auto", "selection_window": 3, "mil_start": 0.4}})
     assert (config.training.lesion_weight, config.training.selection_window, config.training.mil_start) == ("auto", 3, 0.4)
     assert parse_config({"data": {"manifest": "m.csv"}}).training.lesion_weight == 1.0
+
+
+def test_misspelt_model_kwarg_names_the_dotted_key_and_the_accepted_names():
+    with pytest.raises(ConfigError) as info:
+        parse_config({"data": {"manifest": "m.csv"},
+                      "model": {"name": "cnn_small", "kwargs": {"chanels": [8, 16], "dropout": 0.1}}})
+    message = str(info.value)
+    assert "model.kwargs.chanels" in message and "did you mean 'channels'" in message
+    assert "channels, convs_per_block, dropout, norm" in message
+    assert "dropout'" not in message  # the accepted key is not reported
+
+
+def test_model_kwargs_are_checked_against_the_named_network():
+    config = parse_config({"data": {"manifest": "m.csv"},
+                           "model": {"name": "resnet18", "kwargs": {"conv1_t_stride": 1, "no_max_pool": False}}})
+    assert config.model.kwargs == {"conv1_t_stride": 1, "no_max_pool": False}
+    with pytest.raises(ConfigError, match=r"model\.kwargs\.pooling.*resnet18 accepts: .*conv1_t_size"):
+        parse_config({"data": {"manifest": "m.csv"}, "model": {"name": "resnet18", "kwargs": {"pooling": "max"}}})
+
+
+def test_yaml_syntax_error_is_one_line_with_file_line_and_column(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("data:\n  manifest: m.csv\nmodel: {name: cnn_small\n  kwargs: [\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "\n" not in message and "<unicode string>" not in message
+    assert message.startswith(f"{path}: not valid YAML at line 4, column 9:"), message
