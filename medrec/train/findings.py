@@ -27,6 +27,7 @@ and a resumed run draws what the uninterrupted one would have.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -74,19 +75,22 @@ class FindingTargets:
             return np.zeros(1, dtype=np.int64) if mask.any() else np.zeros(0, dtype=np.int64)
         return np.flatnonzero(mask.reshape(-1, mask.shape[-1]).any(axis=0))
 
-    def lesion_fraction(self) -> float:
-        """Lesion voxels over all pixels of the slices that hold them (the foreground draws' share)."""
+    def lesion_fraction(self, patch_size: int | None = None) -> float:
+        """Lesion voxels over all pixels of the items that hold them (the foreground draws' share):
+        whole slices, or ``patch_size`` crops of them."""
         voxels = sum(int(mask.sum()) for mask in self.masks.values())
-        pixels = sum(len(self.lesion_slices(s)) * int(np.prod(mask.shape[:2])) for s, mask in self.masks.items())
+        pixels = sum(len(self.lesion_slices(s)) * int(np.prod(crop_shape(mask.shape[:2], patch_size)))
+                     for s, mask in self.masks.items())
         return voxels / pixels if pixels else 0.0
 
-    def lesion_weight(self, setting: float | str) -> tuple[float, str]:
+    def lesion_weight(self, setting: float | str, patch_size: int | None = None) -> tuple[float, str]:
         """The weight of lesion voxels in the loss and why (``setting``: a number or ``auto``)."""
         if setting != "auto":
             return float(setting), "training.lesion_weight"
-        fraction = self.lesion_fraction()
+        fraction = self.lesion_fraction(patch_size)
         weight = float(np.clip(REFERENCE_LESION_FRACTION / max(fraction, 1e-9), 1.0, MAX_LESION_WEIGHT))
-        return round(weight, 2), (f"auto: lesion voxels are {fraction:.2%} of their slices, "
+        items = "their slices" if patch_size is None else f"their {patch_size}-voxel patches"
+        return round(weight, 2), (f"auto: lesion voxels are {fraction:.2%} of {items}, "
                                   f"{REFERENCE_LESION_FRACTION:.2%} is the reference")
 
     def summary(self) -> str:
@@ -138,6 +142,27 @@ def build_targets(
     return targets
 
 
+class TopSlice(NamedTuple):
+    """Where a study's finding map peaks: the axial slice, the logit, and the in-plane voxel
+    (``x`` / ``y`` -1 when unknown: the whole slice is the place)."""
+
+    z: int
+    score: float
+    x: int = -1
+    y: int = -1
+
+
+def crop_shape(shape: Sequence[int], patch_size: int | None) -> tuple[int, int]:
+    """The in-plane size of a training item: ``patch_size`` square, never larger than the slice."""
+    if patch_size is None:
+        return int(shape[0]), int(shape[1])
+    return min(int(patch_size), int(shape[0])), min(int(patch_size), int(shape[1]))
+
+
+def _crop_origin(size: int, extent: int, centre: float) -> int:
+    return int(np.clip(round(centre - size / 2), 0, extent - size))
+
+
 def slice_stack(volume: np.ndarray, z: int, context: int) -> np.ndarray:
     """Slice ``z`` of a ``(C, X, Y, Z)`` volume with ``context`` neighbours each side as channels.
 
@@ -154,6 +179,12 @@ def slice_stack(volume: np.ndarray, z: int, context: int) -> np.ndarray:
 class FindingSliceDataset(Dataset):
     """``(slice_stack, target, position)`` items drawn for one epoch (see the module docstring).
 
+    With ``patch_size``, each item is a square crop of its slice (never larger than the slice):
+    around a random lesion voxel for lesion draws (the lesion within the middle third), around the
+    peak for hard and MIL draws, anywhere for the rest. A small finding then takes a larger share
+    of each item, and a step costs a fraction of a whole-slice step, so a training budget buys
+    more steps; the fully convolutional network still maps whole slices at inference.
+
     Args:
         store: the preprocessed samples.
         targets: from :func:`build_targets`.
@@ -167,6 +198,7 @@ class FindingSliceDataset(Dataset):
             :meth:`set_top_slices` gave them).
         hard_fraction: share of items drawn from the top slices of studies with a known target
             (once :meth:`set_hard_slices` gave them).
+        patch_size: in-plane size of the training crops (None: whole slices).
     """
 
     def __init__(
@@ -181,6 +213,7 @@ class FindingSliceDataset(Dataset):
         flips: bool = True,
         mil_fraction: float = 0.0,
         hard_fraction: float = 0.0,
+        patch_size: int | None = None,
     ) -> None:
         self.store, self.targets, self.context = store, targets, context
         self.length, self.foreground_fraction, self.seed, self.rank, self.flips = (
@@ -190,25 +223,26 @@ class FindingSliceDataset(Dataset):
         self.lesion_slices = {s: targets.lesion_slices(s) for s in targets.masks}
         self.with_lesion_slices = [s for s, slices in self.lesion_slices.items() if len(slices)]
         self.mil_fraction = mil_fraction
-        self.top_slices: dict[str, int] = {}
+        self.top_slices: dict[str, TopSlice] = {}
         self.hard_fraction = hard_fraction
-        self.hard_slices: dict[str, int] = {}
+        self.hard_slices: dict[str, TopSlice] = {}
+        self.patch_size = patch_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def set_top_slices(self, top_slices: Mapping[str, int]) -> None:
-        """The slice holding the highest logit of each label-only positive (from the current model)."""
-        self.top_slices = dict(top_slices)
+    def set_top_slices(self, top_slices: Mapping[str, int | TopSlice]) -> None:
+        """The slice (and peak) of the highest logit of each label-only positive (from the current model)."""
+        self.top_slices = {s: _as_top(place) for s, place in top_slices.items()}
 
-    def set_hard_slices(self, hard_slices: Mapping[str, int]) -> None:
-        """The slice holding the highest logit of this epoch's share of studies with a known target.
+    def set_hard_slices(self, hard_slices: Mapping[str, int | TopSlice]) -> None:
+        """The slice (and peak) of the highest logit of this epoch's share of studies with a known target.
 
         Replaced, not accumulated, each epoch: the pool then depends on the current model only,
         so a resumed run draws what the uninterrupted one drew.
         """
-        self.hard_slices = dict(hard_slices)
+        self.hard_slices = {s: _as_top(place) for s, place in hard_slices.items()}
 
     def hard_refresh(self, epoch: int) -> list[str]:
         """The studies whose hard slice is refreshed before ``epoch`` (a third of them, in turn)."""
@@ -222,6 +256,7 @@ class FindingSliceDataset(Dataset):
         draw = rng.random()
         if self.top_slices and draw >= 1 - self.mil_fraction:
             return self._mil_item(rng, index)
+        peak: TopSlice | None = None
         if self.with_lesion_slices and draw < self.foreground_fraction:
             sample_id = self.with_lesion_slices[rng.integers(len(self.with_lesion_slices))]
             slices = self.lesion_slices[sample_id]
@@ -231,7 +266,8 @@ class FindingSliceDataset(Dataset):
             names = sorted(self.hard_slices)
             sample_id = names[rng.integers(len(names))]
             volume = self.store.get(sample_id).array
-            z = self.hard_slices[sample_id] if volume.ndim == 4 else 0
+            peak = self.hard_slices[sample_id]
+            z = peak.z if volume.ndim == 4 else 0
         else:
             sample_id = self.known[rng.integers(len(self.known))]
             volume = self.store.get(sample_id).array
@@ -241,6 +277,8 @@ class FindingSliceDataset(Dataset):
         target = np.zeros((1, *image.shape[1:]), dtype=np.float32)
         if mask is not None:
             target[0] = mask[..., z] if mask.ndim == 3 else mask
+        if self.patch_size is not None:
+            image, target = self._crop(image, target, rng, peak, lesion=draw < self.foreground_fraction)
         return self._item(image, target, rng, index)
 
     def _mil_item(self, rng: np.random.Generator, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -248,8 +286,28 @@ class FindingSliceDataset(Dataset):
         names = sorted(self.top_slices)
         sample_id = names[rng.integers(len(names))]
         volume = self.store.get(sample_id).array
-        image = slice_stack(volume, self.top_slices[sample_id] if volume.ndim == 4 else 0, self.context)
-        return self._item(image, np.full((1, *image.shape[1:]), MIL_TARGET, dtype=np.float32), rng, index)
+        peak = self.top_slices[sample_id]
+        image = slice_stack(volume, peak.z if volume.ndim == 4 else 0, self.context)
+        target = np.full((1, *image.shape[1:]), MIL_TARGET, dtype=np.float32)
+        if self.patch_size is not None:
+            image, target = self._crop(image, target, rng, peak, lesion=False)
+        return self._item(image, target, rng, index)
+
+    def _crop(self, image: np.ndarray, target: np.ndarray, rng: np.random.Generator, peak: TopSlice | None,
+              lesion: bool) -> tuple[np.ndarray, np.ndarray]:
+        """A ``patch_size`` crop: around a lesion voxel, around ``peak``, or anywhere."""
+        extent = image.shape[1:3]
+        size = crop_shape(extent, self.patch_size)
+        if lesion and target.max() > 0:
+            voxels = np.argwhere(target[0] > 0)
+            centre = voxels[rng.integers(len(voxels))] + rng.uniform(-1, 1, size=2) * np.asarray(size) / 6
+        elif peak is not None and peak.x >= 0:
+            centre = np.asarray([peak.x, peak.y]) + rng.uniform(-1, 1, size=2) * np.asarray(size) / 6
+        else:
+            centre = rng.uniform(0, 1, size=2) * np.asarray(extent)
+        x0, y0 = (_crop_origin(size[axis], extent[axis], float(centre[axis])) for axis in (0, 1))
+        window = (slice(None), slice(x0, x0 + size[0]), slice(y0, y0 + size[1]))
+        return image[window], target[window]
 
     def _item(self, image: np.ndarray, target: np.ndarray, rng: np.random.Generator,
               index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -261,20 +319,26 @@ class FindingSliceDataset(Dataset):
                 torch.from_numpy(np.ascontiguousarray(target)), index)
 
 
+def _as_top(place: int | TopSlice) -> TopSlice:
+    return place if isinstance(place, TopSlice) else TopSlice(int(place), float("nan"))
+
+
 @torch.no_grad()
-def top_slice_scores(model: torch.nn.Module, store: SampleStore, sample_ids: Sequence[str]) -> dict[str, tuple[int, float]]:
-    """``(slice, logit)`` of the highest logit of each sample's finding map (model in eval mode)."""
+def top_slice_scores(model: torch.nn.Module, store: SampleStore, sample_ids: Sequence[str]) -> dict[str, TopSlice]:
+    """Where each sample's finding map peaks: slice, logit and in-plane voxel (model in eval mode)."""
     inner = getattr(model, "module", model)
     was_training = inner.training
     inner.eval()
     parameter = next(inner.parameters())
-    found: dict[str, tuple[int, float]] = {}
+    found: dict[str, TopSlice] = {}
     try:
         for sample_id in sample_ids:
             volume = torch.from_numpy(np.asarray(store.get(sample_id).array, dtype=np.float32))[None]
             maps = inner.finding_map(volume.to(parameter.device))[0, 0]
-            per_slice = maps.reshape(-1, maps.shape[-1]).amax(dim=0) if maps.ndim == 3 else maps.amax().reshape(1)
-            found[sample_id] = (int(per_slice.argmax()), float(per_slice.max()))
+            if maps.ndim == 2:
+                maps = maps[..., None]
+            peak = np.unravel_index(int(maps.argmax()), tuple(maps.shape))
+            found[sample_id] = TopSlice(int(peak[2]), float(maps[peak]), int(peak[0]), int(peak[1]))
     finally:
         inner.train(was_training)
     return found
@@ -282,13 +346,13 @@ def top_slice_scores(model: torch.nn.Module, store: SampleStore, sample_ids: Seq
 
 def top_slices(model: torch.nn.Module, store: SampleStore, sample_ids: Sequence[str]) -> dict[str, int]:
     """The axial slice holding the highest logit of each sample's finding map (model in eval mode)."""
-    return {sample_id: z for sample_id, (z, _) in top_slice_scores(model, store, sample_ids).items()}
+    return {sample_id: top.z for sample_id, top in top_slice_scores(model, store, sample_ids).items()}
 
 
 def gated_top_slices(
-    candidates: Mapping[str, tuple[int, float]], lesion_free: Sequence[float], quantile: float
-) -> dict[str, int]:
-    """The top slices of the label-only positives that the model already finds more suspicious
+    candidates: Mapping[str, TopSlice], lesion_free: Sequence[float], quantile: float
+) -> dict[str, TopSlice]:
+    """The peaks of the label-only positives that the model already finds more suspicious
     than lesion-free studies: highest logit above the ``quantile`` of ``lesion_free``'s highest
     logits (``quantile`` 0, or no lesion-free logits, keeps all).
 
@@ -296,9 +360,9 @@ def gated_top_slices(
     look at there; gating keeps MIL to slices that are likely to hold the finding.
     """
     if quantile <= 0 or not len(lesion_free):
-        return {sample_id: z for sample_id, (z, _) in candidates.items()}
+        return dict(candidates)
     bar = float(np.quantile(np.asarray(lesion_free, dtype=np.float64), quantile))
-    return {sample_id: z for sample_id, (z, score) in candidates.items() if score > bar}
+    return {sample_id: top for sample_id, top in candidates.items() if top.score > bar}
 
 
 def finding_loss(logits: torch.Tensor, target: torch.Tensor, lesion_weight: float = 1.0,

@@ -99,6 +99,10 @@ from medrec.train.threshold import choose_threshold, sensitivity_specificity
 # Config keys that may differ between a run and its --resume (they do not change the result).
 RESUME_FREE_KEYS: frozenset[str] = frozenset({"training.device", "training.num_workers", "training.cache_dir"})
 
+# training.patch_size auto: crops of PATCH_LESIONS times the largest annotated lesion, at least PATCH_MIN voxels.
+PATCH_LESIONS = 3
+PATCH_MIN = 48
+
 
 @dataclass(frozen=True)
 class RunResult:
@@ -493,7 +497,7 @@ class _Trainer:
         mil_start = max(2, int(config.mil_start * config.epochs) + 1)
         mil = bool(label_only) and config.mil_fraction > 0 and epoch >= mil_start and epoch != self._top_slices_epoch
         negatives = set(self.finding_targets.negatives)
-        refreshed: dict[str, tuple[int, float]] = {}
+        refreshed: dict[str, Any] = {}
         if (config.hard_fraction > 0 or mil) and epoch >= 2 and epoch != self._hard_slices_epoch:
             from medrec.train.findings import top_slice_scores
 
@@ -502,13 +506,13 @@ class _Trainer:
                 refresh = [s for s in refresh if s in negatives]
             refreshed = top_slice_scores(self.model, store, refresh)
             if config.hard_fraction > 0:
-                self.finding_dataset.set_hard_slices({s: z for s, (z, _) in refreshed.items()})
+                self.finding_dataset.set_hard_slices(refreshed)
                 self.log(f"epoch {epoch}: hard slices of {len(refresh)} studies re-examined")
             self._hard_slices_epoch = epoch
         if mil:
             from medrec.train.findings import gated_top_slices, top_slice_scores
 
-            lesion_free = [score for s, (_, score) in refreshed.items() if s in negatives]
+            lesion_free = [top.score for s, top in refreshed.items() if s in negatives]
             chosen = gated_top_slices(top_slice_scores(self.model, store, label_only), lesion_free, config.mil_gate)
             self.finding_dataset.set_top_slices(chosen)
             self._top_slices_epoch = epoch
@@ -541,13 +545,15 @@ class _Trainer:
         self.log(annotations.summary())
         return annotations
 
-    def _finding_size(self) -> tuple[float | None, str]:
-        """The smallest annotated lesion of the training split (5th percentile of diameters), for the plan.
+    def _training_lesion_diameters(self) -> tuple[list[float], int]:
+        """Diameters (mm) of the training split's annotated lesions, and how many came from masks.
 
         Lesion-table rows give their diameters; each connected component of a training mask counts
         as a lesion of its equivalent-sphere diameter. An unreadable mask is skipped here (its
         problem is recorded when the targets are built).
         """
+        if self._lesion_diameters is not None:
+            return self._lesion_diameters
         from medrec.annotations import mask_lesion_diameters
 
         train = set(self.parts["train"])
@@ -562,11 +568,32 @@ class _Trainer:
                     continue
                 diameters.extend(found)
                 from_masks += len(found)
+        self._lesion_diameters = (diameters, from_masks)
+        return self._lesion_diameters
+
+    def _finding_size(self) -> tuple[float | None, str]:
+        """The smallest annotated lesion of the training split (5th percentile of diameters), for the plan."""
+        diameters, from_masks = self._training_lesion_diameters()
         if not diameters:
             return None, ""
         size = round(float(np.percentile(diameters, 5)), 2)
         masked = f", {from_masks} of them mask components" if from_masks else ""
         return size, f"5th percentile of {len(diameters)} annotated training lesions{masked}"
+
+    def _patch_size(self) -> int | None:
+        """The in-plane size of the training crops (``training.patch_size``, ``auto`` resolved)."""
+        setting = self.config.training.patch_size
+        if setting != "auto":
+            if setting is not None:
+                self.log(f"training crops: {setting} voxels in-plane (training.patch_size)")
+            return setting
+        diameters, _ = self._training_lesion_diameters()
+        spacing = min(float(value) for value in self.plan.spacing[:2])
+        largest = float(np.percentile(diameters, 95)) if diameters else 0.0
+        size = max(PATCH_MIN, int(math.ceil(PATCH_LESIONS * largest / spacing / 16.0)) * 16)
+        self.log(f"training crops: {size} voxels in-plane (auto: {PATCH_LESIONS} x the largest annotated "
+                 f"lesion, 95th percentile {largest:.1f} mm, at {spacing:g} mm; at least {PATCH_MIN})")
+        return size
 
     def _finding_setup(self, store: SampleStore) -> None:
         """Rasterise the training targets and build the slice dataset."""
@@ -581,16 +608,18 @@ class _Trainer:
             write_problems(self.run_dir / ANNOTATIONS_QC_CSV, annotations)
         config = self.config.training
         context = int(self.architecture["kwargs"].get("context", 0)) if self.architecture["spatial_dims"] == 3 else 0
+        patch_size = self._patch_size()
         self.finding_dataset = FindingSliceDataset(
             store, targets, context, config.steps_per_epoch * config.batch_size, config.foreground_fraction,
             config.seed, rank=self.context.rank, flips=self.plan.augment is not None,
             mil_fraction=config.mil_fraction if targets.label_only else 0.0, hard_fraction=config.hard_fraction,
+            patch_size=patch_size,
         )
         self.finding_targets = targets
-        self.lesion_weight, why = targets.lesion_weight(config.lesion_weight)
+        self.lesion_weight, why = targets.lesion_weight(config.lesion_weight, patch_size)
         self.log(f"lesion voxels weighted {self.lesion_weight:g} in the loss ({why})")
         # A label-only top slice counts as a slice with an annotated lesion of the cohort's size.
-        self.mil_weight = round(targets.lesion_fraction() * self.lesion_weight, 6)
+        self.mil_weight = round(targets.lesion_fraction(patch_size) * self.lesion_weight, 6)
         if targets.label_only and config.mil_fraction > 0:
             self.log(f"MIL term weighted {self.mil_weight:g} (the share of its slice an annotated lesion takes, "
                      "times the lesion weight)")
@@ -734,6 +763,7 @@ class _Trainer:
         self._prepare_data()
         self.findings = model_family(config.model.name) == "finding-map"
         self.annotations = self._read_annotations() if self.findings else None
+        self._lesion_diameters: tuple[list[float], int] | None = None
         self._on_main(self._write_inputs)
         from medrec.planning import Plan
         from medrec.transforms import build_transforms

@@ -180,14 +180,19 @@ def test_hard_slices_come_from_the_top_slices_with_their_targets():
 
 
 def test_mil_gate_keeps_the_positives_above_the_lesion_free_quantile():
-    from medrec.train.findings import gated_top_slices
+    from medrec.train.findings import TopSlice, gated_top_slices
 
-    candidates = {"a": (3, 2.5), "b": (1, 0.4), "c": (7, 1.1), "d": (0, -1.0)}
+    candidates = {k: TopSlice(z, score) for k, (z, score) in
+                  {"a": (3, 2.5), "b": (1, 0.4), "c": (7, 1.1), "d": (0, -1.0)}.items()}
     lesion_free = [float(v) for v in np.linspace(-2.0, 1.0, 31)]  # 0.9 quantile: 0.7
-    assert gated_top_slices(candidates, lesion_free, 0.9) == {"a": 3, "c": 7}
-    assert gated_top_slices(candidates, lesion_free, 1.0) == {"a": 3, "c": 7}  # above the highest (1.0)
-    assert gated_top_slices(candidates, lesion_free, 0.0) == {"a": 3, "b": 1, "c": 7, "d": 0}
-    assert gated_top_slices(candidates, [], 0.9) == {"a": 3, "b": 1, "c": 7, "d": 0}
+
+    def slices(chosen):
+        return {k: top.z for k, top in chosen.items()}
+
+    assert slices(gated_top_slices(candidates, lesion_free, 0.9)) == {"a": 3, "c": 7}
+    assert slices(gated_top_slices(candidates, lesion_free, 1.0)) == {"a": 3, "c": 7}  # above the highest (1.0)
+    assert slices(gated_top_slices(candidates, lesion_free, 0.0)) == {"a": 3, "b": 1, "c": 7, "d": 0}
+    assert slices(gated_top_slices(candidates, [], 0.9)) == {"a": 3, "b": 1, "c": 7, "d": 0}
 
 
 def test_lesion_weight_scales_the_lesion_voxels_loss_and_auto_follows_their_share():
@@ -211,3 +216,37 @@ def test_lesion_weight_scales_the_lesion_voxels_loss_and_auto_follows_their_shar
     targets.masks = {"b": small}
     assert targets.lesion_weight("auto")[0] == pytest.approx(min(20.0, REFERENCE_LESION_FRACTION / 4e-4), abs=0.01)
     assert targets.lesion_weight(3.0) == (3.0, "training.lesion_weight")
+
+
+def test_patch_items_hold_the_lesion_and_the_peak():
+    from medrec.train.findings import TopSlice, top_slice_scores
+
+    rng = np.random.default_rng(4)
+    arrays = {s: rng.normal(size=(1, 64, 48, 6)).astype(np.float32) for s in ("pos", "neg")}
+    targets = FindingTargets()
+    mask = np.zeros((64, 48, 6), np.uint8)
+    mask[50:53, 5:8, 2:4] = 1  # near a corner: a centred crop would be cut by the edge
+    targets.masks["pos"] = mask
+    targets.negatives.append("neg")
+    # lesion voxels take (64 x 48) / (16 x 16) times the share of a crop than of a whole slice
+    assert targets.lesion_fraction(16) == pytest.approx(targets.lesion_fraction() * 64 * 48 / 256)
+    dataset = FindingSliceDataset(_Store(arrays), targets, 1, 400, 0.4, seed=0, flips=False,
+                                  hard_fraction=0.3, patch_size=16)
+    dataset.set_hard_slices({"neg": TopSlice(4, 1.0, 60, 2)})
+    items = [dataset[i] for i in range(400)]
+    assert {tuple(image.shape) for image, _, _ in items} == {(3, 16, 16)}
+    # every lesion draw (40 %) holds the whole 3 x 3 lesion slice, however near the edge it lies
+    whole = [target for _, target, _ in items if float(target.sum()) == 9.0]
+    assert len(whole) >= 0.33 * 400
+    # hard draws are crops of neg's slice 4 that hold its peak (voxel 60, 2)
+    peak_value = float(arrays["neg"][0, 60, 2, 4])
+    hard = [image for image, _, _ in items if np.isclose(image[1].numpy(), peak_value).any()]
+    assert len(hard) >= 0.25 * 400
+    # a whole slice is never cropped larger than itself
+    wide = FindingSliceDataset(_Store(arrays), targets, 1, 10, 0.5, seed=0, patch_size=56)
+    assert tuple(wide[0][0].shape) == (3, 56, 48)
+    model = create_model("finding_fcn", 3, 1, 2, channels=(4, 4, 4, 4, 4, 4)).eval()
+    top = top_slice_scores(model, _Store(arrays), ["neg"])["neg"]
+    with torch.no_grad():
+        maps = model.finding_map(torch.from_numpy(arrays["neg"])[None])[0, 0]
+    assert float(maps[top.x, top.y, top.z]) == pytest.approx(float(maps.max())) == pytest.approx(top.score)
