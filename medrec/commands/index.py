@@ -69,13 +69,17 @@ def register(app: typer.Typer) -> None:
             [], "--include", help="Glob a file must match (name or relative path) to be read (repeatable)."
         ),
         exclude: list[str] = typer.Option([], "--exclude", help="Glob of files to leave out (repeatable)."),
+        include_non_image: bool = typer.Option(
+            False, "--include-non-image",
+            help="Keep non-image objects (SEG, RTDOSE, RTSTRUCT, SR, PR, KO, ...) as samples, not in qc.csv.",
+        ),
         nifti_value_check: bool = typer.Option(
             True, "--nifti-value-check/--no-nifti-value-check", help="Scan float NIfTI voxels for NaN / inf."
         ),
     ) -> None:
         """Index a scan folder: group DICOM files into series, pick one series per study, check quality.
 
-        Writes OUT/manifest.csv (one row per sample) and OUT/qc.csv (every file left out, with the reason); pixels are never decoded. Problems that leave a series usable (slight spacing jitter, gantry tilt, missing preamble) are listed in the manifest's warnings column. The command always completes: bad files end up in qc.csv. Label rows that match no sample go to OUT/labels_unmatched.csv.
+        Writes OUT/manifest.csv (one row per sample) and OUT/qc.csv (every file left out, with the reason); pixels are never decoded. Non-image objects (segmentations, dose grids, structure sets, reports, presentation states) are left out unless --include-non-image is given. Problems that leave a series usable (slight spacing jitter, gantry tilt, missing preamble) are listed in the manifest's warnings column. The command always completes: bad files end up in qc.csv. Label rows that match no sample go to OUT/labels_unmatched.csv.
 
         Examples:
 
@@ -102,6 +106,7 @@ def register(app: typer.Typer) -> None:
             exclude_gantry_tilt=exclude_gantry_tilt,
             include=tuple(include),
             exclude=tuple(exclude),
+            include_non_image=include_non_image,
         )
         result = index_folder(
             scans,

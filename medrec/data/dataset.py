@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -34,24 +35,52 @@ IMAGE_KEY = "image"
 MAX_REASON_CHARS = 400
 
 
+# MONAI's apply_transform re-raises every failure as RuntimeError(f"applying transform {transform}")
+# from the original error; the transform's default repr carries a memory address.
+_MONAI_WRAPPER_PREFIX = "applying transform "
+_OBJECT_REPR = re.compile(r"^<(?:[\w.]*\.)?(\w+) object at 0x[0-9a-fA-F]+>$")
+
+
 def failure_reason(error: BaseException, limit: int = MAX_REASON_CHARS) -> str:
     """A one-line reason for a sample that failed to load or preprocess.
 
-    MONAI wraps exceptions raised inside transforms in ``RuntimeError("applying transform ...")``;
-    the medrec error that caused it (named file, reason, fix) is the useful message, so the cause
-    chain is searched for it first. Whitespace is collapsed and the text cut at ``limit``.
+    MONAI wraps exceptions raised inside transforms in ``RuntimeError("applying transform <X object
+    at 0x...>")``, once per nested ``Compose``. The medrec error that caused it (named file, reason,
+    fix) is the useful message, so the cause chain is searched for it first; otherwise the wrappers
+    are unwrapped to the original error, named with the innermost transform's class
+    (``AntiAliasd failed: RuntimeError: ...``). Whitespace is collapsed and the text cut at ``limit``.
     """
     seen: set[int] = set()
     current: BaseException | None = error
-    text = f"{type(error).__name__}: {error}"
+    transform = ""
+    cause: BaseException = error
+    text = ""
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, MedrecError):
             text = str(current)
             break
+        if _is_monai_wrapper(current):
+            transform = _transform_name(str(current)[len(_MONAI_WRAPPER_PREFIX):])
+        elif cause is error or _is_monai_wrapper(cause):
+            cause = current
         current = current.__cause__ or current.__context__
+    if not text:
+        text = f"{type(cause).__name__}: {cause}"
+        if transform and transform != "Compose":
+            text = f"{transform} failed: {text}"
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _is_monai_wrapper(error: BaseException) -> bool:
+    return type(error) is RuntimeError and str(error).startswith(_MONAI_WRAPPER_PREFIX) and error.__cause__ is not None
+
+
+def _transform_name(described: str) -> str:
+    """``Spacingd`` from ``<monai...dictionary.Spacingd object at 0x7f...>``; a custom repr as it is."""
+    match = _OBJECT_REPR.match(described.strip())
+    return match.group(1) if match else described.strip()
 
 
 class PreprocessDataset(Dataset):

@@ -1,7 +1,8 @@
 """Which series become samples: :class:`SelectionRules` and the one-series-per-study choice.
 
 A candidate (a DICOM series, one multi-frame file, one 2D image or one NIfTI file) is first
-checked for eligibility (modality allowed, not a localizer / scout, optionally not derived, at
+checked for eligibility (an image, not a non-image object such as SEG / RTDOSE / SR unless
+``include_non_image``; modality allowed, not a localizer / scout, optionally not derived, at
 least ``min_slices`` slices). Among the eligible candidates of a study one is chosen by:
 
 1. the preferred orientation (axial by default),
@@ -24,6 +25,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from medrec.index.headers import FileProblem
+from medrec.index.sop_classes import non_image_object
 
 Orientation = Literal["axial", "coronal", "sagittal"]
 
@@ -55,6 +57,8 @@ class SelectionRules(BaseModel):
         exclude: glob patterns of files to leave out (qc.csv: ``excluded_by_pattern``).
         orientation_tolerance: largest difference of ImageOrientationPatient components within a
             series before it counts as inconsistent (excluded); above 1e-4 is a warning.
+        include_non_image: keep non-image objects (SEG, RTDOSE, RTSTRUCT, SR, PR, KO, ...; see
+            :mod:`medrec.index.sop_classes`) as samples instead of excluding them as ``non_image_object``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -76,6 +80,7 @@ class SelectionRules(BaseModel):
     orientation_tolerance: float = 0.01
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    include_non_image: bool = False
 
     @field_validator("modalities", "exclude_image_types")
     @classmethod
@@ -98,12 +103,25 @@ class SelectionRules(BaseModel):
 
 
 def header_eligibility_problem(
-    modality: str, image_type: tuple[str, ...], series_description: str, rules: SelectionRules
+    modality: str,
+    image_type: tuple[str, ...],
+    series_description: str,
+    rules: SelectionRules,
+    sop_class_uid: str = "",
 ) -> tuple[str, str] | None:
     """(code, reason) when header fields alone rule a series out (checked before its geometry).
 
-    A localizer's few slices in several planes would otherwise be reported as a geometry fault.
+    A localizer's few slices in several planes would otherwise be reported as a geometry fault,
+    and a segmentation's frames as a stack of images.
     """
+    if not rules.include_non_image:
+        non_image = non_image_object(sop_class_uid, modality)
+        if non_image is not None:
+            return (
+                "non_image_object",
+                f"not selected: non-image object {non_image}; pass --include-non-image "
+                "(index rule include_non_image: true) to index it as a sample",
+            )
     if rules.modalities and modality and modality not in rules.modalities:
         return (
             "modality_not_allowed",
@@ -123,7 +141,9 @@ def header_eligibility_problem(
 
 def eligibility_problem(candidate, rules: SelectionRules) -> tuple[str, str] | None:  # noqa: ANN001 - Candidate
     """(code, reason) when a candidate may not be selected at all, else None."""
-    problem = header_eligibility_problem(candidate.modality, candidate.image_type, candidate.series_description, rules)
+    problem = header_eligibility_problem(
+        candidate.modality, candidate.image_type, candidate.series_description, rules, candidate.sop_class_uid
+    )
     if problem is not None:
         return problem
     if candidate.n_slices < rules.min_slices:
@@ -176,9 +196,9 @@ def select_candidates(candidates: Sequence, rules: SelectionRules) -> tuple[list
     """Apply eligibility and the per-study choice.
 
     Args:
-        candidates: objects with ``study_uid, modality, image_type, series_description, n_slices,
-            orientation, slice_thickness, spacing_z, sample_key, series_uid, files, path`` and a
-            writable ``selection``.
+        candidates: objects with ``study_uid, modality, sop_class_uid, image_type, series_description,
+            n_slices, orientation, slice_thickness, spacing_z, sample_key, series_uid, files, path`` and
+            a writable ``selection``.
         rules: the selection rules.
 
     Returns:

@@ -76,6 +76,7 @@ class Candidate:
     age: float | None = None
     series_description: str = ""
     image_type: tuple[str, ...] = ()
+    sop_class_uid: str = ""
     warnings: list[str] = field(default_factory=list)
     selection: str = ""
     label: str = ""
@@ -208,9 +209,11 @@ def _series_samples(
 
 
 def _header_problem(unit: list[DicomHeader], rules: SelectionRules) -> tuple[str, str] | None:
-    """The first header-level exclusion (localizer, modality, derived) among a unit's files."""
+    """The first header-level exclusion (non-image object, modality, localizer, derived) among a unit's files."""
     for header in unit:
-        problem = header_eligibility_problem(header.modality, header.image_type, header.series_description, rules)
+        problem = header_eligibility_problem(
+            header.modality, header.image_type, header.series_description, rules, header.sop_class_uid
+        )
         if problem is not None:
             return problem
     return None
@@ -383,6 +386,7 @@ def _candidate(
         age=parse_age(first.age_text),
         series_description=first.series_description,
         image_type=first.image_type,
+        sop_class_uid=first.sop_class_uid,
         warnings=warnings,
     )
 

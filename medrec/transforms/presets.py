@@ -17,6 +17,8 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 from medrec.errors import ConfigError
+from medrec.transforms.modalities import MODALITY_PRESETS, PROJECTION_MODALITIES  # noqa: F401 - re-exported
+from medrec.transforms.validation import CheckPlanInputd
 
 CT_WINDOWS: dict[str, tuple[float, float]] = {
     "abdomen": (-160.0, 240.0),  # W400 L40: abdominal soft tissue
@@ -36,22 +38,6 @@ CT_BODY_THRESHOLD_HU = -500.0
 DEFAULT_MR_PERCENTILES: tuple[float, float] = (0.5, 99.5)
 # XR: map these percentiles to [0, 1] (robust to burnt-in text and collimator edges).
 DEFAULT_XR_PERCENTILES: tuple[float, float] = (0.5, 99.5)
-
-# Modality codes (DICOM 0008,0060) by preset.
-MODALITY_PRESETS: dict[str, str] = {
-    "CT": "ct",
-    "PT": "ct",
-    "MR": "mr",
-    "DX": "xr",
-    "CR": "xr",
-    "DR": "xr",
-    "MG": "xr",
-    "XR": "xr",
-    "RF": "xr",
-    "IO": "xr",
-    "PX": "xr",
-}
-PROJECTION_MODALITIES: frozenset[str] = frozenset(code for code, preset in MODALITY_PRESETS.items() if preset == "xr")
 
 
 # ------------------------------------------------------------------------------------ transform chains
@@ -270,7 +256,9 @@ def build_transforms(
 
     Deterministic chain, in order (dict transforms on ``keys``; the first key drives the crop):
 
-    1. ``LoadSampled``: the manifest row's dict -> MetaTensor ``(1, I, J[, K])`` in real-world values.
+    1. ``CheckPlanInputd``: a row the plan cannot take (a 2D image for a 3D plan, a volume for a 2D
+       plan, a modality of another preset the plan was not made from) fails with its reason, unread.
+       ``LoadSampled``: the manifest row's dict -> MetaTensor ``(1, I, J[, K])`` in real-world values.
     2. Volumes: ``Orientationd("RAS")``. 2D images: ``PlanarAffined`` (keep only the pixel spacing;
        radiographs are used as displayed).
     3. ``CropForegroundd`` on the raw values, before anything that rescales them: CT body = HU above
@@ -291,8 +279,8 @@ def build_transforms(
     Args:
         plan: from :func:`medrec.planning.make_plan`.
         keys: dict keys holding images.
-        include_loader: start with ``medrec.loader.LoadSampled``; False when the dicts already hold
-            MetaTensors (in-memory inputs, tests).
+        include_loader: start with ``CheckPlanInputd`` and ``medrec.loader.LoadSampled``; False when the
+            dicts already hold MetaTensors (in-memory inputs, tests).
         track_meta: keep MetaTensors (affine, history) at the end instead of plain tensors.
 
     Returns:
@@ -311,6 +299,7 @@ def build_transforms(
     if include_loader:
         from medrec.loader import LoadSampled
 
+        steps.append(CheckPlanInputd(plan))
         steps.append(LoadSampled(keys=keys))
     if dims == 2:
         steps.append(PlanarAffined(keys))

@@ -104,6 +104,69 @@ def test_no_pixel_data_names_the_sop_class(tmp_path: Path) -> None:
     assert "RT Structure Set Storage" in result.reason
 
 
+def _pydicom_file(name: str) -> str:
+    from pydicom.data import get_testdata_file, get_testdata_files
+
+    if "/" in name:
+        matches = [f for f in get_testdata_files() if f.replace("\\", "/").endswith(name)]
+        return matches[0] if matches else pytest.skip(f"{name} is not installed (pydicom-data)")
+    return str(get_testdata_file(name))
+
+
+@pytest.mark.parametrize(
+    ("name", "sop_name"),
+    [
+        ("TINY_ALPHA/PT000000/ST000000/SE000000/IM000000", "CT Image Storage"),
+        ("priv_SQ.dcm", "MR Image Storage"),
+        ("UN_sequence.dcm", "CT Image Storage"),
+    ],
+)
+def test_complete_header_only_files_are_no_pixel_data_not_truncated(name: str, sop_name: str) -> None:
+    result = inspect_file(_pydicom_file(name))
+    assert isinstance(result, FileProblem) and result.code == "no_pixel_data", result
+    assert result.reason.startswith(f"no pixel data: a complete {sop_name} header")
+    assert "without Rows/Columns/Pixel Data: not an image" in result.reason
+    assert "truncated" not in result.reason
+
+
+def test_pixel_data_without_rows_and_columns_names_what_is_there() -> None:
+    result = inspect_file(_pydicom_file("meta_missing_tsyntax.dcm"))
+    assert isinstance(result, FileProblem) and result.code == "missing_geometry", result
+    assert result.reason == (
+        "missing Rows/Columns: unknown SOP class with a 2-byte PixelData element but no Rows/Columns; "
+        "image size unknown"
+    )
+
+
+@pytest.mark.parametrize("syntax", [pydicom.uid.ExplicitVRLittleEndian, pydicom.uid.ImplicitVRLittleEndian])
+def test_header_only_image_is_not_an_image_but_a_cut_header_is_truncated(tmp_path: Path, syntax: str) -> None:
+    ds = make_slice((0, 0, 0), series_uid=uid("s"), study_uid=uid("t"))
+    ds.file_meta.TransferSyntaxUID = syntax
+    for keyword in ("PixelData", "Rows", "Columns"):
+        del ds[keyword]
+    whole = save(ds, tmp_path / "header_only.dcm")
+    result = inspect_file(str(whole))
+    assert isinstance(result, FileProblem) and result.code == "no_pixel_data", result
+    assert "complete CT Image Storage header" in result.reason
+
+    data = whole.read_bytes()
+    series_tag = b"\x20\x00\x0e\x00"  # (0020,000E) SeriesInstanceUID: cut inside its value
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(data[: data.index(series_tag) + 14])
+    result = inspect_file(str(cut))
+    assert isinstance(result, FileProblem) and result.code == "truncated", result
+    assert "(0020,000E)" in result.reason and f"{len(data[: data.index(series_tag) + 14])} bytes" in result.reason
+
+
+def test_rows_and_columns_without_pixel_data_is_truncated_with_the_real_size(tmp_path: Path) -> None:
+    path = _slice(tmp_path, rows=8, cols=6)
+    data = path.read_bytes()
+    path.write_bytes(data[: data.index(b"\xe0\x7f\x10\x00")])
+    result = inspect_file(str(path))
+    assert isinstance(result, FileProblem) and result.code == "truncated"
+    assert "Rows 8 x Columns 6 but no Pixel Data element" in result.reason
+
+
 def test_bits_stored_above_bits_allocated(tmp_path: Path) -> None:
     ds = make_slice((0, 0, 0), series_uid=uid("s"), study_uid=uid("t"))
     ds.BitsStored = 20

@@ -103,8 +103,35 @@ def test_pydicom_test_files_are_all_accounted_for(tmp_path: Path) -> None:
     qc = pd.read_csv(out / "qc.csv", dtype=str, keep_default_na=False)
     code_of = dict(zip(qc["path"].map(lambda p: Path(p).name), qc["code"], strict=False))
     assert code_of["MR_truncated.dcm"] == "truncated"
+    assert code_of["rtplan_truncated.dcm"] == "truncated"
     assert code_of["rtstruct.dcm"] == "no_pixel_data"
     assert code_of["README.txt"] == "not_dicom"
+    # complete header-only files are not images, not truncated ones
+    for name in ("IM000000", "priv_SQ.dcm", "UN_sequence.dcm"):
+        assert code_of[name] == "no_pixel_data", name
+    assert set(qc.loc[qc["code"] == "truncated", "path"].map(lambda p: Path(p).name)) == {
+        "MR_truncated.dcm", "rtplan_truncated.dcm", "emri_small_jpeg_2k_lossless_too_short.dcm",
+    }
+    # segmentations and dose grids carry pixel data but are not scans
+    non_image = qc[qc["code"] == "non_image_object"]
+    for sop_class in ("Segmentation Storage (modality SEG)", "RT Dose Storage (modality RTDOSE)"):
+        assert non_image["reason"].str.contains(sop_class, regex=False).any(), sop_class
+    assert not manifest["modality"].isin(["SEG", "RTDOSE"]).any()
+
+
+def test_include_non_image_flag_keeps_segmentations(scans: Path, tmp_path: Path) -> None:
+    from pydicom.data import get_testdata_file
+
+    shutil.copyfile(str(get_testdata_file("liver.dcm")), scans / "liver.dcm")
+    write_series(scans / "ct", n=6)
+    out = tmp_path / "out"
+    result = _invoke(str(scans), "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert list(read_manifest(out / "manifest.csv")["modality"]) == ["CT"]
+    assert "non_image_object" in result.output
+    kept = _invoke(str(scans), "-o", str(out), "--include-non-image")
+    assert kept.exit_code == 0, kept.output
+    assert sorted(read_manifest(out / "manifest.csv")["modality"]) == ["CT", "SEG"]
 
 
 def _synth():  # noqa: ANN202

@@ -72,3 +72,52 @@ def test_rules_are_frozen_and_validated() -> None:
         SelectionRules(preferred_orientation="diagonal")  # type: ignore[arg-type]
     with pytest.raises(ValidationError):
         SelectionRules(unknown_rule=1)  # type: ignore[call-arg]
+
+
+def _copy_pydicom_files(scans: Path, *names: str) -> dict[str, str]:
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    copied = {}
+    for name in names:
+        target = scans / name
+        shutil.copyfile(str(get_testdata_file(name)), target)
+        copied[name] = str(target)
+    return copied
+
+
+def test_non_image_objects_are_left_out_unless_asked(scans: Path, tmp_path: Path) -> None:
+    copied = _copy_pydicom_files(scans, "liver.dcm", "rtdose.dcm", "CT_small.dcm")
+    result = _run(scans, tmp_path)
+    assert list(result.manifest["modality"]) == ["CT"]
+    code_of = dict(zip(result.qc["path"], result.qc["code"], strict=True))
+    reason_of = dict(zip(result.qc["path"], result.qc["reason"], strict=True))
+    assert code_of == {copied["liver.dcm"]: "non_image_object", copied["rtdose.dcm"]: "non_image_object"}
+    assert reason_of[copied["liver.dcm"]] == (
+        "not selected: non-image object Segmentation Storage (modality SEG); "
+        "pass --include-non-image (index rule include_non_image: true) to index it as a sample"
+    )
+    assert "RT Dose Storage (modality RTDOSE)" in reason_of[copied["rtdose.dcm"]]
+
+    kept = _run(scans, tmp_path, SelectionRules(include_non_image=True))
+    assert sorted(kept.manifest["modality"]) == ["CT", "RTDOSE", "SEG"]
+
+
+def test_non_image_modality_decides_when_the_sop_class_is_unknown(scans: Path, tmp_path: Path) -> None:
+    import pydicom
+    from pydicom.uid import CTImageStorage
+
+    private_sop_class = "1.2.826.0.1.3680043.10.9999.77"
+    for name, modality, sop_class in (("seg", "SEG", private_sop_class), ("ct", "SEG", CTImageStorage),
+                                      ("pr", "PR", private_sop_class)):
+        path = write_series(scans / name, n=1, modality=modality)[0]
+        ds = pydicom.dcmread(path)
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
+        ds.save_as(path)
+    result = _run(scans, tmp_path)
+    # a CT Image Storage object is an image whatever its Modality says
+    assert list(result.manifest["path"].map(lambda p: Path(p).name)) == ["ct"]
+    assert set(result.qc["code"]) == {"non_image_object"}
+    assert sorted(result.qc["reason"].str.extract(r"\(modality (\w+)\)")[0]) == ["PR", "SEG"]
+    assert result.qc["reason"].str.contains(f"SOP class {private_sop_class}", regex=False).all()

@@ -198,11 +198,11 @@ def test_augmentation_is_seeded_and_keeps_shape() -> None:
     assert not torch.equal(outputs[0], sample)
 
 
-def test_chain_order_and_loader_first() -> None:
+def test_chain_order_check_and_loader_first() -> None:
     plan = _plan(crop_foreground=True)
     deterministic, _ = build_transforms(plan)
     names = [type(t).__name__ for t in deterministic.transforms]
-    assert names == ["LoadSampled", "Orientationd", "CropForegroundd", "AntiAliasd", "Spacingd",
+    assert names == ["CheckPlanInputd", "LoadSampled", "Orientationd", "CropForegroundd", "AntiAliasd", "Spacingd",
                      "ScaleIntensityRanged", "ResizeWithPadOrCropd", "EnsureTyped"]
     pickle.dumps(deterministic)  # DataLoader workers receive the chain by pickling
     without, _ = build_transforms(_plan(crop_foreground=True, anti_aliasing=False))
