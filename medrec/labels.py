@@ -15,11 +15,14 @@ the one a model was trained on (a run trained on ``0`` / ``1`` scored on studies
   are ambiguous and raise :class:`~medrec.errors.LabelsError` naming the values.
 * :func:`map_to_classes`: each label value of a site onto a run's classes, by name when the labels
   are the run's classes, else by polarity (binary runs only).
+* :func:`group_label`: the label of a study or patient from the labels of its samples (scoring at
+  study / patient level, and a report that attaches labels to such rows).
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 from medrec.errors import LabelsError
@@ -28,6 +31,7 @@ __all__ = [
     "NEGATIVE_TOKENS",
     "POSITIVE_TOKENS",
     "distinct_labels",
+    "group_label",
     "map_to_classes",
     "mapping_text",
     "normalise_label",
@@ -210,3 +214,32 @@ def map_to_classes(
 def mapping_text(mapping: Mapping[str, str]) -> str:
     """``'normal' -> '0', 'tumor' -> '1'`` (sorted by the run's class name)."""
     return ", ".join(f"{site!r} -> {name!r}" for site, name in sorted(mapping.items(), key=lambda item: item[1]))
+
+
+def group_label(labels: Sequence[str], classes: Sequence[str], positive_class: str | None = None) -> str:
+    """The label of a group (a study or a patient) from its members' labels.
+
+    Empty labels are ignored. Members that agree give their label; otherwise a binary task gives the
+    positive class if any member holds it, and a multi-class task the most frequent label (ties in
+    the order of ``classes``, then by name).
+
+    Args:
+        labels: the members' labels.
+        classes: the task's classes (binary: negative, positive).
+        positive_class: the positive class of a binary task (default: the second class).
+
+    Returns:
+        The group's label, or '' when no member has one.
+    """
+    known = [label for label in labels if label != ""]
+    if not known:
+        return ""
+    distinct = set(known)
+    if len(distinct) == 1:
+        return known[0]
+    positive = positive_class if positive_class is not None else (classes[1] if len(classes) == 2 else None)
+    if len(classes) == 2 and positive in distinct:
+        return positive
+    counts = Counter(known)
+    order = {name: index for index, name in enumerate(classes)}
+    return sorted(counts, key=lambda name: (-counts[name], order.get(name, len(order)), name))[0]

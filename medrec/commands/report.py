@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from medrec.commands.index import MatchOn
 from medrec.console import console, print_summary
 from medrec.errors import ConfigError
 
@@ -19,9 +20,12 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "-o", "--out", help="Report folder (report.html, report.pdf, report.json, "
                                                            "figures/)."),
         run: Path | None = typer.Option(None, "--run", help="Run directory: its model.json gives the operating "
-                                                             "threshold chosen on validation."),
-        manifest: Path | None = typer.Option(None, "--manifest", help="manifest.csv for subgroups and thumbnails "
-                                                                       "(default: RUN/manifest.csv)."),
+                                                             "threshold chosen on validation (overrides the "
+                                                             "sidecar's)."),
+        manifest: Path | None = typer.Option(None, "--manifest", help="manifest.csv for subgroups, thumbnails and "
+                                                                       "--labels by path / accession (default: the "
+                                                                       "manifest the predictions were scored from, "
+                                                                       "per their sidecar, else RUN/manifest.csv)."),
         qc: Path | None = typer.Option(None, "--qc", help="qc.csv for the exclusions (default: beside the "
                                                           "manifest)."),
         subgroup: list[str] = typer.Option([], "--subgroup", help="Column to break the metrics down by; repeat "
@@ -29,7 +33,8 @@ def register(app: typer.Typer) -> None:
         prevalence: float | None = typer.Option(None, "--prevalence", min=0.0, max=1.0,
                                                 help="Clinical prevalence for adjusted PPV / NPV."),
         threshold: float | None = typer.Option(None, "--threshold", min=0.0, max=1.0,
-                                               help="User-given operating threshold (overrides the run's)."),
+                                               help="User-given operating threshold (overrides the run's and the "
+                                                    "sidecar's)."),
         exploratory_threshold: str | None = typer.Option(
             None, "--exploratory-threshold",
             help="Choose the threshold on these data: 'youden' or 'sensitivity:0.95' (labelled EXPLORATORY)."),
@@ -50,11 +55,37 @@ def register(app: typer.Typer) -> None:
         lesion_tolerance: float | None = typer.Option(
             None, "--lesion-tolerance", min=0.0, help="mm added to a lesion's radius when matching a finding "
                                                       "(default: one voxel of the scoring grid)."),
+        labels: Path | None = typer.Option(
+            None, "--labels", help="Labels file (CSV/TSV: label column + patient_id / study_uid / accession / path): "
+                                   "its labels replace the predictions' label column; the report names it as the "
+                                   "reference standard."),
+        match_on: MatchOn | None = typer.Option(
+            None, "--match-on", help="Labels key; default: the column that matches most scored samples."),
+        label_column: str = typer.Option("label", "--label-column", help="Name of the labels column."),
     ) -> None:
         """Write a clinical validation report (HTML, PDF, JSON, figures) for a predictions file.
 
-        The operating threshold comes from RUN/model.json (chosen on validation, frozen), or
-        --threshold (user-given), or --exploratory-threshold (chosen on these data: EXPLORATORY).
+        The operating threshold is the first of: --threshold (user-given),
+        --exploratory-threshold (chosen on these data: EXPLORATORY),
+        RUN/model.json (chosen on validation, frozen), and the threshold the
+        predictions were made at (their sidecar PREDICTIONS.json from 'medrec
+        score'). Every decision is recomputed as score >= threshold. An
+        explicit --threshold or --run wins over the sidecar: a validation
+        report is about the operating point named for it (for --run, the one
+        pre-specified on validation), not about whatever threshold scoring
+        happened to use. When it differs from the threshold the predictions
+        were made at (e.g. scored with --threshold 0.3, reported with --run),
+        the report states that the predictions were made at 0.3 and that their
+        decisions were recomputed at the new threshold.
+
+        The reference standard is the predictions' label column, or --labels
+        FILE matched to the scored samples when the report is made (by
+        study_uid, accession, path or patient_id, as 'medrec index' matches;
+        study / patient rows get the label of their samples). Matching by path
+        or accession needs the manifest the predictions were scored from (found
+        through the sidecar, or --manifest). Rows left without a label are
+        excluded as 'no label'; the report names the file it used.
+
         Identifiers are pseudonymised unless --keep-identifiers.
 
         Examples:
@@ -66,6 +97,8 @@ def register(app: typer.Typer) -> None:
             medrec report predictions.csv -o reports/explore --exploratory-threshold youden
 
             medrec report predictions.csv -o reports/lesions --run runs/ct1 --lesions ground_truth.csv
+
+            medrec report new.csv -o reports/new --labels new_labels.csv --match-on study_uid
         """
         from medrec.report.build import write_report
         from medrec.report.document import METRICS, KEY_METRICS, fmt_ci, fmt_mm, fmt_threshold, fmt_value
@@ -79,7 +112,8 @@ def register(app: typer.Typer) -> None:
                 threshold=threshold, exploratory_threshold=exploratory_threshold, subgroups=columns,
                 prevalence=prevalence, ci_method=ci_method, n_boot=bootstrap, seed=seed, compare=compare,
                 keep_identifiers=keep_identifiers, title=title, lesions=lesions,
-                lesion_tolerance_mm=lesion_tolerance,
+                lesion_tolerance_mm=lesion_tolerance, labels=labels,
+                match_on=match_on.value if match_on is not None else None, label_column=label_column,
             )
         metrics = result.get("metrics") or {}
         rows = []
@@ -96,6 +130,12 @@ def register(app: typer.Typer) -> None:
             f"threshold {fmt_threshold(result.get('threshold'))} ({label})",
             rows, columns=("metric", "value", "95% CI", "CI method"),
         )
+        reference = result.get("reference_standard")
+        if reference:
+            console.print(f"Reference standard: {reference.get('summary')}")
+        for warning in result.get("warnings") or []:
+            if warning.startswith("the predictions were made"):
+                console.print(f"[yellow]note:[/] {warning}")
         lesion = result.get("lesion_level")
         if lesion:
             hit_rate = lesion.get("hit_rate") or {}

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from medrec.commands.index import MatchOn
 from medrec.console import console, print_summary
 from medrec.errors import ConfigError, InputError
 
@@ -48,6 +49,13 @@ again. An output made by another model (or with other --level / --aggregate
 / --tta / --threshold / parts) is refused; --overwrite starts fresh.
 --explain maps are written only for the samples scored by that call.
 
+Labels describe the samples, not the scoring: a rerun with --labels FILE
+(e.g. labels that arrived after scoring) refreshes the label column (and the
+patient / study ids a labels file gives NIfTI files) of the rows already
+scored, without scoring them again; the summary counts them as 'labels
+refreshed'. 'medrec report --labels FILE' attaches labels at report time
+instead.
+
 Test-time augmentation (--tta): every flip combination of the spatial axes
 (4 in 2D, 8 in 3D) is scored and averaged; uncertainty is the standard
 deviation of the positive-class probability (multi-class: of the predicted
@@ -72,6 +80,7 @@ none could be.
 \b
 Examples:
   medrec score runs/ct01 scans/new_ct -o predictions.csv
+  medrec score runs/ct01 scans/new_ct -o predictions.csv --labels labels.csv
   medrec score runs/ct01 index/manifest.csv -o study.csv --level study --aggregate max --tta
   medrec score runs/ct01 index/manifest.csv -o preds.csv --explain gradcam/
   medrec score runs/ct01 index/manifest.csv -o part0.csv --num-parts 4 --part-id 0
@@ -103,7 +112,10 @@ def register(app: typer.Typer) -> None:
         tta: bool = typer.Option(False, "--tta", help="Average all flips; adds an uncertainty column."),
         explain: Path | None = typer.Option(None, "--explain", metavar="DIR",
                                             help="Write Grad-CAM maps, or finding maps of finding-map runs (NIfTI + PNG), into DIR."),
-        labels: Path | None = typer.Option(None, "--labels", help="Labels file when INPUT is a scan folder."),
+        labels: Path | None = typer.Option(None, "--labels", help="Labels file when INPUT is a scan folder; on a "
+                                                                  "rerun it also relabels the rows already scored."),
+        match_on: MatchOn | None = typer.Option(
+            None, "--match-on", help="Labels key; default: the column that matches most samples."),
         workers: int | None = typer.Option(None, "--workers",
                                            help="Loader processes (0: in the main process) "
                                                 "[one per core, at most 4; 0 on one core]."),
@@ -134,11 +146,13 @@ def register(app: typer.Typer) -> None:
             amp=amp, explain_dir=explain, retry_errors=retry_errors, overwrite=overwrite,
             num_parts=num_parts, part_id=part_id,
         )
-        result = score(paths[0], paths[1], output, options, labels=labels)
+        result = score(paths[0], paths[1], output, options, labels=labels,
+                       match_on=match_on.value if match_on is not None else None)
         rows = [
             ("scored", result.scored),
             ("failed", result.failed),
             ("skipped (already done)", result.skipped),
+            *([("labels refreshed (rows already scored)", result.relabelled)] if labels is not None else []),
             ("rows in output", result.rows),
             ("rows with a score", result.rows_ok),
             ("level", result.record.get("level")),
@@ -149,7 +163,7 @@ def register(app: typer.Typer) -> None:
         if result.record.get("findings_file"):
             rows.append(("candidate findings", Path(output).with_name(result.record["findings_file"])))
         if num_parts > 1:
-            rows.insert(5, ("part", f"{part_id} of {num_parts}"))
+            rows.insert(rows.index(("level", result.record.get("level"))), ("part", f"{part_id} of {num_parts}"))
         if explain is not None:
             rows.append(("Grad-CAM maps", explain))
         print_summary("medrec score", rows)

@@ -13,11 +13,14 @@
   label ''; rows that match no sample are counted and written to ``labels_unmatched.csv``.
 * A row matched by path may also carry the sample's identity: its ``patient_id``, ``study_uid`` and
   ``series_uid`` cells are collected per sample (NIfTI files have no UIDs of their own).
+* Samples read back from a table (a manifest CSV, a predictions file) are matched with
+  :func:`match_samples`, which tries only the keys those samples have values for.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import re
 from collections import defaultdict
 from collections.abc import Sequence
@@ -27,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from medrec.errors import LabelsError
+from medrec.manifest import series_files
 
 MATCH_KEYS: tuple[str, ...] = ("study_uid", "accession", "path", "patient_id")  # most specific first
 KEY_ALIASES: dict[str, tuple[str, ...]] = {
@@ -252,3 +256,57 @@ def _match_on_key(table: LabelsTable, rows: Sequence[dict], scans_root: Path, ke
     unmatched_frame.insert(0, "line", [i + 2 for i in unmatched])
     result.unmatched_rows = unmatched_frame
     return result
+
+
+def match_samples(
+    table: LabelsTable, samples: pd.DataFrame, match_on: str | None = None, scans_root: Path | None = None
+) -> LabelMatch:
+    """Match a labels table to samples read back from a table (a manifest CSV, or prediction rows).
+
+    The indexer matches the samples it has just built (:func:`match_labels`); here they come from a
+    CSV: a DICOM sample's files are read from its ``files`` column, and only the keys the samples
+    have values for are tried (prediction rows carry ``patient_id`` and ``study_uid`` but no path).
+
+    Args:
+        table: the labels file.
+        samples: one row per sample with ``sample_id`` and any of ``patient_id``, ``study_uid``,
+            ``accession``, ``path`` (plus ``format`` and ``files`` for DICOM series).
+        match_on: key kind, or None to pick the one that matches most samples.
+        scans_root: the folder relative path cells are resolved against (default: the samples'
+            common folder; the labels file's folder is always tried too).
+
+    Returns:
+        The :class:`LabelMatch` (labels and conflicts by ``sample_id``).
+
+    Raises:
+        LabelsError: ``match_on`` names a key the labels file or the samples lack, or they share none.
+    """
+    available = [key for key in MATCH_KEYS if key in samples.columns
+                 and samples[key].astype(str).str.strip().ne("").any()]
+    if match_on is not None and match_on not in available:
+        raise LabelsError(
+            f"{table.path}: cannot match by {match_on}: the samples have no {match_on} values (they have "
+            f"{', '.join(available) or 'no key'})"
+        )
+    shared = [key for key in available if key in table.key_columns]
+    if match_on is None and not shared:
+        raise LabelsError(
+            f"{table.path}: its key column(s) {', '.join(table.key_columns)} are not known for the samples "
+            f"(they have {', '.join(available) or 'no key'})"
+        )
+    rows = []
+    for record in samples.to_dict("records"):
+        row = {key: "" if value is None or (isinstance(value, float) and value != value) else value
+               for key, value in record.items()}
+        row["sample_id"] = str(row["sample_id"])
+        row["_files"] = series_files(row) if row.get("format") == "dicom" else []
+        rows.append(row)
+    if scans_root is None:
+        paths = [str(row["path"]) for row in rows if row.get("path")]
+        scans_root = Path(os.path.commonpath(paths)) if paths else table.path.parent
+        if scans_root.is_file():
+            scans_root = scans_root.parent
+    if match_on is not None:
+        return match_labels(table, rows, scans_root, match_on)
+    results = [match_labels(table, rows, scans_root, key) for key in shared]
+    return max(results, key=lambda result: len(result.labels) + len(result.conflicts))  # ties: the first key

@@ -22,6 +22,7 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from medrec.report import document as doc_model
 from medrec.report import figures as figs
 from medrec.report.pseudonym import Pseudonymiser, check_no_identifiers, is_safe_file_token, key_from_file, \
     raw_identifiers
+from medrec.report.reference import PREDICTIONS_REFERENCE, attach_labels
 from medrec.report.render_html import render_html
 from medrec.report.render_pdf import render_pdf
 
@@ -109,14 +111,98 @@ def read_model_json(run_dir: Path) -> dict:
         raise ModelError(f"{path}: not valid JSON ({e}); the run directory is damaged") from e
 
 
+@dataclass(frozen=True)
+class ScoredThreshold:
+    """The operating threshold the predictions were made at, as ``medrec score`` recorded it in their sidecar.
+
+    Attributes:
+        value: the threshold.
+        kind: ``validation`` (scoring took it from the run, chosen there on validation) or
+            ``user-given`` (``medrec score --threshold``, the 0.5 default, or a run that does not say).
+        method: how it was chosen, in a few words.
+        source_text: the sentence for ``threshold_source`` when the report uses it.
+        origin: a short phrase for the note when the report uses another threshold.
+    """
+
+    value: float
+    kind: str
+    method: str
+    source_text: str
+    origin: str
+
+    def decision(self) -> tuple[float, str, str, str]:
+        """As :func:`resolve_threshold` returns a threshold."""
+        return self.value, self.kind, self.method, self.source_text
+
+
+def scored_threshold(record: Mapping | None, sidecar: Path) -> ScoredThreshold | None:
+    """The operating threshold the predictions were made at, from their sidecar.
+
+    Args:
+        record: the sidecar written by ``medrec score`` (None when there is none).
+        sidecar: its path, named in the source text and in errors.
+
+    Returns:
+        The :class:`ScoredThreshold`, or None when the sidecar records no threshold (multi-class
+        runs, hand-made predictions).
+
+    Raises:
+        InputError: the recorded threshold is not a number in [0, 1].
+    """
+    if record is None or record.get("threshold") is None:
+        return None
+    try:
+        number = float(record["threshold"])
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{sidecar}: threshold {record['threshold']!r} is not a number; score again or pass "
+                         "--threshold T") from e
+    if math.isnan(number) or not 0.0 <= number <= 1.0:
+        raise InputError(f"{sidecar}: threshold {number} lies outside [0, 1]; score again or pass --threshold T")
+    source = str(record.get("threshold_source") or "").strip()
+    where = f"recorded in {sidecar.name} by 'medrec score'"
+    if source.startswith("run:"):
+        detail = source[len("run:"):].strip()
+        if "chosen on validation" in detail:
+            method = detail.split(",", 1)[0].strip()
+            how = f" by {method}" if method and method != "chosen on validation" else ""
+            return ScoredThreshold(
+                number, "validation", method,
+                f"validation: chosen on the validation split{how} and frozen before these predictions were made "
+                f"(the run's model.json, {where})",
+                f"the run's threshold chosen on validation, per {sidecar.name}")
+        return ScoredThreshold(number, "user-given", detail,
+                               f"the run's operating threshold ({detail or 'model.json'}), {where}",
+                               f"the run's threshold, per {sidecar.name}")
+    if source.startswith("command line"):
+        return ScoredThreshold(number, "user-given", "given on the command line of 'medrec score'",
+                               f"user-given when scoring (medrec score --threshold), {where}; not chosen by medrec",
+                               f"medrec score --threshold, per {sidecar.name}")
+    return ScoredThreshold(number, "user-given", source, f"{source or 'source not recorded'}, {where}",
+                           f"{source or 'source not recorded'}, per {sidecar.name}")
+
+
 def resolve_threshold(
     model_json: Mapping | None,
     model_json_path: Path | None,
     threshold: float | None,
     exploratory_threshold: str | None,
     multiclass: bool,
+    scored: ScoredThreshold | None = None,
 ) -> tuple[float | None, str, str, str]:
     """Decide the operating threshold and how to describe where it came from.
+
+    The order: ``threshold`` (--threshold), ``exploratory_threshold``, the run's ``model.json``
+    (--run), then ``scored``, the threshold the predictions were made at (their sidecar). An
+    explicit choice that differs from the scored threshold is used, and its source text says that
+    the predictions were made at the other threshold and their decisions recomputed.
+
+    Args:
+        model_json: the run's model.json (None without --run).
+        model_json_path: its path, for errors.
+        threshold: the --threshold value.
+        exploratory_threshold: the --exploratory-threshold rule.
+        multiclass: the predictions are multi-class (argmax, no threshold).
+        scored: :func:`scored_threshold` of the predictions' sidecar.
 
     Returns:
         ``(threshold, kind, method, source_text)``: ``kind`` is ``validation`` (from the run,
@@ -128,6 +214,24 @@ def resolve_threshold(
             unknown exploratory rule, or no threshold source at all.
         ModelError: the run's model.json lacks a usable ``threshold``.
     """
+    value, kind, method, text = _chosen_threshold(model_json, model_json_path, threshold, exploratory_threshold,
+                                                  multiclass, scored)
+    if scored is not None and value is not None and kind != "exploratory" \
+            and not math.isclose(value, scored.value, rel_tol=0.0, abs_tol=1e-12):
+        text = (f"{text}; the predictions were made at {scored.value:g} ({scored.origin}) and their decisions "
+                f"were recomputed at {value:g}")
+    return value, kind, method, text
+
+
+def _chosen_threshold(
+    model_json: Mapping | None,
+    model_json_path: Path | None,
+    threshold: float | None,
+    exploratory_threshold: str | None,
+    multiclass: bool,
+    scored: ScoredThreshold | None,
+) -> tuple[float | None, str, str, str]:
+    """:func:`resolve_threshold` without the note on the scored threshold."""
     if threshold is not None and exploratory_threshold:
         raise ConfigError("give either --threshold or --exploratory-threshold, not both")
     if threshold is not None:
@@ -169,11 +273,14 @@ def resolve_threshold(
                 f"validation: chosen on the validation split{how} and frozen before the test data were scored " \
                 "(run's model.json)"
         return number, "user-given", method, f"run's model.json, chosen on {chosen_on}{how}"
+    if scored is not None:
+        return scored.decision()
     if multiclass:
         return None, "argmax", "argmax", "argmax (multi-class)"
     raise ConfigError(
         "no operating threshold: pass --run RUN (its model.json holds the threshold chosen on validation), "
-        "--threshold T (user-given) or --exploratory-threshold youden|sensitivity:0.95 (exploratory)"
+        "--threshold T (user-given) or --exploratory-threshold youden|sensitivity:0.95 (exploratory); "
+        "predictions written by 'medrec score' record theirs in their sidecar (PREDICTIONS.json)"
     )
 
 
@@ -228,6 +335,69 @@ def label_mapping(
     return mapping, site_positive or positive_label or run_positive
 
 
+def sidecar_of(predictions_csv: Path) -> Path:
+    """``pred.csv`` -> ``pred.csv.json``: :func:`medrec.score.writer.sidecar_path`, without importing torch."""
+    return predictions_csv.with_name(predictions_csv.name + ".json")
+
+
+def read_scoring_record(predictions_csv: Path) -> dict | None:
+    """The sidecar ``medrec score`` wrote beside the predictions, or None when there is none.
+
+    Raises:
+        InputError: the sidecar exists but is not a JSON object.
+    """
+    if not sidecar_of(predictions_csv).is_file():
+        return None
+    # deferred: the sidecar's reader lives in medrec.score, which imports torch
+    from medrec.score.writer import read_sidecar
+
+    try:
+        return read_sidecar(predictions_csv)
+    except OutputError as e:
+        raise InputError(f"{e}; or move it away and pass --run RUN or --threshold T") from e
+
+
+def _recorded_path(value: object) -> Path | None:
+    return Path(value) if isinstance(value, str) and value.strip() else None
+
+
+def scoring_manifest(predictions_csv: Path, record: Mapping | None) -> Path | None:
+    """The manifest the predictions were scored from, as their sidecar records it (None when unknown or gone).
+
+    A scan folder was indexed into ``<predictions stem>.index/`` (looked for beside the predictions
+    first, so a moved folder of outputs still finds it); a manifest CSV is used where it was.
+    """
+    scored_input = (record or {}).get("input")
+    if not isinstance(scored_input, Mapping):
+        return None
+    candidates: list[Path | None] = []
+    if scored_input.get("kind") == "folder":
+        candidates.append(predictions_csv.with_name(f"{predictions_csv.stem}.index") / "manifest.csv")
+        recorded = _recorded_path(scored_input.get("index_dir"))
+        candidates.append(recorded / "manifest.csv" if recorded is not None else None)
+    elif scored_input.get("kind") == "manifest":
+        candidates.append(_recorded_path(scored_input.get("path")))
+    return next((path for path in candidates if path is not None and path.is_file()), None)
+
+
+def scoring_samples_file(predictions_csv: Path, record: Mapping | None) -> Path | None:
+    """The sample-level rows scoring kept beside study / patient-level predictions (None at series level)."""
+    name = (record or {}).get("samples_file")
+    if isinstance(name, str) and name and Path(name).name == name:
+        return predictions_csv.with_name(name)
+    default = predictions_csv.with_name(f"{predictions_csv.stem}.samples.csv")
+    return default if default.is_file() else None
+
+
+def scanned_folder(record: Mapping | None) -> Path | None:
+    """The scan folder the predictions were scored from (relative label paths are resolved against it)."""
+    scored_input = (record or {}).get("input")
+    if isinstance(scored_input, Mapping) and scored_input.get("kind") == "folder":
+        folder = _recorded_path(scored_input.get("path"))
+        return folder if folder is not None and folder.is_dir() else None
+    return None
+
+
 def _read_optional_csv(path: Path | None) -> pd.DataFrame | None:
     if path is None or not path.is_file():
         return None
@@ -251,12 +421,19 @@ QC_CODE_TEXT: dict[str, str] = {
     "missing_slices": "missing slices (gap in the stack)",
     "inconsistent_size": "slices of different sizes in one series",
     "invalid_orientation": "inconsistent or invalid orientation",
-    "missing_geometry": "no slice position / orientation",
+    "missing_geometry": "pixel data without Rows / Columns (image size unknown)",
+    "no_geometry": "no slice position / orientation",
+    "duplicate_position": "two slices at one position",
+    "inconsistent_orientation": "slices of different orientations in one series",
+    "inconsistent_spacing": "uneven slice spacing",
     "duplicate_sop": "duplicate SOP instance",
     "truncated": "truncated file",
     "corrupt_pixel_data": "corrupt pixel data",
     "bits_inconsistent": "BitsStored / HighBit inconsistent",
     "no_pixel_data": "no pixel data (not an image object)",
+    "non_image_object": "non-image object (SEG, RTSTRUCT, SR, ...)",
+    "modality_not_allowed": "modality not in the recipe",
+    "over_budget": "larger than the memory budget",
     "dicom_unreadable": "unreadable DICOM",
     "unreadable": "unreadable file",
     "empty_file": "zero-byte file",
@@ -266,6 +443,7 @@ QC_CODE_TEXT: dict[str, str] = {
     "nifti_pixdim": "NIfTI with invalid voxel size",
     "nifti_scaling": "NIfTI with invalid scaling / values",
     "nifti_geometry": "NIfTI with invalid geometry",
+    "nifti_values": "NIfTI with non-finite values",
     "label_conflict": "conflicting labels",
     "excluded_by_pattern": "excluded by a file pattern",
     "not_included": "not matched by the include patterns",
@@ -329,7 +507,11 @@ def cohort_flow(
     }
     if manifest is not None:
         cohort["n_manifest"] = int(len(manifest))
-        cohort["n_not_scored"] = int((~manifest["sample_id"].isin(predictions["sample_id"])).sum())
+        in_predictions = set(predictions["sample_id"].astype(str))
+        if "sample_ids" in predictions.columns:  # study / patient rows list their samples
+            in_predictions |= {member for cell in predictions["sample_ids"] for member in str(cell).split(";")
+                               if member}
+        cohort["n_not_scored"] = int((~manifest["sample_id"].astype(str).isin(in_predictions)).sum())
     if qc is not None:
         cohort["n_excluded_qc"] = int(len(qc))
         cohort["qc_reasons"] = _count_qc_reasons(qc)
@@ -485,6 +667,7 @@ def provenance_block(
         "positive_class": model.get("positive_class") or report.get("positive_label"),
         "label_mapping": (f"{mapping_text(report['label_mapping'])} (the predictions' labels matched to the run's "
                           "classes by polarity)") if report.get("label_mapping") else None,
+        "reference_standard": (report.get("reference_standard") or {}).get("summary") or PREDICTIONS_REFERENCE,
         "threshold": report.get("threshold"),
         "threshold_source": report.get("threshold_source"),
         "threshold_method": report.get("threshold_method"),
@@ -744,6 +927,9 @@ def write_report(
     title: str | None = None,
     lesions: str | os.PathLike[str] | None = None,
     lesion_tolerance_mm: float | None = None,
+    labels: str | os.PathLike[str] | None = None,
+    match_on: str | None = None,
+    label_column: str = "label",
     **analysis_kw,
 ) -> dict:
     """Analyse a predictions file and write report.html, report.pdf, report.json and figures/.
@@ -753,9 +939,10 @@ def write_report(
         out_dir: the report folder (created).
         run_dir: the run directory; its ``model.json`` gives the frozen operating threshold, its
             ``manifest.csv`` / ``splits.csv`` / ``config.yaml`` are used when present.
-        manifest: manifest.csv for subgroup columns and thumbnails (default: ``RUN/manifest.csv``).
+        manifest: manifest.csv for subgroup columns and thumbnails (default: the manifest the
+            predictions were scored from, as their sidecar records it, else ``RUN/manifest.csv``).
         qc: qc.csv for the exclusions in the cohort flow (default: beside the manifest).
-        threshold: a user-given operating threshold (overrides the run's).
+        threshold: a user-given operating threshold (overrides the run's and the sidecar's).
         exploratory_threshold: ``youden`` or ``sensitivity:0.95``: choose the threshold on these
             data (labelled EXPLORATORY everywhere).
         subgroups: manifest (or predictions) columns to break the metrics down by.
@@ -772,14 +959,25 @@ def write_report(
             findings file that ``medrec score`` writes beside the predictions of such a run.
         lesion_tolerance_mm: added to a lesion's radius when matching a finding; default one voxel of
             the scoring grid (from the predictions sidecar).
+        labels: a labels file whose labels replace the predictions' label column
+            (:mod:`medrec.report.reference`); the report names it as the reference standard.
+        match_on: the labels key (``patient_id``, ``study_uid``, ``accession``, ``path``); None: the
+            key that matches most samples.
+        label_column: the labels file's label column.
         **analysis_kw: passed on to :func:`medrec.report.analysis.analyse_predictions`.
 
     Returns:
         The report dict as written to report.json.
 
+    The threshold is, in this order: ``threshold``, ``exploratory_threshold``, the run's model.json,
+    the threshold the predictions were made at (their sidecar ``PREDICTIONS.json``, written by
+    ``medrec score``). When the one used differs from the one the predictions were made at, the
+    decisions are recomputed (``score >= threshold``) and ``threshold_source`` says both.
+
     Raises:
-        InputError: unreadable predictions / manifest / qc, or ``lesions`` given for predictions
-            without a findings file (not a finding-map run).
+        InputError: unreadable predictions / manifest / qc / sidecar, or ``lesions`` given for
+            predictions without a findings file (not a finding-map run).
+        LabelsError: ``labels`` is unusable or matches none of the predictions.
         AnnotationError: the lesion table is missing or lacks columns.
         ConfigError: no threshold source, or contradictory options.
         ModelError: the run's model.json is missing or has no threshold.
@@ -795,6 +993,8 @@ def write_report(
         raise ModelError(f"{run}: run directory not found; pass the folder written by 'medrec train -o RUN'")
     predictions = read_predictions(predictions_path)
     multiclass = is_multiclass(predictions)
+    record = read_scoring_record(predictions_path)
+    sidecar = sidecar_of(predictions_path)
     lesion_module = None
     if lesions is not None:
         # deferred: the findings file's reader lives in medrec.score, which imports torch
@@ -810,15 +1010,26 @@ def write_report(
     model_json = None
     if run is not None and ((threshold is None and not exploratory_threshold) or (run / "model.json").is_file()):
         model_json = read_model_json(run)
+    scored = scored_threshold(record, sidecar)
+    space = run_label_space(model_json if model_json is not None else record)
     value, kind, method, source_text = resolve_threshold(
-        model_json, run / "model.json" if run else None, threshold, exploratory_threshold, multiclass)
+        model_json, run / "model.json" if run else None, threshold, exploratory_threshold, multiclass, scored)
 
     if manifest is not None and not Path(manifest).is_file():
         raise InputError(f"{manifest}: manifest not found; pass the manifest.csv written by 'medrec index'")
     if qc is not None and not Path(qc).is_file():
         raise InputError(f"{qc}: qc file not found; pass the qc.csv written by 'medrec index'")
-    manifest_path = Path(manifest) if manifest is not None else (run / "manifest.csv" if run else None)
+    manifest_path = Path(manifest) if manifest is not None else scoring_manifest(predictions_path, record)
+    if manifest_path is None and run is not None:
+        manifest_path = run / "manifest.csv"
     manifest_frame = read_manifest(manifest_path) if manifest_path is not None and manifest_path.is_file() else None
+    reference = None
+    if labels is not None:
+        predictions, reference = attach_labels(
+            predictions, Path(labels), match_on=match_on, label_column=label_column,
+            samples_file=scoring_samples_file(predictions_path, record), manifest=manifest_frame,
+            scans_root=scanned_folder(record), space=space,
+        )
     qc_path = Path(qc) if qc is not None else (manifest_path.parent / "qc.csv" if manifest_frame is not None else None)
     qc_frame = _read_optional_csv(qc_path)
     split_candidates = ([run / "splits.csv"] if run else []) + (
@@ -850,16 +1061,6 @@ def write_report(
     positive_label = analysis_kw.pop("positive_label", None)
     mapping: dict[str, str] = {}
     if not multiclass:
-        if model_json is not None:
-            space = run_label_space(model_json)
-        else:
-            # deferred: the sidecar's reader lives in medrec.score, which imports torch
-            from medrec.score.writer import read_sidecar
-
-            try:
-                space = run_label_space(read_sidecar(predictions_path))
-            except OutputError as e:
-                raise InputError(f"{e}; or pass --run RUN, whose model.json names the run's classes") from e
         mapping, positive_label = label_mapping(predictions, space, positive_label, predictions_path.name)
         if positive_label is None and model_json is not None and model_json.get("positive_class") is not None:
             positive_label = str(model_json["positive_class"])
@@ -884,7 +1085,15 @@ def write_report(
     ))
     report["threshold_kind"] = kind
     report["threshold_method"] = method
+    report["scoring_threshold"] = scored.value if scored is not None else None
     report["label_mapping"] = mapping or None
+    report["reference_standard"] = reference.as_dict() if reference is not None else None
+    warnings = report.setdefault("warnings", [])
+    if scored is not None and report.get("threshold") is not None and kind != "exploratory" \
+            and not math.isclose(float(report["threshold"]), scored.value, rel_tol=0.0, abs_tol=1e-12):
+        warnings.append(f"the predictions were made at {scored.value:g} ({scored.origin}); this report "
+                        f"recomputes every decision at {float(report['threshold']):g} (score >= threshold); the "
+                        "file's 'prediction' column holds the decisions of scoring")
     if lesion_module is not None:
         # raw identifiers are needed to match the lesion table; only counts and rates come back
         report["lesion_level"] = lesion_module.lesion_level_results(
@@ -907,6 +1116,12 @@ def write_report(
         {"ci_method": ci_method, "n_boot": n_boot, "seed": seed}, date,
         compare_path=compare_path, manifest_path=manifest_path if manifest_frame is not None else None,
     )
+    scored_by = (record or {}).get("model_sha256")
+    reported = report["provenance"].get("model_sha256")
+    if run is not None and scored_by and reported and scored_by != reported:
+        warnings.append(f"the predictions were made by the model with weights sha256 {str(scored_by)[:12]}... "
+                        f"({sidecar.name}), not by the --run model ({str(reported)[:12]}...); the provenance names "
+                        "the --run model")
 
     figures = draw_figures(report, compare_curves(compare_view, report))
     cases = draw_thumbnails(report, shown_to_raw, manifest_rows, predictions_path.parent / "explain")

@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from medrec.report.reference import PREDICTIONS_REFERENCE
+
 # ------------------------------------------------------------------------------------------------
 # Document model
 # ------------------------------------------------------------------------------------------------
@@ -865,6 +867,7 @@ PROVENANCE_LABELS: dict[str, str] = {
     "classes": "Classes",
     "positive_class": "Positive class",
     "label_mapping": "Label mapping",
+    "reference_standard": "Reference standard",
     "threshold": "Operating threshold",
     "threshold_source": "Threshold source",
     "calibration": "Calibration",
@@ -908,12 +911,20 @@ def plain_text(value: object) -> str:
     return str(value)
 
 
+def reference_sentence(report: Mapping) -> str:
+    """Where the report's labels came from: a labels file given to the report, or the predictions' label column."""
+    reference = report.get("reference_standard")
+    if isinstance(reference, Mapping) and reference.get("method"):
+        return str(reference["method"])
+    return PREDICTIONS_REFERENCE
+
+
 def methods_section(report: Mapping) -> Section:
     """How the numbers were obtained (the STARD / CLAIM statistical-methods items)."""
     items = [
         "Index test: the model's score; a sample is positive when its score is at least the operating threshold "
         "(multi-class: the class with the highest score).",
-        "Reference standard: the label column of the predictions (from the labels file given at indexing).",
+        f"Reference standard: {reference_sentence(report)}.",
         "Unit of analysis: the sample (one series per study); a patient-level analysis is given beside it.",
         "Samples that failed scoring or lack a reference label are excluded and counted in the cohort flow.",
     ]

@@ -1,7 +1,7 @@
 """Batch scoring: predictions CSV (resumable, shardable), study / patient aggregation, Grad-CAM maps.
 
 Public API:
-    score(run_dir, input_path, output, options=None, labels=None) -> ScoreResult
+    score(run_dir, input_path, output, options=None, labels=None, match_on=None) -> ScoreResult
     score_manifest(run, manifest, output, options=None, *, model_sha256, ...) -> ScoreResult
     ScoreOptions(level, aggregate, threshold, tta, batch_size, workers, device, amp, explain_dir,
                  retry_errors, overwrite, num_parts, part_id)

@@ -10,19 +10,19 @@ Rules (also in ``medrec score --help``):
   the scored ones (``error`` empty, ``n_failed`` tells how many were left out); a group where every
   sample failed has an empty score and ``error`` = ``all N samples failed: <first reason>``.
 - The group label is the members' label when they agree; otherwise (binary) the positive class if
-  any member is positive, (multi-class) the most frequent label.
+  any member is positive, (multi-class) the most frequent label (:func:`medrec.labels.group_label`).
 - With TTA the uncertainty is that of the sample that gave the max, or the mean uncertainty.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from medrec.errors import ConfigError
+from medrec.labels import group_label
 
 AGGREGATIONS = ("max", "mean")
 GROUP_COLUMNS = ("n_samples", "n_failed", "sample_ids")
@@ -37,22 +37,6 @@ def _float(value: object) -> float:
     if value is None or value == "":
         return float("nan")
     return float(value)
-
-
-def group_label(labels: Sequence[str], classes: Sequence[str], positive_class: str | None = None) -> str:
-    """The label of a group from its members' labels (see module docstring)."""
-    known = [label for label in labels if label != ""]
-    if not known:
-        return ""
-    distinct = set(known)
-    if len(distinct) == 1:
-        return known[0]
-    positive = positive_class if positive_class is not None else (classes[1] if len(classes) == 2 else None)
-    if len(classes) == 2 and positive in distinct:
-        return positive
-    counts = Counter(known)
-    order = {name: index for index, name in enumerate(classes)}
-    return sorted(counts, key=lambda name: (-counts[name], order.get(name, len(order)), name))[0]
 
 
 def aggregate_rows(

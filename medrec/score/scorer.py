@@ -111,6 +111,7 @@ class ScoreResult:
         scored: samples scored by this call.
         failed: samples that failed in this call (their rows hold the reason).
         skipped: samples already in the output (not scored again).
+        relabelled: samples already in the output whose label this call refreshed from the input.
         rows: rows in the output after this call.
         rows_ok: rows with a score.
         failures: reason -> count, for this call.
@@ -122,6 +123,7 @@ class ScoreResult:
     scored: int = 0
     failed: int = 0
     skipped: int = 0
+    relabelled: int = 0
     rows: int = 0
     rows_ok: int = 0
     failures: Counter = field(default_factory=Counter)
@@ -307,6 +309,7 @@ def score_manifest(
     model_sha256: str,
     input_description: Mapping[str, Any] | None = None,
     show_progress: bool = True,
+    refresh_labels: bool = False,
 ) -> ScoreResult:
     """Score every sample of ``manifest`` with ``run`` into ``output`` (resumable).
 
@@ -319,6 +322,9 @@ def score_manifest(
         model_sha256: sha256 of the run's ``model.safetensors`` (recorded; resuming checks it).
         input_description: what INPUT was (recorded in the sidecar).
         show_progress: draw a progress bar.
+        refresh_labels: give the samples already in the output the label (and patient / study id)
+            ``manifest`` has for them now (labels describe the samples, not the scoring: a labels
+            file given on a rerun reaches the rows scored before it, which are not scored again).
 
     Returns:
         A :class:`ScoreResult`.
@@ -390,6 +396,7 @@ def score_manifest(
 
         writer = PredictionsWriter(rows_file, sample_columns)
         done = writer.start(retry_errors=options.retry_errors)
+        relabelled = _refresh_labels(writer, done, manifest) if refresh_labels else 0
         findings_writer = None
         if findings:
             findings_writer = FindingsWriter(findings_path(output))
@@ -401,7 +408,8 @@ def score_manifest(
             findings_writer.start(done)
         already = part["sample_id"].isin(list(done))
         todo = part[~already].reset_index(drop=True)
-        result = ScoreResult(output=output, sidecar=sidecar_path(output), skipped=int(already.sum()))
+        result = ScoreResult(output=output, sidecar=sidecar_path(output), skipped=int(already.sum()),
+                             relabelled=relabelled)
 
         explainer = None
         if options.explain_dir is not None and len(todo):
@@ -484,6 +492,7 @@ def score_manifest(
                 "scored": result.scored,
                 "failed": result.failed,
                 "skipped": result.skipped,
+                "labels_refreshed": result.relabelled,
                 "rows": result.rows,
                 "rows_ok": result.rows_ok,
                 "rows_with_error": result.rows - result.rows_ok,
@@ -495,6 +504,29 @@ def score_manifest(
         write_sidecar(output, record)
         result.record = record
         return result
+
+
+def _refresh_labels(writer: PredictionsWriter, done: dict[str, dict[str, str]], manifest: pd.DataFrame) -> int:
+    """Give the rows already written the label ``manifest`` has for their sample now; returns the rows changed.
+
+    The patient and study ids are refreshed with the label: a labels file matched by path names the
+    patient and study of a NIfTI file (which has no UIDs of its own), and study / patient rows are
+    grouped by them. Rows of samples that are not in ``manifest`` are kept as they are. The file is
+    rewritten atomically, and only when a row changed.
+    """
+    current = {row["sample_id"]: row for row in map(_base_row, manifest.to_dict("records"))}
+    changed = 0
+    for sample_id, row in done.items():
+        now = current.get(sample_id)
+        if now is None:
+            continue
+        fresh = {name: now[name] for name in ("patient_id", "study_uid", "label")}
+        if any(row.get(name, "") != value for name, value in fresh.items()):
+            row.update(fresh)
+            changed += 1
+    if changed:
+        writer.rewrite(done.values())
+    return changed
 
 
 def _voxel_mm(run: Any) -> float | None:
@@ -529,9 +561,11 @@ def _base_row(sample: Mapping[str, Any]) -> dict[str, Any]:
 
 def load_input(
     input_path: str | Path, output: str | Path, rules: Any = None, labels: str | Path | None = None,
-    workers: int | None = None,
+    workers: int | None = None, match_on: str | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The manifest to score: a manifest CSV as is, or a scan folder indexed into ``<output stem>.index/``.
+
+    ``labels`` (and its key ``match_on``) label the samples of a scan folder, as ``medrec index --labels``.
 
     Returns:
         ``(manifest, description)`` where description goes into the sidecar.
@@ -545,16 +579,19 @@ def load_input(
 
         target = index_dir(output)
         console.print(f"Indexing {source} into {target} ...")
-        result = index_folder(source, target, labels=labels, rules=rules, workers=workers)
+        result = index_folder(source, target, labels=labels, match_on=match_on, rules=rules, workers=workers)
         description = {"kind": "folder", "path": str(source), "index_dir": str(target),
                        "rules": _describe_rules(rules)}
+        if labels is not None:
+            description["labels"] = {"file": Path(labels).name, "match_on": (result.summary.get("labels") or {})
+                                     .get("match_on", match_on)}
         return result.manifest, description
     if source.is_file():
         if source.suffix.lower() != ".csv":
             raise InputError(
                 f"{source}: INPUT must be a scan folder or a manifest CSV, got a {source.suffix or 'plain'} file"
             )
-        if labels is not None:
+        if labels is not None or match_on is not None:
             raise ConfigError("--labels applies to a scan folder; a manifest already carries its label column")
         from medrec.manifest import read_manifest
 
@@ -648,11 +685,13 @@ def score(
     options: ScoreOptions | None = None,
     labels: str | Path | None = None,
     show_progress: bool = True,
+    match_on: str | None = None,
 ) -> ScoreResult:
     """Score a scan folder or a manifest CSV with a run directory (what ``medrec score RUN INPUT`` does).
 
     A scan folder is indexed with the run's own series-selection rules (else the defaults) into
-    ``<output stem>.index/``; a manifest CSV is used as is.
+    ``<output stem>.index/``; a manifest CSV is used as is. With ``labels``, a rerun also refreshes
+    the label of the samples scored before (they are not scored again).
 
     Args:
         run_dir: the run directory (``model.safetensors`` + ``model.json``).
@@ -661,6 +700,8 @@ def score(
         options: see :class:`ScoreOptions`.
         labels: labels file for a scan folder (adds the ``label`` column).
         show_progress: draw progress bars.
+        match_on: the labels key (``patient_id``, ``study_uid``, ``accession``, ``path``); None: the
+            key that matches most samples.
 
     Returns:
         A :class:`ScoreResult`.
@@ -675,9 +716,10 @@ def score(
     run, model_hash = load_scoring_run(run_dir)
     rules = selection_rules_of(run, run_dir)
     manifest, description = load_input(input_path, output, rules=rules, labels=labels,
-                                       workers=options.workers or None)
+                                       workers=options.workers or None, match_on=match_on)
     if manifest.empty:
         raise InputError(f"{input_path}: holds no sample to score (see the index's qc.csv for what was left out)")
     description["run_dir"] = str(run_dir)
     return score_manifest(run, manifest, output, options, model_sha256=model_hash,
-                          input_description=description, show_progress=show_progress)
+                          input_description=description, show_progress=show_progress,
+                          refresh_labels=labels is not None)

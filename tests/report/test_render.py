@@ -352,3 +352,20 @@ def test_metric_formatting() -> None:
     assert fmt_metric(metric, "sensitivity") == "87.5% (95% CI 80.0\u201392.0%)"
     assert fmt_metric(metric, "auc") == "0.875 (95% CI 0.800\u20130.920)"
     assert fmt_value(None) == "n/a" and fmt_value(float("nan"), "pct") == "n/a"
+
+
+def test_every_qc_code_the_index_writes_has_a_flow_text():
+    """The cohort-flow table names each qc.csv reason code in words; a new code without words shows up as a bare code."""
+    from pathlib import Path
+
+    import medrec.index
+    from medrec.report.build import QC_CODE_TEXT
+
+    source = "\n".join(p.read_text() for p in Path(medrec.index.__file__).parent.glob("*.py"))
+    # a reason is written as a code literal on its own line (or after `return`) followed by an f-string message
+    codes = set(re.findall(r'(?:^\s*|return\s+|\(\s*)"([a-z][a-z_]+)",\s*\n?\s*f?"', source, flags=re.M))
+    codes -= {"dicom", "nifti", "label", "files", "accession", "dataset", "path", "patient_id", "study_uid",
+              "series_uid", "modalities", "min_slices", "sagittal", "by_swapped_tag"}
+    assert {"truncated", "no_pixel_data", "non_image_object", "no_geometry"} <= codes
+    missing = sorted(codes - set(QC_CODE_TEXT))
+    assert not missing, f"qc codes without a flow text: {missing}"

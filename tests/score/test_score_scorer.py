@@ -213,3 +213,29 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_file(tmp_path, coh
         score_manifest(stand_in_run, cohort, output, ScoreOptions(), model_sha256="m", show_progress=False)
     assert score_manifest(stand_in_run, cohort, output, ScoreOptions(), model_sha256="m",
                           show_progress=False).scored == 6
+
+
+def test_rerun_with_labels_refreshes_the_label_column_without_scoring_again(tmp_path, stand_in_run):
+    manifest = write_nifti_cohort(tmp_path / "scans", n=6, studies_per_patient=2)  # 3 studies of 2 samples
+    unlabelled = manifest.assign(label="")
+    output = tmp_path / "study.csv"
+    options = ScoreOptions(level="study")
+    score_manifest(stand_in_run, unlabelled, output, options, model_sha256="m", show_progress=False)
+    samples = tmp_path / "study.samples.csv"
+    scored = _scores(samples)
+    assert all(row["label"] == "" for row in scored.values())
+
+    result = score_manifest(stand_in_run, manifest, output, options, model_sha256="m", show_progress=False,
+                            refresh_labels=True)
+    assert (result.scored, result.failed, result.skipped, result.relabelled) == (0, 0, 6, 6)
+    refreshed = _scores(samples)
+    assert {key: row["label"] for key, row in refreshed.items()} == dict(zip(manifest["sample_id"], manifest["label"]))
+    assert {key: row["score"] for key, row in refreshed.items()} == {key: row["score"] for key, row in scored.items()}
+    studies = read_rows(output)[1]
+    assert len(studies) == 3 and all(row["label"] == "1" for row in studies)  # each study holds a positive sample
+    assert read_sidecar(output)["counts"]["labels_refreshed"] == 6
+
+    # without refresh_labels the labels already in the output stay as they are
+    again = score_manifest(stand_in_run, unlabelled, output, options, model_sha256="m", show_progress=False)
+    assert (again.scored, again.relabelled) == (0, 0)
+    assert {row["label"] for row in _scores(samples).values()} == {"0", "1"}
