@@ -1,10 +1,10 @@
-# medrec: make demo | make test | make install | make bench | make fuzz
+# medrec: make demo | make test | make install | make bench | make fuzz | make publish-demo
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench fuzz clean
+.PHONY: install demo publish-demo test test-fast bench fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,13 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
+# writes only into medrec-demo/ (git-ignored): the checkout stays clean
 demo: $(STAMP)
+	$(BIN)/medrec demo -o medrec-demo
+
+# refreshes the committed example report (reports/demo, tracked: review and commit the change on
+# purpose); the figures differ slightly from machine to machine (CPU numerics)
+publish-demo: $(STAMP)
 	$(BIN)/medrec demo -o medrec-demo --publish reports/demo
 
 test: $(STAMP)

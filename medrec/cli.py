@@ -8,8 +8,12 @@ with a one-line reason and a non-zero exit code; ``--debug`` shows the traceback
 from __future__ import annotations
 
 import importlib
+import os
 import re
+import shlex
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -90,7 +94,8 @@ def _check_installed_torch() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; turn :class:`MedrecError` into a one-line message and exit code."""
+    """Run the CLI; turn :class:`MedrecError` into a one-line message and exit code, and Ctrl-C into
+    exit code 130 with what was kept and the command line that resumes (:func:`interruption_message`)."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
@@ -103,5 +108,78 @@ def main(argv: list[str] | None = None) -> None:
         console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        console.print("[bold red]interrupted[/]")
+        _report_interrupt(args)
         sys.exit(130)
+    except SystemExit as e:
+        # typer turns Ctrl-C inside a command into a silent exit 130 (raised from the KeyboardInterrupt)
+        if e.code == 130 and _raised_by_interrupt(e):
+            _report_interrupt(args)
+        raise
+
+
+def _raised_by_interrupt(error: BaseException) -> bool:
+    """Whether ``error`` was raised while handling a :class:`KeyboardInterrupt` (its cause or context chain)."""
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        if isinstance(link, KeyboardInterrupt):
+            return True
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
+    return False
+
+
+def _parsed_command(args: Sequence[str]) -> tuple[str | None, dict[str, Any]]:
+    """The sub-command named in ``args`` and its parsed parameters (``{}`` when they cannot be parsed)."""
+    # the root options (--debug, --version) take no value: the first other word names the command
+    name = next((word for word in args if not word.startswith("-")), None)
+    if name is None:
+        return None, {}
+    group = typer.main.get_command(app)
+    root = typer.Context(group, info_name="medrec")
+    command = group.get_command(root, name)
+    if command is None:
+        return name, {}
+    rest = list(args)[list(args).index(name) + 1:]
+    try:
+        with command.make_context(name, rest, parent=root, resilient_parsing=True) as context:
+            return name, dict(context.params)
+    except Exception:  # noqa: BLE001 - a command line that does not parse still gets the plain message
+        return name, {}
+
+
+def interruption_message(args: Sequence[str]) -> str:
+    """What an interrupted command kept on disk and the command line that resumes it.
+
+    A command module may define ``on_interrupt(params, args) -> (kept, resume_args)``: ``params``
+    are the command's parsed parameters, ``args`` the command line after ``medrec``; ``kept`` says
+    what was kept, ``resume_args`` is the command line that resumes (usually ``args`` itself).
+
+    Args:
+        args: the command line after ``medrec`` (``sys.argv[1:]``).
+
+    Returns:
+        One or two lines of plain text (no markup).
+    """
+    words = list(args)
+    name, params = _parsed_command(words)
+    kept, resume_args = "", words
+    hook = getattr(importlib.import_module(f"medrec.commands.{name}"), "on_interrupt", None) \
+        if name in COMMAND_MODULES and params else None
+    if hook is not None:
+        try:
+            kept, resume_args = hook(params, words)
+        except Exception:  # noqa: BLE001 - describing what was kept must never hide the interrupt itself
+            kept, resume_args = "", words
+    command = shlex.join(["medrec", *resume_args])
+    if kept:
+        return f"interrupted: {kept}\nresume with: {command}"
+    return f"interrupted: medrec {name or ''} stopped before it finished\nrun it again with: {command}"
+
+
+def _report_interrupt(args: Sequence[str]) -> None:
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun every process is interrupted: rank 0 speaks for them
+    message = interruption_message(args).removeprefix("interrupted: ")
+    # soft_wrap: the command line stays on one line, to be copied as it is
+    console.print(f"[bold red]interrupted:[/] {escape(message)}", soft_wrap=True)

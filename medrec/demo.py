@@ -4,12 +4,14 @@ It writes a synthetic abdominal CT cohort at the generator's default difficulty 
 lesions of 10-60 HU; DICOM with the quirks of real exports: localizers, opaque folder names,
 shuffled slices, two series in one folder), runs the packaged default recipe
 ``ct_lesion_annotated.yaml`` on it with the cohort's lesion table (index -> split -> train ->
-evaluate, CPU) and can publish the resulting report (HTML, PDF, JSON, figures) to a folder such
-as ``reports/demo``.
+evaluate, CPU) and can publish the resulting report (HTML, PDF, JSON, figures, and a picture of
+its first page) to a folder such as ``reports/demo`` (``make publish-demo``; ``make demo`` writes
+only into its own folder).
 """
 
 from __future__ import annotations
 
+import io
 import shutil
 from dataclasses import dataclass
 from importlib import resources
@@ -26,6 +28,9 @@ DEMO_SEED = 7
 # for fewer steps than the recipe so that it ends within minutes on 2 CPU cores.
 DEMO_COHORT: dict[str, object] = {}
 DEMO_OVERRIDES: dict[str, object] = {"training.epochs": 12}
+# The picture of the report's first page that the README shows, and its width in pixels.
+PAGE1_PNG = "report-page1.png"
+PAGE1_WIDTH_PX = 538
 
 
 @dataclass
@@ -44,8 +49,31 @@ def recipe_path(name: str = DEFAULT_RECIPE) -> Path:
     return Path(str(resources.files("medrec") / "recipes" / name))
 
 
+def render_first_page(pdf: Path, destination: Path, width_px: int = PAGE1_WIDTH_PX) -> bool:
+    """Write the first page of ``pdf`` as a PNG ``width_px`` wide to ``destination`` (atomically).
+
+    Returns:
+        False when pypdfium2 (an optional dependency, in the ``test`` extra) is not installed.
+    """
+    try:
+        import pypdfium2 as pdfium  # optional: only publishing the demo report needs it
+    except ImportError:
+        return False
+    document = pdfium.PdfDocument(str(pdf))
+    try:
+        page = document[0]
+        image = page.render(scale=width_px / page.get_width()).to_pil().convert("RGB")
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+    finally:
+        document.close()
+    write_bytes(destination, buffer.getvalue())
+    return True
+
+
 def publish_report(report_dir: Path, destination: Path) -> Path:
-    """Copy report.html, report.pdf, report.json and figures/*.png to ``destination`` (atomic per file)."""
+    """Copy report.html, report.pdf, report.json and figures/*.png to ``destination`` (atomic per file),
+    and draw the first page of the PDF into ``report-page1.png``."""
     destination.mkdir(parents=True, exist_ok=True)
     for name in ("report.html", "report.pdf", "report.json"):
         write_bytes(destination / name, (report_dir / name).read_bytes())
@@ -54,6 +82,9 @@ def publish_report(report_dir: Path, destination: Path) -> Path:
         shutil.rmtree(figures)
     for png in sorted((report_dir / "figures").glob("*.png")):
         write_bytes(figures / png.name, png.read_bytes())
+    if not render_first_page(report_dir / "report.pdf", destination / PAGE1_PNG):
+        console.print(f"[yellow]warning:[/] {destination / PAGE1_PNG} not refreshed: it needs pypdfium2 "
+                      "(pip install pypdfium2, or make install)")
     return destination
 
 
@@ -65,7 +96,7 @@ def run_demo(out_dir: str | Path, patients: int = DEMO_PATIENTS, seed: int = DEM
         out_dir: the demo folder: ``cohort/`` (scans) and ``run/`` (the run directory).
         patients: patients in the synthetic cohort.
         seed: cohort seed.
-        publish: copy the report there as well (``make demo`` uses ``reports/demo``).
+        publish: copy the report there as well (``make publish-demo`` uses ``reports/demo``).
 
     Returns:
         A :class:`DemoResult`.

@@ -198,7 +198,7 @@ def _read_model_json(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         if has_started(folder):
             raise ModelError(f"{folder}: the run is not complete (no model.json); finish it with 'medrec train ... --resume'")
-        raise ModelError(f"{folder}: not a medrec run directory (no model.json); train one with 'medrec train CONFIG -o RUN'")
+        raise ModelError(f"{folder}: not a medrec run directory (no model.json); train one with 'medrec train RECIPE -o RUN --manifest MANIFEST' or 'medrec run RECIPE'")
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -2,9 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import typer
+
+
+def on_interrupt(params: Mapping[str, Any], args: Sequence[str]) -> tuple[str, list[str]]:
+    """What an interrupted ``medrec demo`` kept (the cohort, the recipe's finished steps) and how to go on.
+
+    Args:
+        params: the parsed parameters of the command (``out``).
+        args: the command line after ``medrec``.
+
+    Returns:
+        The text saying what was kept, and the arguments that resume (the same command line).
+    """
+    # deferred: medrec.workflow imports torch, which the CLI does not load before a command needs it
+    from medrec.workflow import WorkflowState
+
+    out = Path(params["out"])
+    kept = ["the cohort"] if (out / "cohort" / "labels.csv").is_file() else []
+    finished = list(WorkflowState((out / "run").absolute()).steps)
+    kept += [f"the finished steps ({', '.join(finished)})"] if finished else []
+    if not kept:
+        return f"nothing had finished in {out}", list(args)
+    return f"{out} keeps {' and '.join(kept)}; the same command skips them", list(args)
 
 
 def register(app: typer.Typer) -> None:
@@ -17,7 +41,8 @@ def register(app: typer.Typer) -> None:
         patients: int = typer.Option(DEMO_PATIENTS, "--patients", min=20, help="Patients in the synthetic cohort."),
         seed: int = typer.Option(DEMO_SEED, "--seed", help="Cohort seed."),
         publish: Path | None = typer.Option(
-            None, "--publish", help="Also copy the report (HTML, PDF, JSON, figures) to this folder."),
+            None, "--publish",
+            help="Also copy the report (HTML, PDF, JSON, figures, report-page1.png of its first page) to this folder."),
     ) -> None:
         """Run medrec end to end: synthesise a CT cohort at the default difficulty (DICOM, with real-export quirks, and its lesion table), then index, split, train a finding-map model (recipe ct_lesion_annotated) and evaluate it on CPU, and print the key metrics and where the report is.
 

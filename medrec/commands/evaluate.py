@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import typer
+
+from medrec.errors import ModelError
 
 
 def register(app: typer.Typer) -> None:
@@ -41,6 +44,7 @@ def register(app: typer.Typer) -> None:
         from medrec.errors import ConfigError
         from medrec.evaluate import evaluate_run
 
+        check_run_folder(run_dir)
         if ci_method not in ("wilson", "clopper-pearson"):
             raise ConfigError(f"--ci-method must be wilson or clopper-pearson, got {ci_method!r}")
         report = evaluate_run(run_dir, prevalence=prevalence, subgroups=subgroup, ci_method=ci_method,
@@ -48,6 +52,27 @@ def register(app: typer.Typer) -> None:
                               device=device, keep_identifiers=keep_identifiers)
         print_summary("medrec evaluate: locked test split", metric_rows(report), ("metric", "value", "95% CI"))
         console.print(f"report: {Path(run_dir) / 'evaluation' / 'report.html'}")
+
+
+def check_run_folder(run_dir: Path) -> None:
+    """Refuse a RUN that does not exist or is not a folder, naming the path (and a near folder name).
+
+    Raises:
+        ModelError: ``run_dir`` is missing or is a file.
+    """
+    if run_dir.is_dir():
+        return
+    if run_dir.exists():
+        raise ModelError(f"{run_dir}: RUN must be a run directory written by 'medrec train', got a file")
+    parent = run_dir.parent
+    try:
+        siblings = sorted(entry.name for entry in parent.iterdir() if entry.is_dir())
+    except OSError:  # a missing or unreadable parent: no suggestion
+        siblings = []
+    near = difflib.get_close_matches(run_dir.name, siblings, n=1)
+    hint = f"did you mean {parent / near[0]}? " if near else ""
+    raise ModelError(f"{run_dir}: run directory not found; {hint}train one with 'medrec train RECIPE -o RUN --manifest MANIFEST' "
+                     "or 'medrec run RECIPE -o RUN'")
 
 
 def metric_rows(report: dict) -> list[tuple[str, str, str]]:

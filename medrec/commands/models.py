@@ -42,12 +42,15 @@ def register(app: typer.Typer) -> None:
             title_justify="left",
             header_style="bold",
         )
-        table.add_column("name", no_wrap=True)
-        table.add_column("family", no_wrap=True)
-        table.add_column("dims", no_wrap=True)
-        table.add_column("params 2D", justify="right", no_wrap=True)
-        table.add_column("params 3D", justify="right", no_wrap=True)
-        table.add_column("description")
+        # Every cell but the name (kept whole, to be copied into a recipe) wraps, and folds a word longer
+        # than its column: on a narrow terminal (or a pipe, 80 columns) the table grows taller, and
+        # no text is cut off with an ellipsis.
+        table.add_column("name", no_wrap=True, min_width=max((len(info.name) for info in infos), default=4))
+        table.add_column("family", overflow="fold")
+        table.add_column("dims", overflow="fold")
+        table.add_column("params 2D", justify="right", overflow="fold")
+        table.add_column("params 3D", justify="right", overflow="fold")
+        table.add_column("description", overflow="fold")
         for info in infos:
             table.add_row(
                 info.name,

@@ -2,9 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import typer
+
+
+def on_interrupt(params: Mapping[str, Any], args: Sequence[str]) -> tuple[str, list[str]]:
+    """What an interrupted ``medrec run`` kept (the finished steps), and the command line that resumes it.
+
+    Args:
+        params: the parsed parameters of the command (``recipe``, ``out``).
+        args: the command line after ``medrec``.
+
+    Returns:
+        The text saying what was kept, and the arguments that resume (the same command line).
+    """
+    # deferred: medrec.workflow imports torch, which the CLI does not load before a command needs it
+    from medrec.rundir import CHECKPOINT_STEM
+    from medrec.workflow import WorkflowState, load_workflow
+
+    run_dir = Path(params["out"]) if params.get("out") else Path("runs") / load_workflow(params["recipe"]).name
+    finished = list(WorkflowState(run_dir.absolute()).steps)
+    kept = [f"the finished steps ({', '.join(finished)})"] if finished else []
+    if "train" not in finished and (run_dir / f"{CHECKPOINT_STEM}.json").is_file():
+        kept.append("the last completed training epoch")
+    if not kept:
+        return f"no step had finished in {run_dir}", list(args)
+    return f"{run_dir} keeps {' and '.join(kept)}; the same command skips what is finished", list(args)
 
 
 def register(app: typer.Typer) -> None:

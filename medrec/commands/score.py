@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -86,6 +88,37 @@ Examples:
   medrec score runs/ct01 index/manifest.csv -o part0.csv --num-parts 4 --part-id 0
   medrec score --merge -o predictions.csv part0.csv part1.csv part2.csv part3.csv
 """
+
+
+def on_interrupt(params: Mapping[str, Any], args: Sequence[str]) -> tuple[str, list[str]]:
+    """What an interrupted ``medrec score`` kept, and the command line that resumes it.
+
+    Args:
+        params: the parsed parameters of the command (``output``, ``level``, ``merge``).
+        args: the command line after ``medrec``.
+
+    Returns:
+        The text saying what was kept, and the arguments that resume (without ``--overwrite``, which
+        would throw the kept rows away).
+    """
+    output = Path(params["output"])
+    resume_args = [word for word in args if word != "--overwrite"]
+    if params.get("merge"):
+        return f"nothing was merged into {output}; the part files are unchanged", resume_args
+    # deferred: medrec.score imports torch, which the CLI does not load before a command needs it
+    from medrec.score.scorer import samples_path
+    from medrec.score.writer import read_rows
+
+    rows_file = output if params.get("level", "series") == "series" else samples_path(output)
+    try:
+        rows = len(read_rows(rows_file)[1]) if rows_file.is_file() else 0
+    except (OSError, ValueError):
+        rows = None
+    if rows == 0:
+        return f"no row had been written to {rows_file}", resume_args
+    count = "the rows" if rows is None else f"the {rows} row{'' if rows == 1 else 's'}"
+    return (f"{rows_file} keeps {count} scored so far; the same command skips them and scores the rest",
+            resume_args)
 
 
 def _default_workers() -> int:

@@ -92,7 +92,8 @@ def index_folder(
     skip = [out, *outputs] + [Path(f).absolute() for f in (labels, lesions) if f is not None]
     paths, junk = walk_files(root, skip)
     if not paths:
-        raise InputError(f"{root}: no files found (only {junk} OS junk files); point SCANS at the folder holding the scans")
+        skipped = f" (only {junk} OS junk file{'' if junk == 1 else 's'}: .DS_Store, Thumbs.db, ...)" if junk else ""
+        raise InputError(f"{root}: no files found{skipped}; point SCANS at the folder holding the scans")
     scans_root = root if root.is_dir() else root.parent
     paths, pattern_problems = filter_by_patterns(paths, scans_root, rules.include, rules.exclude)
     paths, mask_problems = _leave_out_masks(paths, table)

@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import hashlib
 import math
+import os
 import threading
 import time
 from collections import Counter
@@ -253,7 +254,9 @@ def output_lock(output: Path) -> Iterator[None]:
     A POSIX record lock (``lockf``): it belongs to this process alone, so loader workers forked
     while it is held do not hold it too, and the kernel drops it when the process dies (even by
     SIGKILL): a killed run never leaves a stale lock behind. (A ``flock`` lock would be shared with
-    the forked workers through the open file and outlive the parent until they exit.)
+    the forked workers through the open file and outlive the parent until they exit.) The file is
+    removed when the scorer lets go, on success and on error alike; one left by a killed scorer
+    holds no lock and is taken over by the next.
 
     A second scorer of the same file in this process is refused too.
 
@@ -280,24 +283,52 @@ def output_lock(output: Path) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _record_lock(output: Path, lock_path: Path) -> Iterator[None]:
-    """The inter-process part of :func:`output_lock`: a ``lockf`` lock on ``lock_path``."""
+    """The inter-process part of :func:`output_lock`: a ``lockf`` lock on ``lock_path``, removed on release."""
+    handle = _locked_handle(output, lock_path)
     try:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(lock_path, "a+")  # noqa: SIM115 - held for the whole run (lockf needs write access)
-    except OSError as e:
-        raise OutputError(
-            f"{output}: cannot write here ({e.strerror}: {e.filename}); choose a writable output folder"
-        ) from e
+        yield
+    finally:
+        # removed while still locked: a scorer that opened this file meanwhile finds, once it has
+        # the lock, that the path no longer names it, and locks the path afresh
+        if _names_handle(lock_path, handle):
+            with contextlib.suppress(OSError):
+                lock_path.unlink()
+        handle.close()
+
+
+def _names_handle(lock_path: Path, handle: Any) -> bool:
+    """Whether ``lock_path`` still names the file open in ``handle`` (not removed, not replaced)."""
     try:
+        on_disk, held = os.stat(lock_path), os.fstat(handle.fileno())
+    except OSError:
+        return False
+    return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _locked_handle(output: Path, lock_path: Path, attempts: int = 20) -> Any:
+    """Open ``lock_path`` and take its ``lockf`` lock; retried when the holder removed the file as it let go."""
+    for _ in range(attempts):
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(lock_path, "a+")  # noqa: SIM115 - held for the whole run (lockf needs write access)
+        except OSError as e:
+            raise OutputError(
+                f"{output}: cannot write here ({e.strerror}: {e.filename}); choose a writable output folder"
+            ) from e
         try:
             fcntl.lockf(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
+            handle.close()
             raise OutputError(
                 f"{output}: another 'medrec score' is writing this file right now; wait for it or choose another -o"
             ) from e
-        yield
-    finally:
-        handle.close()
+        if _names_handle(lock_path, handle):
+            return handle
+        handle.close()  # locked a file its holder had just removed: lock the one the path names now
+    raise OutputError(
+        f"{lock_path}: removed and recreated {attempts} times while locking it; another 'medrec score' is "
+        "starting and stopping on this output; wait for it or choose another -o"
+    )
 
 
 def score_manifest(
@@ -668,7 +699,7 @@ def load_scoring_run(run_dir: str | Path) -> tuple[Any, str]:
             f"file; pickled checkpoints (.pt, .pth, .pkl) are never loaded"
         )
     if not folder.is_dir():
-        raise ModelError(f"{folder}: run directory not found; train one with 'medrec train CONFIG.yaml -o RUN'")
+        raise ModelError(f"{folder}: run directory not found; train one with 'medrec train RECIPE -o RUN --manifest MANIFEST'")
     from medrec.rundir import load_run
 
     run = load_run(folder)
