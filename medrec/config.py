@@ -1,4 +1,9 @@
-"""The training recipe: one frozen, validated ``TrainConfig`` loaded from YAML.
+"""The training step's config: one frozen, validated ``TrainConfig`` (the sections of a recipe that train).
+
+Users write recipes (:mod:`medrec.workflow`, the one format of ``medrec run`` and ``medrec
+train``); ``medrec train`` derives a ``TrainConfig`` from one (:func:`medrec.workflow.load_train_recipe`)
+and writes it, resolved, as ``RUN/config.yaml``. :func:`load_config` reads such a file (or a recipe
+that holds only these sections).
 
 Paths in the YAML are relative to the YAML file's folder and are resolved to absolute paths
 when loaded. Unknown keys and bad values raise one :class:`~medrec.errors.ConfigError` that

@@ -543,10 +543,15 @@ def split_summary(
     """Counts per partition: patients, studies, samples, positives (and a ``total`` row).
 
     Splitting does not depend on which label is positive: when two labels leave the positive
-    class undecided (and no ``positive_class`` names it), the positives columns read ``-``.
+    class undecided (and no ``positive_class`` names it), the positives columns read ``-``. With
+    more than two classes there is no positive class: the columns after ``samples`` count the
+    samples of each class instead (one column per class, named by it).
     """
     merged = splits[["sample_id", "split"]].astype(str).merge(_without_split(manifest), on="sample_id", how="left")
     merged[label_column] = merged[label_column].fillna("").astype(str)
+    classes = distinct_labels(merged[label_column])
+    if len(classes) > 2:
+        return _class_counts(merged, label_column, classes)
     try:
         positives: set[str] | None = positive_labels(merged[label_column], positive_class)
     except LabelsError:
@@ -564,6 +569,21 @@ def split_summary(
             "positives": int(part["_positive"].sum()) if positives is not None else "-",
             "positive_fraction": f"{part['_positive'].mean():.3f}" if len(part) and positives is not None else "-",
         })
+    return pd.DataFrame(rows)
+
+
+def _class_counts(merged: pd.DataFrame, label_column: str, classes: Sequence[str]) -> pd.DataFrame:
+    """:func:`split_summary` of a multi-class cohort: samples of each class per partition."""
+    study = merged["study_uid"].astype(str) if "study_uid" in merged.columns else merged["sample_id"]
+    labels = merged[label_column].str.strip()
+    rows = []
+    for name in [*split_order(merged["split"]), "total"]:
+        mask = pd.Series(True, index=merged.index) if name == "total" else merged["split"] == name
+        row: dict[str, object] = {"split": name, "patients": int(merged.loc[mask, "patient_id"].nunique()),
+                                  "studies": int(study[mask].nunique()), "samples": int(mask.sum())}
+        for label in classes:
+            row[label if label not in row else f"label {label}"] = int((labels[mask] == label).sum())
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

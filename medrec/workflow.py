@@ -1,9 +1,12 @@
 """Recipes: one YAML file runs index -> split -> train -> evaluate into one run directory.
 
-A recipe holds the training sections of :class:`medrec.config.TrainConfig` (``split``,
-``preprocessing``, ``model``, ``training``, ``threshold``, ``calibration``) plus three of its own:
-``data`` (the scan folder and the labels file instead of a manifest), ``index`` (series-selection
-rules) and ``evaluation`` (report options).
+A recipe is the one configuration format of ``medrec run`` and ``medrec train``: the training
+sections of :class:`medrec.config.TrainConfig` (``split``, ``preprocessing``, ``model``,
+``training``, ``threshold``, ``calibration``), ``data`` (the scan folder and labels file that
+``run`` indexes, or the manifest and splits that ``train`` reads), ``index`` (series-selection
+rules) and ``evaluation`` (report options). :func:`load_workflow` reads one for ``medrec run``,
+:func:`load_train_recipe` for ``medrec train``, which ignores the sections that only ``run`` uses
+and says which; both derive the training step's config with :func:`train_config_of`.
 
 Recipes ship inside the package (``medrec/recipes/NAME.yaml``) and are reached by name
 (``medrec run ct_lesion_annotated``, ``medrec recipes show NAME > my.yaml``); a path to a recipe
@@ -33,18 +36,27 @@ import difflib
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medrec.atomicio import write_csv, write_text
-from medrec.config import ResolvedPath, TrainingSections, format_validation_error, parse_config, read_yaml
+from medrec.config import (
+    DataConfig,
+    ResolvedPath,
+    TrainConfig,
+    TrainingSections,
+    format_validation_error,
+    parse_config,
+    read_yaml,
+)
 from medrec.console import console
 from medrec.errors import ConfigError, OutputError
 from medrec.index.selection import SelectionRules
@@ -52,35 +64,43 @@ from medrec.index.selection import SelectionRules
 STEPS: tuple[str, ...] = ("index", "split", "train", "evaluate")
 STATE_FILE = "workflow.json"
 RECIPE_SUFFIXES: tuple[str, ...] = (".yaml", ".yml")
+RECIPE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# The data keys of the scans that 'medrec run' indexes, and of the files that 'medrec train' reads.
+INDEX_DATA_KEYS: tuple[str, ...] = ("scans", "labels", "match_on")
+TRAIN_DATA_KEYS: tuple[str, ...] = ("manifest", "splits")
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class WorkflowData(_Section):
-    """Where the scans and labels are.
+class WorkflowData(DataConfig):
+    """Where the data are: the scans that ``medrec run`` indexes, or the manifest that ``medrec train`` reads.
+
+    The keys of :class:`~medrec.config.DataConfig` (``manifest`` optional here) plus the scan
+    folder and labels file of the index step.
 
     Attributes:
-        scans: the scan folder (any nesting of DICOM and NIfTI files).
-        labels: CSV/TSV with a label column and a patient_id / study_uid / accession / path column.
-        match_on: the labels key column (default: the one that matches most samples).
-        label_column: the labels column.
+        scans: ``medrec run``: the scan folder (any nesting of DICOM and NIfTI files).
+        labels: ``medrec run``: CSV/TSV with a label column and a patient_id / study_uid / accession /
+            path column.
+        match_on: ``medrec run``: the labels key column (default: the one that matches most samples).
+        manifest: ``medrec train``: ``manifest.csv`` from ``medrec index`` (or ``--manifest``).
+        splits: ``medrec train``: ``splits.csv`` from ``medrec split`` (or ``--splits``); without
+            it ``train`` splits by the ``split`` section.
+        label_column: the label column of the labels file (``run``), of the manifest (``train``;
+            ``medrec index`` writes labels to ``label``).
         classes: class names in model-output order (default: sorted unique labels).
         positive_class: binary only: the class whose probability is the score.
-        lesions: lesion table for finding-map models (see ``medrec train``'s ``data.lesions``).
+        lesions: lesion table for finding-map models.
         masks: CSV with a ``mask`` column (NIfTI lesion masks); default: the labels file when it
             has a ``mask`` column.
     """
 
-    scans: ResolvedPath
+    scans: ResolvedPath | None = None
     labels: ResolvedPath | None = None
-    lesions: ResolvedPath | None = None
-    masks: ResolvedPath | None = None
     match_on: Literal["patient_id", "study_uid", "accession", "path"] | None = None
-    label_column: str = "label"
-    classes: tuple[str, ...] | None = None
-    positive_class: str | None = None
+    manifest: ResolvedPath | None = None  # type: ignore[assignment]  # required by medrec train only
 
 
 class IndexStep(_Section):
@@ -124,7 +144,7 @@ class WorkflowConfig(TrainingSections):
     """A complete recipe: index -> split -> train -> evaluate.
 
     Attributes:
-        name: a short name (the default output folder is ``runs/<name>``).
+        name: a short name (the default output folder is ``runs/<name>``; default: the file's name).
         description: one line for people.
         data: the scans and labels.
         index: indexing rules.
@@ -133,7 +153,7 @@ class WorkflowConfig(TrainingSections):
             (:class:`~medrec.config.TrainingSections`).
     """
 
-    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: Annotated[str, Field(min_length=1, pattern=RECIPE_NAME)] | None = None
     description: str = ""
     data: WorkflowData
     index: IndexStep = Field(default_factory=IndexStep)
@@ -225,8 +245,11 @@ def find_recipe(recipe: str | Path) -> tuple[Path, Path]:
     raise ConfigError(f"{recipe}: {what}{hint}; packaged recipes: {', '.join(recipes)} (see 'medrec recipes')")
 
 
-def load_workflow(recipe: str | Path, overrides: dict[str, Any] | None = None) -> WorkflowConfig:
+def read_recipe(recipe: str | Path, overrides: dict[str, Any] | None = None) -> tuple[WorkflowConfig, Path]:
     """Read and validate a recipe, given as a file or as the name of a packaged recipe.
+
+    What each command needs of it (``data.scans`` for ``run``, ``data.manifest`` for ``train``)
+    is checked by :func:`load_workflow` and :func:`load_train_recipe`.
 
     Args:
         recipe: a recipe file, or a packaged recipe's name (see :func:`find_recipe`; a file wins).
@@ -235,12 +258,17 @@ def load_workflow(recipe: str | Path, overrides: dict[str, Any] | None = None) -
         overrides: dotted keys to set before validation, e.g. ``{"data.scans": "/x"}``
             (relative override paths are taken from the current folder).
 
+    Returns:
+        The recipe and the file it was read from.
+
     Raises:
         ConfigError: unknown recipe, bad YAML, unknown keys or bad values (each named by dotted key).
     """
     path, base = find_recipe(recipe)
     source = str(recipe)
     data = read_yaml(path, "recipe not found (see 'medrec recipes')")
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a recipe is a mapping of sections (name, data, model, training, ...)")
     for dotted, value in (overrides or {}).items():
@@ -256,33 +284,134 @@ def load_workflow(recipe: str | Path, overrides: dict[str, Any] | None = None) -
                 raise ConfigError(f"{source}: '{part}' must be a mapping to set {dotted}")
         node[last] = value
     try:
-        return WorkflowConfig.model_validate(data, context={"base_dir": str(base)})
+        return WorkflowConfig.model_validate(data, context={"base_dir": str(base)}), path
     except ValidationError as e:
         message = format_validation_error(e, source, root=WorkflowConfig)
         raise ConfigError(message.replace("training config", "recipe")) from e
 
 
+def load_workflow(recipe: str | Path, overrides: dict[str, Any] | None = None) -> WorkflowConfig:
+    """A recipe for ``medrec run``: :func:`read_recipe`, which must name the scans and no manifest.
+
+    A recipe without ``name`` takes its file's name.
+
+    Raises:
+        ConfigError: as :func:`read_recipe`; no ``data.scans``; ``data.manifest`` / ``data.splits``
+            (``medrec train``'s keys: ``run`` indexes and splits the scans itself).
+    """
+    config, path = read_recipe(recipe, overrides)
+    given = [f"data.{key}" for key in TRAIN_DATA_KEYS if getattr(config.data, key) is not None]
+    if given:
+        raise ConfigError(
+            f"{recipe}: {' and '.join(given)} {'are' if len(given) > 1 else 'is'} for 'medrec train': 'medrec run' "
+            f"indexes data.scans and splits by the split section itself; remove {' / '.join(given)}, or train on "
+            f"{'them' if len(given) > 1 else 'it'} with 'medrec train {recipe} -o RUN'")
+    if config.data.scans is None:
+        raise ConfigError(f"{recipe}: invalid recipe: 'data.scans' is required: the scan folder that 'medrec run' "
+                          "indexes (or --scans DIR)")
+    if config.name is None:
+        stem = _recipe_stem(path.name)
+        if not re.match(RECIPE_NAME, stem):
+            raise ConfigError(f"{recipe}: invalid recipe: 'name' is required (the file's name {stem!r} cannot be one: "
+                              "letters, digits, '_', '.', '-')")
+        config = config.model_copy(update={"name": stem})
+    return config
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """What ``medrec train`` takes from a recipe.
+
+    Attributes:
+        config: the training step's config.
+        used: the recipe's keys and sections that training uses.
+        ignored: those it leaves to ``medrec run`` (only those the file sets).
+    """
+
+    config: TrainConfig
+    used: tuple[str, ...]
+    ignored: tuple[str, ...]
+
+    def describe(self) -> str:
+        """One line: which keys and sections of the recipe training uses and which it ignores."""
+        text = f"uses {', '.join(self.used)}"
+        if self.ignored:
+            text += f"; ignores {', '.join(self.ignored)} (used by 'medrec run' only)"
+        return text
+
+
+def load_train_recipe(recipe: str | Path, manifest: Path | None = None, splits: Path | None = None) -> TrainRecipe:
+    """A recipe (or a training config: the same format) for ``medrec train``.
+
+    Training reads ``data.manifest`` (``manifest``, from the current folder, wins) and
+    ``data.splits`` (likewise ``splits``; without one the ``split`` section makes the splits), the
+    label keys of ``data``, and the ``split`` (its ``fold`` and ``check_pixels`` also with a splits
+    file), ``preprocessing``, ``model``, ``training``, ``threshold`` and ``calibration`` sections.
+    ``name``, ``description``, ``data.scans`` / ``labels`` / ``match_on``, ``index`` and
+    ``evaluation`` are validated but not used (the labels file still gives the lesion masks when it
+    has a ``mask`` column and ``data.masks`` is not set, as in ``medrec run``).
+
+    Raises:
+        ConfigError: as :func:`read_recipe`; no manifest (neither ``data.manifest`` nor ``manifest``).
+    """
+    config, _ = read_recipe(recipe, {"data.manifest": manifest, "data.splits": splits})
+    data = config.data
+    if data.manifest is None:
+        raise ConfigError(
+            f"{recipe}: no manifest to train on: pass --manifest INDEX/manifest.csv (from 'medrec index') or set "
+            f"data.manifest in the recipe; 'medrec train' does not index data.scans: to index, split, train and "
+            f"evaluate in one go run 'medrec run {recipe}'")
+    train_config = train_config_of(config, Path(data.manifest), Path(data.splits) if data.splits else None,
+                                   source=f"{recipe} (medrec train)")
+    masks_from_labels = data.masks is None and train_config.data.masks is not None
+    used = ["data.manifest", "data.splits" if data.splits else "split (to make the splits)"]
+    used += [f"data.{key}" for key in ("lesions", "masks", "classes", "positive_class")
+             if getattr(data, key) is not None]
+    if masks_from_labels:
+        used.append("data.labels (its mask column)")
+    if data.splits is not None and "split" in config.model_fields_set:
+        used.append("split (fold, check_pixels)")
+    used += ["preprocessing", "model", "training", "threshold", "calibration"]
+    ignored = [name for name in ("name", "description") if name in config.model_fields_set]
+    ignored += [f"data.{key}" for key in INDEX_DATA_KEYS
+                if key in data.model_fields_set and not (key == "labels" and masks_from_labels)]
+    ignored += [name for name in ("index", "evaluation") if name in config.model_fields_set]
+    return TrainRecipe(train_config, tuple(used), tuple(ignored))
+
+
 def dump_workflow(config: WorkflowConfig) -> str:
     """The resolved recipe as YAML (absolute paths, every default filled in)."""
-    dumped = config.model_dump(mode="json")
+    dumped = config.model_dump(mode="json", exclude={"data": set(TRAIN_DATA_KEYS)})
+    dumped["data"] = {**{key: dumped["data"].pop(key) for key in INDEX_DATA_KEYS}, **dumped["data"]}
     leading = {key: dumped.pop(key) for key in ("name", "description", "data", "index")}
     return yaml.safe_dump({**leading, **dumped}, sort_keys=False, default_flow_style=False)
 
 
-def train_config_of(config: WorkflowConfig, run_dir: Path) -> Any:
-    """The :class:`~medrec.config.TrainConfig` that the train step runs."""
+def train_config_of(config: WorkflowConfig, manifest: Path, splits: Path | None, source: str) -> TrainConfig:
+    """The :class:`~medrec.config.TrainConfig` that training runs: the recipe's training sections on a manifest.
+
+    Args:
+        config: the recipe.
+        manifest: the manifest to train on (``medrec run``: its index step's).
+        splits: the splits to reuse, or None to make them by ``config.split``.
+        source: what error messages call the config.
+
+    Raises:
+        ConfigError: the derived config is invalid.
+    """
     sections = config.model_dump(mode="json", include={"split", "preprocessing", "model", "training",
                                                        "threshold", "calibration"})
     sections["data"] = {
-        "manifest": str(run_dir / "index" / "manifest.csv"),
-        "splits": str(run_dir / "split" / "splits.csv"),
-        "label_column": "label",
+        "manifest": str(manifest),
+        "splits": str(splits) if splits is not None else None,
+        # the index step writes the labels file's label column into the manifest's 'label'
+        "label_column": config.data.label_column if config.data.manifest is not None else "label",
         "classes": list(config.data.classes) if config.data.classes else None,
         "positive_class": config.data.positive_class,
         "lesions": str(config.data.lesions) if config.data.lesions else None,
         "masks": str(masks) if (masks := _masks_file(config)) else None,
     }
-    return parse_config(sections, base_dir=run_dir, source=f"{run_dir / 'workflow.yaml'} (train step)")
+    return parse_config(sections, base_dir=Path(manifest).parent, source=source)
 
 
 def _masks_file(config: WorkflowConfig) -> Path | None:
@@ -384,7 +513,8 @@ def _index_step(config: WorkflowConfig, run_dir: Path) -> tuple[str, Callable[[]
         "scans": folder_fingerprint(scans, skip=[run_dir]) if scans.is_dir() else _sha256_file(scans),
         "labels": _sha256_file(config.data.labels) if config.data.labels and config.data.labels.is_file() else None,
         "lesions": _sha256_file(config.data.lesions) if config.data.lesions and config.data.lesions.is_file() else None,
-        "settings": config.model_dump(mode="json", include={"data", "index"}),
+        "settings": config.model_dump(mode="json", include={"data", "index"},
+                                      exclude={"data": set(TRAIN_DATA_KEYS)}),
     })
 
     def run() -> str:
@@ -426,7 +556,8 @@ def _split_step(config: WorkflowConfig, run_dir: Path) -> tuple[str, Callable[[]
 def _train_step(config: WorkflowConfig, run_dir: Path) -> tuple[str, Callable[[], str], Any]:
     from medrec.rundir import has_started, is_complete
 
-    train_config = train_config_of(config, run_dir)
+    train_config = train_config_of(config, run_dir / "index" / "manifest.csv", run_dir / "split" / "splits.csv",
+                                   source=f"{run_dir / 'workflow.yaml'} (train step)")
     inputs = [run_dir / "index" / "manifest.csv", run_dir / "split" / "splits.csv",
               *(Path(p) for p in (train_config.data.lesions, train_config.data.masks) if p is not None)]
     fingerprint = _sha256_json({

@@ -49,6 +49,7 @@ def register(app: typer.Typer) -> None:
 
         from medrec.console import console, print_summary, progress
         from medrec.errors import LabelsError
+        from medrec.labels import distinct_labels
         from medrec.manifest import read_manifest
         from medrec.split import ensure_splits, positive_labels
 
@@ -72,16 +73,21 @@ def register(app: typer.Typer) -> None:
             first = next(iter(result.audit.unreadable.items()))
             console.print(f"[yellow]warning:[/] pixel check could not decode {len(result.audit.unreadable)} "
                           f"sample(s); they were not compared (e.g. {first[0]}: {first[1]})", soft_wrap=True)
-        try:
-            positives = ", ".join(sorted(positive_labels(table[label_column].astype(str)))) or "-"
-        except LabelsError as e:
-            positives = "undecided"
-            console.print(f"[yellow]note:[/] {escape(str(e))}", soft_wrap=True)
+        classes = distinct_labels(table[label_column].astype(str)) if label_column in table else []
+        if len(classes) > 2:  # no positive class: the summary counts each class
+            labels_text = f"{len(classes)} classes, samples per class"
+        else:
+            try:
+                labels_text = "positive = " + (", ".join(sorted(positive_labels(table[label_column].astype(str))))
+                                               or "-")
+            except LabelsError as e:
+                labels_text = "positive = undecided"
+                console.print(f"[yellow]note:[/] {escape(str(e))}", soft_wrap=True)
         rows = [tuple(record.values()) for record in result.summary.to_dict(orient="records")]
         pixel_note = "pixel check on" if check_pixels else "pixel check off"
         print_summary(
             f"medrec split: {'reused' if result.reused else 'wrote'} {target} (leakage audit passed, {pixel_note}; "
-            f"positive = {positives})",
+            f"{labels_text})",
             rows,
-            ("split", "patients", "studies", "samples", "positives", "positive fraction"),
+            tuple(str(column).replace("positive_fraction", "positive fraction") for column in result.summary.columns),
         )

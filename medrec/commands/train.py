@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -16,24 +19,63 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+def on_interrupt(params: Mapping[str, Any], args: Sequence[str]) -> tuple[str, list[str]]:
+    """What an interrupted ``medrec train`` kept, and the command line that continues it (with ``--resume``).
+
+    Args:
+        params: the parsed parameters of the command (``run_dir``, ``resume``).
+        args: the command line after ``medrec``.
+
+    Returns:
+        The text saying what was kept, and the arguments that resume the run.
+    """
+    # deferred: medrec.rundir imports torch, which the CLI does not load before a command needs it
+    from medrec.atomicio import read_complete_lines
+    from medrec.rundir import CHECKPOINT_STEM, METRICS_JSONL
+
+    run_dir = Path(params["run_dir"])
+    resume_args = list(args) if params.get("resume") else [*args, "--resume"]
+    epoch = None
+    for line in reversed(read_complete_lines(run_dir / METRICS_JSONL)):
+        try:
+            epoch = json.loads(line).get("epoch")
+        except (json.JSONDecodeError, AttributeError):
+            continue
+        break
+    if epoch is None or not (run_dir / f"{CHECKPOINT_STEM}.json").is_file():
+        return f"no epoch had completed; {run_dir} keeps what was prepared, training restarts at epoch 1", resume_args
+    return (f"{run_dir} keeps the checkpoint of epoch {epoch}, the last completed one ({CHECKPOINT_STEM}.*); "
+            f"training continues at epoch {epoch + 1}"), resume_args
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``train`` command to ``app``."""
 
     @app.command("train")
     def train_command(
         config_path: Path = typer.Argument(
-            ..., metavar="CONFIG.yaml", help="Training config (YAML) with data.manifest from 'medrec index'."),
+            ..., metavar="RECIPE.yaml",
+            help="A recipe file (as 'medrec recipes show NAME' prints) or a packaged recipe's name."),
         run_dir: Path = typer.Option(..., "-o", "--out", help="Run directory to write (must not hold a finished run)."),
+        manifest: Path | None = typer.Option(
+            None, "--manifest", help="manifest.csv from 'medrec index' (overrides data.manifest)."),
+        splits: Path | None = typer.Option(
+            None, "--splits", help="splits.csv from 'medrec split' (overrides data.splits; default: split by the "
+                                   "recipe's split section)."),
         resume: bool = typer.Option(False, "--resume", help="Continue an unfinished run from its last completed epoch."),
         device: Device | None = typer.Option(None, "--device", help="Override training.device (auto, cpu, cuda)."),
     ) -> None:
         """Train a classifier; write config.yaml, splits.csv, model.safetensors, model.json, metrics.jsonl, train.log.
 
-        CONFIG.yaml holds data (data.manifest, optional data.splits) and the training sections of a recipe: split, preprocessing, model, training, threshold, calibration. Paths in it are relative to its folder. To index, split, train and evaluate in one go, run a whole recipe instead: 'medrec run NAME' with a packaged recipe (see 'medrec recipes'). Splits are made by patient (or reused from data.splits), preprocessing is planned on the training split, each sample is preprocessed once into a cache, and the epoch with the best validation AUC is kept. The operating threshold and the temperature calibration are chosen on the validation split; the test split is never read. Under torchrun each process trains on its shard (DDP) and rank 0 writes the run.
+        RECIPE.yaml is a recipe, the format of 'medrec run' ('medrec recipes show NAME > my.yaml' gives one to edit): training uses data.manifest (or --manifest), data.splits (or --splits), the label keys of data and the split, preprocessing, model, training, threshold and calibration sections; it checks but ignores name, description, data.scans / labels / match_on, index and evaluation, and says so. Paths in it are relative to its folder. To index, split, train and evaluate in one go, run the recipe instead: 'medrec run RECIPE'. Splits are made by patient (or reused from data.splits), preprocessing is planned on the training split, each sample is preprocessed once into a cache, and the epoch with the best validation AUC is kept. The operating threshold and the temperature calibration are chosen on the validation split; the test split is never read. Under torchrun each process trains on its shard (DDP) and rank 0 writes the run.
 
         Examples:
 
-            medrec train train.yaml -o runs/exp1   (train.yaml names data.manifest from medrec index)
+            medrec recipes show ct_lesion_3d > my_recipe.yaml
+
+            medrec train my_recipe.yaml -o runs/exp1 --manifest work/index/manifest.csv --splits work/splits.csv
+
+            medrec train train.yaml -o runs/exp1   (train.yaml sets data.manifest)
 
             medrec train train.yaml -o runs/exp1 --resume
 
@@ -41,17 +83,16 @@ def register(app: typer.Typer) -> None:
         """
         import os
 
-        from medrec.config import load_config
-        from medrec.console import console, print_summary
-        from medrec.errors import ConfigError
-        from medrec.train import train
-        from medrec.workflow import packaged_recipes
+        from rich.markup import escape
 
-        if not config_path.is_file() and config_path.stem in {recipe.name for recipe in packaged_recipes()}:
-            raise ConfigError(f"{config_path}: config file not found; {config_path.stem!r} is a packaged recipe "
-                              f"(index, split, train, evaluate): run it with 'medrec run {config_path.stem}'")
-        config = load_config(config_path)
-        result = train(config, run_dir, resume=resume, device=device.value if device else None)
+        from medrec.console import console, print_summary
+        from medrec.train import train
+        from medrec.workflow import load_train_recipe
+
+        recipe = load_train_recipe(config_path, manifest=manifest, splits=splits)
+        if os.environ.get("RANK", "0") == "0":
+            console.print(f"recipe {escape(str(config_path))}: {escape(recipe.describe())}", soft_wrap=True)
+        result = train(recipe.config, run_dir, resume=resume, device=device.value if device else None)
         if os.environ.get("RANK", "0") != "0":
             return  # under torchrun only rank 0 reports
         metrics = result.val_metrics

@@ -757,6 +757,33 @@ def _comparison(data: pd.DataFrame, y: np.ndarray, s: np.ndarray, pred: np.ndarr
 # --------------------------------------------------------------------------------------------------
 
 
+def _macro_proportions(confusion: np.ndarray, boot: dict[str, stats.BootstrapResult]) -> dict[str, dict[str, Any]]:
+    """Macro sensitivity, specificity, PPV and NPV with an interval that keeps its width at 0 and 1.
+
+    A percentile bootstrap of a macro average has no width when every class's proportion is 0 or 1
+    (a model that predicts one class for everything, or a perfect one), which reads as certainty.
+    The interval is the union of the bootstrap's (which sees patient clustering) and the Jeffreys
+    interval of the mean of the per-class proportions (:func:`~medrec.report.stats.mean_proportion_ci`).
+    """
+    n_classes = confusion.shape[0]
+    tp = np.diag(confusion)
+    counts = {"tp": tp, "fn": confusion.sum(axis=1) - tp, "fp": confusion.sum(axis=0) - tp}
+    counts["tn"] = confusion.sum() - counts["tp"] - counts["fn"] - counts["fp"]
+    out = {}
+    for name in ("sensitivity", "specificity", "ppv", "npv"):
+        result = boot.get(name)
+        numerator, denominator = _PROPORTIONS[name]
+        successes = counts[numerator]
+        totals = sum(counts[key] for key in denominator)
+        if result is None or np.any(totals == 0):
+            continue  # undefined for some class: the bootstrap's nan stands
+        interval = stats.mean_proportion_ci(successes, totals)
+        out[name] = _metric(result.value, _union(interval, result.ci),
+                            f"macro average over {n_classes} classes (one-vs-rest); the union of the Jeffreys "
+                            f"interval of the mean of the {n_classes} per-class proportions and a {result.method}")
+    return out
+
+
 def _analyse_multiclass(predictions: pd.DataFrame, class_columns: list[str], threshold_source: str,
                         manifest: pd.DataFrame | None, subgroups: Sequence[str], settings: _Settings) -> dict[str, Any]:
     classes = [column[len("score_"):] for column in class_columns]
@@ -802,6 +829,7 @@ def _analyse_multiclass(predictions: pd.DataFrame, class_columns: list[str], thr
                         f"{result.method}")
         for metric, result in boot["macro"].items()
     }
+    macro.update(_macro_proportions(confusion, boot["macro"]))
     accuracy_hits = int(np.trace(confusion))
     accuracy_ci = stats.proportion_ci(accuracy_hits, int(y.size), settings.ci_method)
     accuracy_method = settings.proportion_name

@@ -10,6 +10,9 @@ What lives here and why it is hand-written:
 * :func:`mcnemar`, :func:`mcnemar_exact`, :func:`mcnemar_test`: McNemar's test on discordant pairs.
 * :func:`brier_score`, :func:`expected_calibration_error`, :func:`reliability_curve`.
 * :func:`adjusted_ppv_npv`: predictive values at another prevalence (Bayes' rule).
+* :func:`mean_proportion_ci`: the interval of a macro average of proportions (multi-class
+  sensitivity, ...): neither scipy nor statsmodels has one, and a percentile bootstrap collapses to
+  a point when every class's proportion is 0 or 1.
 * :func:`cluster_bootstrap`: a patient-clustered, outcome-stratified percentile bootstrap that
   evaluates all replicates at once from one integer weight matrix. scikit-learn's metrics accept
   ``sample_weight`` but would need one Python call per replicate, far too slow for 2000 replicates of
@@ -55,6 +58,7 @@ __all__ = [
     "mcnemar_exact",
     "mcnemar_table",
     "mcnemar_test",
+    "mean_proportion_ci",
     "metrics_from_counts",
     "midranks",
     "proportion_ci",
@@ -124,6 +128,60 @@ def proportion_ci(successes: int, total: int, method: str = "wilson", level: flo
         raise ValueError(f"confidence level must lie in (0, 1), got {level}")
     lower = 0.0 if x == 0 else float(sps.beta.ppf(alpha / 2.0, x, n - x + 1))
     upper = 1.0 if x == n else float(sps.beta.ppf(1.0 - alpha / 2.0, x + 1, n - x))
+    return (lower, upper)
+
+
+def mean_proportion_ci(successes: Sequence[int], totals: Sequence[int], level: float = 0.95,
+                       bins: int = 1000) -> tuple[float, float]:
+    """Interval of the unweighted mean of several binomial proportions (a macro average over classes).
+
+    Each proportion ``x_k / n_k`` gets its Jeffreys distribution ``Beta(x_k + 1/2, n_k - x_k + 1/2)``;
+    the distribution of their mean is the convolution of these, each discretised into ``bins`` equal
+    bins of [0, 1] (so the bounds are exact to about ``1 / bins``), and the interval is its
+    equal-tailed quantiles. For one proportion this is the Jeffreys interval (Brown, Cai & DasGupta
+    2001, Statistical Science 16:101), with its edge rule: the lower bound is 0 when every ``x_k`` is
+    0 and the upper bound 1 when every ``x_k`` is ``n_k``. Brodersen et al. (2010, ICPR) derive the
+    interval of balanced accuracy in the same way. Unlike a percentile bootstrap it keeps a width when
+    every proportion is 0 or 1 (a model that always predicts one class, or a perfect one).
+
+    Args:
+        successes: ``x_k`` per proportion.
+        totals: ``n_k`` per proportion (the proportions are taken as independent, as the
+            sensitivities of disjoint classes are).
+        level: confidence level.
+        bins: grid resolution per proportion.
+
+    Returns:
+        ``(lower, upper)`` within [0, 1]; ``(nan, nan)`` when there is no proportion or some ``n_k`` is 0.
+
+    Raises:
+        ValueError: counts out of range, mismatched lengths or a level outside (0, 1).
+    """
+    from scipy.signal import fftconvolve
+
+    x = np.asarray(successes, dtype=np.int64)
+    n = np.asarray(totals, dtype=np.int64)
+    if x.shape != n.shape or x.ndim != 1:
+        raise ValueError(f"need one success count per total, got {x.shape} and {n.shape}")
+    if np.any(x < 0) or np.any(x > n):
+        raise ValueError(f"proportions need 0 <= successes <= total, got {x.tolist()} of {n.tolist()}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"confidence level must lie in (0, 1), got {level}")
+    if x.size == 0 or np.any(n == 0):
+        return (math.nan, math.nan)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    total = np.ones(1)
+    for successes_k, total_k in zip(x, n, strict=True):
+        mass = np.diff(sps.beta.cdf(edges, successes_k + 0.5, total_k - successes_k + 0.5))
+        total = np.clip(fftconvolve(total, mass), 0.0, None)
+    cumulative = np.cumsum(total) / total.sum()
+    alpha = 1.0 - level
+    k = x.size
+    # Index j of the summed grid stands for the sum of the K bin centres: (j + K / 2) / bins.
+    lower_index = int(np.searchsorted(cumulative, alpha / 2.0))
+    upper_index = int(np.searchsorted(cumulative, 1.0 - alpha / 2.0))
+    lower = 0.0 if np.all(x == 0) else min(1.0, (lower_index + k / 2.0) / bins / k)
+    upper = 1.0 if np.all(x == n) else min(1.0, (upper_index + k / 2.0) / bins / k)
     return (lower, upper)
 
 

@@ -23,7 +23,7 @@ MEDREC = [sys.executable, "-m", "medrec"]
 def readme_steps() -> dict[str, list[str]]:
     """The README block's ``medrec`` commands by sub-command (``{"score": [...], "report": [...]}``)."""
     text = README.read_text(encoding="utf-8")
-    block = text.split("Step by step on your own data:", 1)[1].split("```", 2)[1]
+    block = text.split("Step by step on your own data", 1)[1].split("```", 2)[1]
     steps: dict[str, list[str]] = {}
     for line in block.splitlines():
         command = line.split("#", 1)[0].strip()
