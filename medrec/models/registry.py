@@ -132,9 +132,9 @@ def create_model(
     num_classes: int,
     *,
     slice_mode: str | None = None,
-    context: int = 0,
-    aggregation: str = "max",
-    top_k: int = 3,
+    context: int | None = None,
+    aggregation: str | None = None,
+    top_k: int | None = None,
     slice_chunk: int = 64,
     **kwargs: Any,
 ) -> torch.nn.Module:
@@ -151,9 +151,11 @@ def create_model(
         in_channels: image channels (1 for a single CT / MR / XR series).
         num_classes: number of output logits.
         slice_mode: None for a plain network; ``"2d"`` or ``"2.5d"`` for a slice-wise network on volumes.
-        context: 2.5D only: neighbouring slices on each side stacked as extra channels (default 1 for 2.5d).
-        aggregation: slice modes only: ``max``, ``mean`` or ``topk_mean`` over slices.
-        top_k: slice modes with ``topk_mean`` only.
+        context: 2.5D: neighbouring slices on each side stacked as extra channels (default 1 for 2.5d);
+            without ``slice_mode``, passed on to a factory that takes it (finding-map models).
+        aggregation: slice modes only: ``max``, ``mean`` or ``topk_mean`` over slices (default ``max``).
+        top_k: slice modes with ``topk_mean`` (default 3); without ``slice_mode``, passed on to the
+            factory like ``context``.
         slice_chunk: slice modes only: slices per forward chunk (bounds memory).
         **kwargs: passed on to the factory (e.g. ``dropout=0.2``).
 
@@ -179,14 +181,14 @@ def create_model(
         if slice_mode == "2d" and context:
             raise ModelError(f"model {name!r}: slice_mode '2d' takes no context (got {context}); use '2.5d'")
         # 2.5D without an explicit context means one neighbour on each side.
-        slice_context = 1 if slice_mode == "2.5d" and context == 0 else context
+        slice_context = 1 if slice_mode == "2.5d" and not context else (context or 0)
         return create_slice_model(
             name,
             in_channels=in_channels,
             num_classes=num_classes,
             context=slice_context,
-            aggregation=aggregation,
-            top_k=top_k,
+            aggregation=aggregation or "max",
+            top_k=3 if top_k is None else top_k,
             chunk_size=slice_chunk,
             **kwargs,
         )
@@ -194,6 +196,10 @@ def create_model(
         raise ModelError(
             f"model {name!r} supports spatial_dims {', '.join(map(str, entry.supports))}, got {spatial_dims!r}"
         )
+    # Networks that slice volumes themselves (finding maps) take these as their own arguments.
+    kwargs.update({key: value for key, value in (("context", context), ("top_k", top_k)) if value is not None})
+    if aggregation is not None:
+        raise ModelError(f"model {name!r}: aggregation applies to slice modes only (got {aggregation!r})")
     try:
         model = entry.factory(spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes, **kwargs)
     except TypeError as e:

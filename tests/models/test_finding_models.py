@@ -250,3 +250,14 @@ def test_patch_items_hold_the_lesion_and_the_peak():
     with torch.no_grad():
         maps = model.finding_map(torch.from_numpy(arrays["neg"])[None])[0, 0]
     assert float(maps[top.x, top.y, top.z]) == pytest.approx(float(maps.max())) == pytest.approx(top.score)
+
+
+def test_context_and_top_k_reach_the_finding_network():
+    """create_model's own context / top_k (for slice modes) must not swallow a finding model's."""
+    model = create_model("finding_fcn", 3, 1, 2, context=3, pooling="topk_mean", top_k=5)
+    assert model.context == 3 and model.top_k == 5
+    assert model.net.features[0][0].in_channels == 7
+    with torch.no_grad():
+        assert model.eval().finding_map(torch.randn(1, 1, 16, 16, 9)).shape == (1, 1, 16, 16, 9)
+    with pytest.raises(ModelError, match="slice modes only"):
+        create_model("finding_fcn", 3, 1, 2, aggregation="mean")
