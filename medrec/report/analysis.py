@@ -22,6 +22,7 @@ Schema (``schema_version`` 1)::
     patient_level: {...} | None          # binary: same keys as a section (see SECTION), per patient
     threshold_table: [ROW]               # binary
     prevalence_adjusted: {...} | None
+    calibration: CALIBRATION | None      # binary, sample level (None with one class)
     subgroups: {column: [GROUP]}
     comparison: {...} | None
     multiclass: {...} | None
@@ -31,14 +32,21 @@ Schema (``schema_version`` 1)::
     warnings: [str]
 
     METRIC  = {value: float|None, ci95: [lo|None, hi|None], method: str}
-              (+ numerator, denominator: int for proportions)
+              (+ numerator, denominator: int for proportions; + design_effect, n_effective where
+              patients contribute several samples to the denominator; ppv / npv + prevalence,
+              prevalence_source: the prevalence they hold at and where it came from; auc + se)
     SECTION = {n_samples, n_patients, n_positive, n_negative, prevalence, metrics, confusion_matrix}
               patient_level is a SECTION with "aggregation": "patient positive if any study is;
-              score = max over its studies; prediction = any".
+              score = max over its studies; prediction = any", and "calibration_omitted": why no
+              patient-level calibration is given (with several samples per patient its brier / ece
+              are None, the max-aggregated score being no probability).
     ROW     = {threshold, sensitivity, specificity, ppv, npv, tp, fp, tn, fn, note}
               note: "" (grid), "operating threshold", or "reaches sensitivity >= 0.90 on these data
               (chosen on the test data)".
-    prevalence_adjusted = {prevalence, ppv: METRIC, npv: METRIC}
+    prevalence_adjusted = {prevalence, prevalence_source, ppv: METRIC, npv: METRIC}
+              (METRIC + prevalence, prevalence_source, plug_in: Bayes' rule value, adjusted: bool)
+    CALIBRATION = {level: "sample", n_samples, n_patients, n_clipped, brier,
+                   intercept, slope, oe_ratio (+ observed, expected), scaled_brier: METRIC}
     GROUP   = {group, n, n_positive, n_negative, n_patients, small: bool,
                metrics: {sensitivity, specificity, auc: METRIC}}   # auc value None with one class
     comparison = {n_samples, n_unusable_in_compare, threshold_b,
@@ -51,22 +59,30 @@ Schema (``schema_version`` 1)::
                   macro: {sensitivity, specificity, ppv, f1, auc: METRIC}}
     curves  = {roc: {fpr, tpr, thresholds}, pr: {recall, precision},
                calibration: {bin_lower, bin_upper, mean_predicted, observed_fraction, count},
-               histogram: {bin_edges, positive, negative}}       # binary; multi-class: {} except
-                                                                  # roc per class {class: {fpr, tpr}}
+               histogram: {bin_edges, positive, negative},
+               decision: {thresholds, treat_none, test_set: DCA, stated: DCA | None} | None}
+                                                  # binary; multi-class: {} except roc per class {class: {fpr, tpr}}
+    DCA     = {prevalence, prevalence_source, net_benefit: [float], treat_all: [float]}
     FLAG    = {sample_id, patient_id, score}
 
 Statistical choices (also written into each metric's ``method``):
 
 * Proportions (sensitivity, specificity, PPV, NPV, accuracy): Wilson score interval by default
   (``ci_method="clopper-pearson"`` for the exact one). When some patient contributes several samples
-  the samples are not independent and a Wilson interval is too narrow; the interval reported is then
-  the union of the Wilson interval and the patient-clustered bootstrap interval (the bootstrap alone
-  collapses to a point at 0/n and n/n).
-* F1, MCC, balanced accuracy, PR-AUC, Brier, ECE: patient-clustered, outcome-stratified percentile
-  bootstrap (:func:`medrec.report.stats.cluster_bootstrap`).
-* AUC: DeLong (Sun & Xu 2014). With several samples per patient, the union of the DeLong and the
-  patient-clustered bootstrap interval (as for proportions); ``auc_method="bootstrap"`` uses the
-  bootstrap alone.
+  to a proportion's denominator, the same interval at the effective sample size n / DE, the design
+  effect from the ratio estimator over patients (:func:`medrec.report.stats.clustered_proportion_ci`).
+* AUC: Wald interval of logit(AUC) from the DeLong variance, or Obuchowski's (1997) clustered
+  variance with patients as clusters when some patient has several samples; Newcombe's (2006) score
+  interval where the AUC is 0 or 1 (:func:`medrec.report.stats.auc_ci`). Never of width zero.
+* F1, MCC, balanced accuracy: patient-clustered, outcome-stratified BCa bootstrap, with a
+  Jeffreys-posterior interval of the 2x2 table where every replicate is equal
+  (:func:`medrec.report.stats.count_statistic_ci`).
+* PR-AUC, Brier, ECE, scaled Brier: patient-clustered, outcome-stratified percentile bootstrap
+  (:func:`medrec.report.stats.cluster_bootstrap`).
+* PPV / NPV at a stated prevalence: Mercaldo, Lau & Zhou (2007) logit intervals.
+* Calibration intercept and slope (logistic recalibration, Wald intervals; clustered sandwich
+  standard errors), observed / expected, scaled Brier (:func:`medrec.report.stats.logistic_calibration`);
+  decision curve (:func:`medrec.report.stats.decision_curve`).
 """
 
 from __future__ import annotations
@@ -99,6 +115,8 @@ N_FLAGGED = 5
 REQUIRED_COLUMNS: tuple[str, ...] = ("sample_id", "label")
 
 EXPLORATORY_RULES = ("youden", "sensitivity:<x>", "specificity:<x>")
+TEST_SET_PREVALENCE = "test set"
+STATED_PREVALENCE = "stated by the user (--prevalence or the recipe's evaluation.prevalence)"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -255,14 +273,82 @@ def _union(first: Sequence[float], second: Sequence[float]) -> tuple[float, floa
 
 def _boot_names(y: np.ndarray, patients: np.ndarray, settings: _Settings,
                 names: Sequence[str] | None = None) -> list[str]:
-    """The metrics whose interval needs the bootstrap on these samples."""
+    """The metrics whose interval needs the bootstrap on these samples.
+
+    Proportions and the AUC have analytic intervals that account for patients with several samples
+    (design effect, Obuchowski), so only the metrics without one are bootstrapped.
+    """
     wanted = list(names) if names is not None else list(stats.BOOTSTRAP_STATISTICS)
-    clustered = int(np.unique(patients).size) < int(y.size)
-    boot_names = [name for name in wanted if name in _BOOTSTRAP_ONLY or clustered
+    boot_names = [name for name in wanted if name in _BOOTSTRAP_ONLY
                   or (name == "auc" and settings.auc_method == "bootstrap")]
     if not 0 < int(y.sum()) < y.size:
         boot_names = [name for name in boot_names if name not in ("auc", "pr_auc")]
     return boot_names if y.size else []
+
+
+# Per proportion: (success mask, denominator mask) from labels y and predictions p.
+_PROPORTION_MASKS = {
+    "sensitivity": lambda y, p: (p == 1, y == 1),
+    "specificity": lambda y, p: (p == 0, y == 0),
+    "ppv": lambda y, p: (y == 1, p == 1),
+    "npv": lambda y, p: (y == 0, p == 0),
+    "accuracy": lambda y, p: (y == p, np.ones(y.size, dtype=bool)),
+}
+
+
+def _proportion_metric(name: str, value: float, y: np.ndarray, pred: np.ndarray, codes: np.ndarray,
+                       settings: _Settings) -> dict[str, Any]:
+    """A proportion's METRIC: Wilson (or Clopper-Pearson), at the effective sample size when some
+    patient contributes several samples to its denominator."""
+    success, denominator = _PROPORTION_MASKS[name](y, pred)
+    numerator, total = int(np.sum(success & denominator)), int(np.sum(denominator))
+    n_codes = int(codes.max()) + 1 if codes.size else 0
+    per_patient = np.bincount(codes[denominator], minlength=n_codes)
+    if total and per_patient.max() > 1:
+        hits = np.bincount(codes[denominator & success], minlength=n_codes)
+        result = stats.clustered_proportion_ci(hits, per_patient, settings.ci_method)
+        patients_in = int(np.sum(per_patient > 0))
+        return _metric(value, result.ci, f"{result.method}; {total} samples from {patients_in} patients are not "
+                       "independent", numerator=numerator, denominator=total,
+                       design_effect=result.design_effect, n_effective=result.n_effective)
+    return _metric(value, stats.proportion_ci(numerator, total, settings.ci_method), settings.proportion_name,
+                   numerator=numerator, denominator=total)
+
+
+def _auc_metric(value: float, y: np.ndarray, s: np.ndarray, patients: np.ndarray, settings: _Settings,
+                boot: dict[str, stats.BootstrapResult]) -> dict[str, Any]:
+    n_samples, n_patients = int(y.size), int(np.unique(patients).size)
+    clustered = n_patients < n_samples
+    if settings.auc_method == "bootstrap" and "auc" in boot:
+        result = boot["auc"]
+        if math.isfinite(result.ci[0]) and result.ci[1] > result.ci[0]:
+            return _metric(value, result.ci, result.method)
+        fallback = stats.auc_ci(y, s, patients if clustered else None)
+        return _metric(value, fallback.ci, f"{result.method} has no width here (every replicate equal), so: "
+                       f"{fallback.method}")
+    interval = stats.auc_ci(y, s, patients if clustered and settings.auc_method == "auto" else None)
+    method = interval.method
+    if clustered and settings.auc_method == "delong":
+        method += f"; treats the {n_samples} samples of {n_patients} patients as independent (auc_method='delong')"
+    return _metric(value, interval.ci, method, se=math.sqrt(interval.variance))
+
+
+def _bootstrap_metric(name: str, value: float, y: np.ndarray, pred: np.ndarray, patients: np.ndarray,
+                      settings: _Settings, result: stats.BootstrapResult) -> dict[str, Any]:
+    """F1, MCC, balanced accuracy: BCa with a posterior fallback; PR-AUC, Brier, ECE: percentile,
+    with a conservative bounded-statistic interval where every replicate is equal."""
+    if name in stats.COUNT_STATISTIC_RANGES:
+        ci, method = stats.count_statistic_ci(name, y, pred, patients, result, seed=settings.seed)
+        return _metric(value, ci, method)
+    if not math.isfinite(value) or (math.isfinite(result.ci[0]) and result.ci[1] > result.ci[0]):
+        return _metric(value, result.ci, result.method)
+    units = int(np.unique(patients[y == 1]).size) if name == "pr_auc" else int(np.unique(patients).size)
+    what = "patients holding positive samples" if name == "pr_auc" else "patients"
+    ci = stats.bounded_statistic_ci(value, units)
+    return _metric(value, ci, f"Wilson score interval of the value as a proportion of the {units} {what} "
+                   "(conservative for a statistic in [0, 1]: the Bernoulli has the largest variance of any [0, 1] "
+                   "variable with that mean); every bootstrap replicate equals the estimate here, so the bootstrap "
+                   "gives no interval")
 
 
 def _binary_metrics(y: np.ndarray, s: np.ndarray, pred: np.ndarray, patients: np.ndarray,
@@ -271,13 +357,13 @@ def _binary_metrics(y: np.ndarray, s: np.ndarray, pred: np.ndarray, patients: np
     """METRIC dicts for every binary metric (or the given names) on one set of samples.
 
     ``boot``: the bootstrap results of :func:`_boot_names`, when already computed (shared weights).
+    PPV and NPV carry the prevalence they hold at (this set's) and its source.
     """
     wanted = list(names) if names is not None else list(stats.BOOTSTRAP_STATISTICS)
-    counts = stats.confusion_counts(y, pred)
     point = stats.binary_point_metrics(y, s, pred, n_bins=settings.n_bins)
-    n_samples, n_patients = int(y.size), int(np.unique(patients).size)
-    clustered = n_patients < n_samples
     both_classes = 0 < int(y.sum()) < y.size
+    _, codes = np.unique(patients, return_inverse=True)
+    codes = codes.reshape(-1)
 
     if boot is None:
         boot = {}
@@ -285,42 +371,23 @@ def _binary_metrics(y: np.ndarray, s: np.ndarray, pred: np.ndarray, patients: np
         if boot_names:
             boot = stats.cluster_bootstrap(boot_names, y, s, patients, n_boot=settings.n_boot, seed=settings.seed,
                                            predictions=pred, n_bins=settings.n_bins)  # type: ignore[assignment]
-    boot_text = stats.bootstrap_method_text(settings.n_boot, True, True)
-    dependence = (f"; {n_samples} samples from {n_patients} patients are not independent, so the interval is "
-                  f"the union of that interval and a {boot_text}") if clustered else ""
 
     out: dict[str, dict[str, Any]] = {}
     for name in wanted:
         if name in _PROPORTIONS:
-            numerator_keys, denominator_keys = _PROPORTIONS[name]
-            keys = (numerator_keys,) if isinstance(numerator_keys, str) else numerator_keys
-            numerator = sum(counts[key] for key in keys)
-            denominator = sum(counts[key] for key in denominator_keys)
-            ci = stats.proportion_ci(numerator, denominator, settings.ci_method)
-            if clustered and name in boot:
-                ci = _union(ci, boot[name].ci)
-            out[name] = _metric(point[name], ci, settings.proportion_name + dependence,
-                                numerator=numerator, denominator=denominator)
+            out[name] = _proportion_metric(name, point[name], y, pred, codes, settings)
+            if name in ("ppv", "npv"):
+                out[name]["prevalence"] = float(y.mean()) if y.size else math.nan
+                out[name]["prevalence_source"] = TEST_SET_PREVALENCE
         elif name == "auc":
             if not both_classes:
                 out[name] = _metric(math.nan, (math.nan, math.nan), "AUC undefined: only one class present")
-            elif settings.auc_method == "bootstrap":
-                out[name] = _metric(point[name], boot[name].ci, boot[name].method)
             else:
-                _, lower, upper = stats.delong_ci(y, s)
-                ci = (lower, upper)
-                method = stats.DELONG_METHOD
-                if clustered and settings.auc_method == "auto":
-                    ci = _union(ci, boot[name].ci)
-                    method += dependence
-                elif clustered:
-                    method += f"; treats the {n_samples} samples of {n_patients} patients as independent"
-                out[name] = _metric(point[name], ci, method)
+                out[name] = _auc_metric(point[name], y, s, patients, settings, boot)
+        elif name not in boot:
+            out[name] = _metric(math.nan, (math.nan, math.nan), f"{name} undefined: only one class present")
         else:
-            if name not in boot:
-                out[name] = _metric(math.nan, (math.nan, math.nan), f"{name} undefined: only one class present")
-                continue
-            out[name] = _metric(point[name], boot[name].ci, boot[name].method)
+            out[name] = _bootstrap_metric(name, point[name], y, pred, patients, settings, boot[name])
     return out
 
 
@@ -347,6 +414,47 @@ def _patient_data(y: np.ndarray, s: np.ndarray, patients: np.ndarray,
     return patient_y, patient_s, (patient_s >= threshold).astype(np.int8), grouped.index.to_numpy()
 
 
+PATIENT_CALIBRATION_OMITTED = ("omitted: a patient's score is the maximum of its samples' probabilities, which is not "
+                               "a probability that the patient is positive; calibration is assessed per sample")
+
+
+def _calibration(y: np.ndarray, s: np.ndarray, patients: np.ndarray,
+                 boot: dict[str, stats.BootstrapResult]) -> dict[str, Any] | None:
+    """The calibration section (sample level): intercept, slope, observed / expected, scaled Brier."""
+    if not 0 < int(y.sum()) < y.size:
+        return None
+    n_patients = int(np.unique(patients).size)
+    clustered = n_patients < y.size
+    fit = stats.logistic_calibration(y, s, patients if clustered else None)
+
+    def part(key: str, **extra: Any) -> dict[str, Any]:
+        entry = fit[key]
+        return _metric(entry["value"], entry["ci"], entry["method"], **extra)
+
+    scaled = fit["scaled_brier"]
+    result = boot.get("scaled_brier")
+    if result is not None and math.isfinite(result.ci[0]) and result.ci[1] > result.ci[0]:
+        scaled_ci, scaled_method = result.ci, result.method
+    else:  # every replicate equal (scores exactly 0 / 1 and right): map the Brier score's bounded interval
+        brier_ci = stats.bounded_statistic_ci(fit["brier"], n_patients)
+        spread = float(y.mean()) * (1.0 - float(y.mean()))
+        scaled_ci = (1.0 - brier_ci[1] / spread, 1.0 - brier_ci[0] / spread)
+        scaled_method = (f"the Wilson score interval of the Brier score as a proportion of the {n_patients} "
+                         "patients, rescaled (every bootstrap replicate equals the estimate here)")
+    scaled_method = "1 - Brier / (prevalence (1 - prevalence)) (Steyerberg et al. 2010); " + scaled_method
+    return {
+        "level": "sample",
+        "n_samples": int(y.size),
+        "n_patients": n_patients,
+        "n_clipped": fit["n_clipped"],
+        "brier": fit["brier"],
+        "intercept": part("intercept", se=fit["intercept"]["se"]),
+        "slope": part("slope", se=fit["slope"]["se"]),
+        "oe_ratio": part("oe_ratio", observed=fit["oe_ratio"]["observed"], expected=fit["oe_ratio"]["expected"]),
+        "scaled_brier": _metric(scaled, scaled_ci, scaled_method),
+    }
+
+
 def _sample_and_patient_sections(y: np.ndarray, s: np.ndarray, pred: np.ndarray, patients: np.ndarray,
                                  threshold: float, settings: _Settings) -> tuple[dict[str, Any], dict[str, Any]]:
     """The sample-level section and the patient-level section, bootstrapped on one set of weights.
@@ -355,21 +463,38 @@ def _sample_and_patient_sections(y: np.ndarray, s: np.ndarray, pred: np.ndarray,
     outcome strata are the sample-level ones and its cluster bootstrap is a plain stratified
     bootstrap of the same patients: the same patient weight matrix serves both (it is what two
     separate calls with this seed would draw), and it is drawn once.
+
+    The sample section gains ``calibration`` (:func:`_calibration`). At patient level, when some
+    patient has several samples, the patient score (a maximum) is no probability: its Brier score,
+    ECE and calibration are omitted, and ``calibration_omitted`` says why.
     """
     patient_y, patient_s, patient_pred, patient_ids = _patient_data(y, s, patients, threshold)
+    clustered = patient_ids.size < y.size
+    sample_names = _boot_names(y, patients, settings)
+    if sample_names and 0 < int(y.sum()) < y.size:
+        sample_names.append("scaled_brier")
+    patient_names = [name for name in _boot_names(patient_y, patient_ids, settings)
+                     if not (clustered and name in ("brier", "ece"))]
     tasks = [
-        {"statistics": _boot_names(y, patients, settings), "labels": y, "scores": s, "predictions": pred,
-         "clusters": patients},
-        {"statistics": _boot_names(patient_y, patient_ids, settings), "labels": patient_y, "scores": patient_s,
-         "predictions": patient_pred, "clusters": patient_ids},
+        {"statistics": sample_names, "labels": y, "scores": s, "predictions": pred, "clusters": patients},
+        {"statistics": patient_names, "labels": patient_y, "scores": patient_s, "predictions": patient_pred,
+         "clusters": patient_ids},
     ]
     boots = stats.cluster_bootstrap_shared([task for task in tasks if task["statistics"]], n_boot=settings.n_boot,
                                            seed=settings.seed, n_bins=settings.n_bins)
     results = iter(boots)
     shared = [next(results) if task["statistics"] else {} for task in tasks]
     sample = _binary_section(y, s, pred, patients, settings, boot=shared[0])
+    sample["calibration"] = _calibration(y, s, patients, shared[0])
     patient = _binary_section(patient_y, patient_s, patient_pred, patient_ids, settings, boot=shared[1])
     patient["aggregation"] = "patient positive if any study is; score = max over its studies; prediction = any"
+    if clustered:
+        for name in ("brier", "ece"):
+            patient["metrics"][name] = _metric(math.nan, (math.nan, math.nan), PATIENT_CALIBRATION_OMITTED)
+        patient["calibration_omitted"] = PATIENT_CALIBRATION_OMITTED
+    else:
+        patient["calibration_omitted"] = ("every patient has one sample, so the patient-level calibration is the "
+                                          "sample-level one")
     return sample, patient
 
 
@@ -392,21 +517,36 @@ def _threshold_table(y: np.ndarray, s: np.ndarray, threshold: float) -> list[dic
     return table
 
 
-def _prevalence_adjusted(metrics: dict[str, dict[str, Any]], prevalence: float) -> dict[str, Any]:
-    if not 0.0 <= prevalence <= 1.0:
-        raise ConfigError(f"prevalence must lie in [0, 1], got {prevalence}")
-    sens, spec = metrics["sensitivity"], metrics["specificity"]
-    if sens["value"] is None or math.isnan(sens["value"]) or math.isnan(spec["value"]):
-        nan_metric = _metric(math.nan, (math.nan, math.nan), "undefined: sensitivity or specificity undefined")
-        return {"prevalence": prevalence, "ppv": nan_metric, "npv": dict(nan_metric)}
-    ppv, npv = stats.adjusted_ppv_npv(sens["value"], spec["value"], prevalence)
-    # PPV and NPV both increase with sensitivity and with specificity: the bounds map to bounds.
-    ppv_lo, npv_lo = stats.adjusted_ppv_npv(sens["ci95"][0], spec["ci95"][0], prevalence)
-    ppv_hi, npv_hi = stats.adjusted_ppv_npv(sens["ci95"][1], spec["ci95"][1], prevalence)
-    method = (f"Bayes' rule at prevalence {prevalence:g}; interval from the sensitivity and specificity "
-              "interval bounds taken together (conservative)")
-    return {"prevalence": prevalence, "ppv": _metric(ppv, (ppv_lo, ppv_hi), method),
-            "npv": _metric(npv, (npv_lo, npv_hi), method)}
+def _prevalence_adjusted(section: dict[str, Any], prevalence: float, source: str) -> dict[str, Any]:
+    """PPV and NPV at a stated prevalence: Mercaldo, Lau & Zhou (2007) logit intervals.
+
+    When patients contribute several samples, the sizes behind sensitivity and specificity are
+    their effective sizes (``n_effective`` of those metrics: n / design effect).
+    """
+    if not 0.0 < prevalence < 1.0:
+        raise ConfigError(f"prevalence must lie strictly between 0 and 1 (a clinical prevalence such as 0.1), "
+                          f"got {prevalence}")
+    counts, metrics = section["confusion_matrix"], section["metrics"]
+    n_diseased = metrics["sensitivity"].get("n_effective")
+    n_healthy = metrics["specificity"].get("n_effective")
+    result = stats.predictive_values_ci(counts["tp"], counts["fn"], counts["fp"], counts["tn"], prevalence,
+                                        n_diseased=n_diseased, n_healthy=n_healthy)
+    tp, fn, fp, tn = (counts[key] for key in ("tp", "fn", "fp", "tn"))
+    method = (f"Mercaldo, Lau & Zhou (2007) logit interval at the stated prevalence {prevalence:g} ({source}), from "
+              f"sensitivity {tp}/{tp + fn} and specificity {tn}/{tn + fp}")
+    if n_diseased is not None or n_healthy is not None:
+        method += (f"; effective sizes {n_diseased if n_diseased is not None else tp + fn:.1f} diseased and "
+                   f"{n_healthy if n_healthy is not None else tn + fp:.1f} healthy (n / design effect: patients "
+                   "contribute several samples)")
+    if result["adjusted"]:
+        method += ("; a cell of the 2x2 table is 0, so the estimate and interval are their adjusted ones "
+                   "(z^2/2 added to the successes and z^2 to the totals of sensitivity and specificity)")
+    out: dict[str, Any] = {"prevalence": prevalence, "prevalence_source": source}
+    for index, name in enumerate(("ppv", "npv")):
+        value, lower, upper = result[name]
+        out[name] = _metric(value, (lower, upper), method, prevalence=prevalence, prevalence_source=source,
+                            plug_in=result["plug_in"][index], adjusted=result["adjusted"])
+    return out
 
 
 def _subgroups(data: pd.DataFrame, columns: Sequence[str], settings: _Settings,
@@ -447,7 +587,28 @@ def _downsample(n: int, limit: int = MAX_CURVE_POINTS) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, n - 1, limit)).astype(int))
 
 
-def _curves(y: np.ndarray, s: np.ndarray, n_bins: int) -> dict[str, Any]:
+def _decision(y: np.ndarray, s: np.ndarray, prevalence: float | None, source: str) -> dict[str, Any] | None:
+    """Net benefit of the model, treat-all and treat-none (Vickers & Elkin 2006), at the test set's
+    prevalence and, when one is stated, at that one."""
+    if not 0 < y.sum() < y.size:
+        return None
+    observed = stats.decision_curve(y, s)
+    out: dict[str, Any] = {
+        "thresholds": observed["thresholds"],
+        "treat_none": observed["treat_none"],
+        "test_set": {"prevalence": observed["prevalence"], "prevalence_source": TEST_SET_PREVALENCE,
+                     "net_benefit": observed["net_benefit"], "treat_all": observed["treat_all"]},
+        "stated": None,
+    }
+    if prevalence is not None:
+        stated = stats.decision_curve(y, s, prevalence=prevalence)
+        out["stated"] = {"prevalence": stated["prevalence"], "prevalence_source": source,
+                         "net_benefit": stated["net_benefit"], "treat_all": stated["treat_all"]}
+    return out
+
+
+def _curves(y: np.ndarray, s: np.ndarray, n_bins: int, prevalence: float | None = None,
+            prevalence_source: str = STATED_PREVALENCE) -> dict[str, Any]:
     curves: dict[str, Any] = {}
     if 0 < y.sum() < y.size:
         fpr, tpr, thresholds = roc_curve(y, s)
@@ -467,6 +628,7 @@ def _curves(y: np.ndarray, s: np.ndarray, n_bins: int) -> dict[str, Any]:
         "positive": np.histogram(s[y == 1], bins=edges)[0],
         "negative": np.histogram(s[y == 0], bins=edges)[0],
     }
+    curves["decision"] = _decision(y, s, prevalence, prevalence_source)
     return curves
 
 
@@ -558,6 +720,7 @@ def analyse_predictions(
     auc_method: str = "auto",
     n_bins: int = 10,
     compare_threshold: float | None = None,
+    prevalence_source: str | None = None,
 ) -> dict[str, Any]:
     """Every number of a clinical validation report, as the ``report.json`` dict (schema above).
 
@@ -570,7 +733,7 @@ def analyse_predictions(
         threshold_source: where the threshold came from (e.g. "run: chosen on validation by youden").
         manifest: the manifest, joined on ``sample_id`` for subgroup columns (manufacturer, sex, age).
         subgroups: extra subgroup column names (in the predictions or the manifest).
-        prevalence: a target-population prevalence for adjusted PPV / NPV.
+        prevalence: a target-population prevalence for adjusted PPV / NPV and the decision curve.
         ci_method: ``"wilson"`` or ``"clopper-pearson"`` for proportions.
         n_boot: bootstrap replicates; seed: their seed (same seed, same intervals).
         compare: predictions of another model on the same samples (paired DeLong, McNemar).
@@ -578,10 +741,13 @@ def analyse_predictions(
             ``"sensitivity:0.95"``, ``"specificity:0.9"``); labelled EXPLORATORY.
         positive_label: the positive class's label text (binary); default: recognised from the
             labels (1/0, true/false, tumor/normal, positive/negative, ...).
-        auc_method: ``"auto"`` (DeLong; with several samples per patient, widened by the clustered
-            bootstrap), ``"delong"`` or ``"bootstrap"``.
+        auc_method: ``"auto"`` (DeLong variance; Obuchowski's clustered variance with several samples
+            per patient; logit-scale interval, Newcombe's at AUC 0 or 1), ``"delong"`` (samples taken
+            as independent) or ``"bootstrap"`` (patient-clustered percentile bootstrap).
         n_bins: calibration bins (ECE, reliability curve).
         compare_threshold: threshold of the ``compare`` model (default: the same operating threshold).
+        prevalence_source: where ``prevalence`` came from, printed beside every PPV / NPV at it (e.g.
+            "recipe evaluation.prevalence", "--prevalence"); default: "stated by the user (...)".
 
     Returns:
         The report dict (JSON-serialisable, NaN as None).
@@ -598,6 +764,10 @@ def analyse_predictions(
         raise InputError(f"predictions: missing column(s) {missing}; expected sample_id, patient_id, study_uid, "
                          "score (or score_<class>), prediction, label, error")
     settings = _Settings(ci_method, n_boot, seed, auc_method, n_bins)
+    if prevalence is not None and not 0.0 < float(prevalence) < 1.0:
+        raise ConfigError(f"prevalence must lie strictly between 0 and 1 (a clinical prevalence such as 0.1), "
+                          f"got {prevalence}")
+    prevalence_source = prevalence_source or STATED_PREVALENCE
     class_columns = _score_columns(predictions)
     multiclass = "score" not in predictions.columns and len(class_columns) > 2
     if not multiclass and "score" not in predictions.columns:
@@ -673,31 +843,62 @@ def analyse_predictions(
         "confusion_matrix": section["confusion_matrix"],
         "patient_level": patient_section,
         "threshold_table": _threshold_table(y, s, threshold),
-        "prevalence_adjusted": (_prevalence_adjusted(section["metrics"], float(prevalence))
+        "prevalence_adjusted": (_prevalence_adjusted(section, float(prevalence), prevalence_source)
                                 if prevalence is not None else None),
+        "calibration": section.pop("calibration"),
         "subgroups": _subgroups(joined, subgroup_columns, settings, _binary_group(y, s, pred, patients, settings)),
-        "comparison": (_comparison(data, y, s, pred, _text(predictions["sample_id"]), compare,
+        "comparison": (_comparison(data, y, s, pred, patients, _text(predictions["sample_id"]), compare,
                                    threshold if compare_threshold is None else float(compare_threshold))
                        if compare is not None else None),
         "multiclass": None,
-        "curves": _curves(y, s, settings.n_bins),
+        "curves": _curves(y, s, settings.n_bins, prevalence, prevalence_source),
         "flagged": _flagged(data, y, s, pred),
-        "methods": _methods(settings, section["n_patients"] < section["n_samples"]),
+        "methods": _methods(settings, section["n_patients"] < section["n_samples"], prevalence is not None),
         "warnings": warnings,
     }
     return _jsonable(report)
 
 
-def _methods(settings: _Settings, clustered: bool) -> dict[str, str]:
+def _methods(settings: _Settings, clustered: bool, stated_prevalence: bool = False) -> dict[str, str]:
+    """One sentence per statistical method (each metric's ``method`` says which one gave its interval)."""
     boot = stats.bootstrap_method_text(settings.n_boot, True, True)
+    bca = stats.bca_method_text(settings.n_boot, True, True)
+    proportion = settings.proportion_name
+    if clustered:
+        proportion += (" where every patient contributes one sample to the denominator; otherwise the same interval "
+                       "at the effective sample size n / DE, the design effect DE from the ratio estimator over "
+                       "patients (Kish 1965), floored at 1 (each patient counted once where the proportion is 0 or "
+                       "1 and DE cannot be estimated)")
+    auc = ("Wald interval of logit(AUC) with the " + (
+        "Obuchowski (1997) clustered variance, patients as clusters (DeLong's when each patient has one sample)"
+        if clustered and settings.auc_method == "auto" else "DeLong variance (Sun & Xu 2014)")
+        + ", back-transformed; where the AUC is 0 or 1 (perfect separation) Newcombe's (2006, method 5) score "
+        "interval with the Hanley-McNeil variance")
+    if settings.auc_method == "bootstrap":
+        auc = f"{boot} (auc_method='bootstrap'; the interval above where the bootstrap has no width)"
     methods = {
-        "proportions": settings.proportion_name + (
-            f", widened to include the {boot} because patients contribute several samples" if clustered else ""),
-        "auc": stats.DELONG_METHOD if settings.auc_method != "bootstrap" else boot,
-        "bootstrap": f"{boot}, seed {settings.seed}; patients (not images) are resampled, positive-holding and "
-                     "negative-only patients separately",
+        "proportions": proportion,
+        "auc": auc,
+        "bootstrap": (f"F1, MCC and balanced accuracy: {bca}, seed {settings.seed}, and where every replicate is equal "
+                      "(no error to resample) the Jeffreys-posterior interval of the 2x2 table; PR-AUC, Brier, ECE "
+                      f"and scaled Brier: {boot}; patients (not images) are resampled, positive-holding and "
+                      "negative-only patients separately"),
         "calibration": f"ECE over {settings.n_bins} equal-width bins [0, 1/{settings.n_bins}), ..., "
-                       f"[{settings.n_bins - 1}/{settings.n_bins}, 1], weighted by bin count",
+                       f"[{settings.n_bins - 1}/{settings.n_bins}, 1], weighted by bin count; calibration intercept "
+                       "(slope fixed at 1 by an offset) and slope by logistic recalibration on the sample-level "
+                       "probabilities, Wald intervals" + (" with patient-clustered sandwich standard errors"
+                                                          if clustered else "")
+                       + "; observed / expected with a log-scale binomial interval; scaled Brier "
+                       "1 - Brier / (prevalence (1 - prevalence))",
+        "predictive_values": "PPV and NPV in the metric table hold at the test set's own prevalence (Wilson intervals "
+                             "of TP / (TP + FP) and TN / (TN + FN))" + (
+                                 "; at the stated prevalence, Mercaldo, Lau & Zhou (2007) logit intervals from "
+                                 "sensitivity and specificity (their adjusted estimates when a cell is 0)"
+                                 if stated_prevalence else ""),
+        "decision_curve": "net benefit TP/N - FP/N x t/(1 - t) at threshold probabilities t = 0.01..0.99 (Vickers & "
+                          "Elkin 2006), with treat-all and treat-none" + (
+                              ", also at the stated prevalence from sensitivity and specificity"
+                              if stated_prevalence else ""),
         "threshold_table": "rows at the operating threshold, a grid 0.1..0.9, and the thresholds reaching "
                            "sensitivity 0.90 / 0.95 on these data (exploratory)",
     }
@@ -709,8 +910,8 @@ def _methods(settings: _Settings, clustered: bool) -> dict[str, str]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _comparison(data: pd.DataFrame, y: np.ndarray, s: np.ndarray, pred: np.ndarray, all_ids: pd.Series,
-                compare: pd.DataFrame, threshold_b: float) -> dict[str, Any]:
+def _comparison(data: pd.DataFrame, y: np.ndarray, s: np.ndarray, pred: np.ndarray, patients: np.ndarray,
+                all_ids: pd.Series, compare: pd.DataFrame, threshold_b: float) -> dict[str, Any]:
     if not isinstance(compare, pd.DataFrame) or "sample_id" not in compare.columns or "score" not in compare.columns:
         raise InputError("compare: needs a binary predictions table with sample_id and score columns")
     other_ids = _text(compare["sample_id"])
@@ -736,9 +937,17 @@ def _comparison(data: pd.DataFrame, y: np.ndarray, s: np.ndarray, pred: np.ndarr
     result: dict[str, Any] = {"n_samples": int(rows.size), "n_unusable_in_compare": int(len(data) - rows.size),
                               "threshold_b": threshold_b}
     if 0 < ya.sum() < ya.size:
-        result["auc"] = {**stats.delong_paired_test(ya, sa, sb),
-                         "method": "paired DeLong test (Sun & Xu 2014) of AUC(first) - AUC(second); "
-                                   "samples treated as independent"}
+        pa_ids = patients[rows]
+        n_patients = int(np.unique(pa_ids).size)
+        if n_patients < rows.size:
+            result["auc"] = {**stats.obuchowski_paired_test(ya, sa, sb, pa_ids),
+                             "method": f"paired test of AUC(first) - AUC(second) with the Obuchowski (1997) clustered "
+                                       f"covariance, the {n_patients} patients as clusters ({rows.size} samples); "
+                                       "Wald interval of the difference"}
+        else:
+            result["auc"] = {**stats.delong_paired_test(ya, sa, sb),
+                             "method": "paired DeLong test (Sun & Xu 2014) of AUC(first) - AUC(second); one sample "
+                                       "per patient; Wald interval of the difference"}
     else:
         result["auc"] = None
     for name, subset in (("sensitivity", ya == 1), ("specificity", ya == 0)):
@@ -784,6 +993,50 @@ def _macro_proportions(confusion: np.ndarray, boot: dict[str, stats.BootstrapRes
     return out
 
 
+def _macro_without_width(macro: dict[str, dict[str, Any]], per_class: list[dict[str, Any]], confusion: np.ndarray,
+                         y: np.ndarray, patients: np.ndarray, settings: _Settings) -> dict[str, dict[str, Any]]:
+    """Macro metrics whose percentile bootstrap has no width (a perfect, or a one-class, model).
+
+    F1 and MCC: the Jeffreys posterior of the confusion matrix (:func:`~medrec.report.stats.multiclass_posterior_ci`).
+    AUC: the mean of the per-class interval bounds (each class's logit / Newcombe interval), and
+    PR-AUC, Brier, ECE: the mean over classes of conservative bounded-statistic intervals; a mean of
+    bounds is the interval of the mean if the classes' errors were perfectly correlated, and wider
+    than needed otherwise.
+    """
+    n_classes = confusion.shape[0]
+    n_patients = int(np.unique(patients).size)
+    scale = n_patients / y.size if n_patients < y.size else 1.0
+    out = {}
+    for name, metric in macro.items():
+        lower, upper = metric["ci95"]
+        value = metric["value"]
+        if not (isinstance(value, float) and math.isfinite(value)) or (math.isfinite(lower) and upper > lower):
+            continue
+        head = f"macro average over {n_classes} classes (one-vs-rest); every bootstrap replicate is equal, so: "
+        if name in stats.COUNT_STATISTIC_RANGES:
+            ci = stats.multiclass_posterior_ci(name, confusion, scale=scale, seed=settings.seed)
+            method = head + ("equal-tailed 95% posterior interval under a Jeffreys Dirichlet prior (1/2 per cell) on "
+                             "the confusion matrix" + (f", counts scaled to the {n_patients} patients" if scale < 1
+                                                       else "") + ", bounded by the metric's edge")
+        elif name == "auc" and all(entry["metrics"]["auc"]["ci95"][0] is not None
+                                   and math.isfinite(entry["metrics"]["auc"]["ci95"][0]) for entry in per_class):
+            bounds = np.array([entry["metrics"]["auc"]["ci95"] for entry in per_class], dtype=np.float64)
+            ci = (float(bounds[:, 0].mean()), float(bounds[:, 1].mean()))
+            method = head + "the mean of the per-class AUC interval bounds (conservative)"
+        elif name in ("pr_auc", "brier", "ece"):
+            bounds = []
+            for k in range(n_classes):
+                units = int(np.unique(patients[y == k]).size) if name == "pr_auc" else n_patients
+                bounds.append(stats.bounded_statistic_ci(value, units))
+            ci = (float(np.mean([b[0] for b in bounds])), float(np.mean([b[1] for b in bounds])))
+            method = head + ("the mean over classes of the Wilson score interval of the value as a proportion of "
+                             "that class's patients (conservative for a statistic in [0, 1])")
+        else:
+            continue
+        out[name] = _metric(value, ci, method)
+    return out
+
+
 def _analyse_multiclass(predictions: pd.DataFrame, class_columns: list[str], threshold_source: str,
                         manifest: pd.DataFrame | None, subgroups: Sequence[str], settings: _Settings) -> dict[str, Any]:
     classes = [column[len("score_"):] for column in class_columns]
@@ -821,28 +1074,26 @@ def _analyse_multiclass(predictions: pd.DataFrame, class_columns: list[str], thr
     for k, name in enumerate(classes):
         yk, sk, pk = (y == k).astype(np.int8), prob[:, k], (pred == k).astype(np.int8)
         metrics = _binary_metrics(yk, sk, pk, patients, settings, names=("sensitivity", "specificity", "ppv", "auc"))
-        metrics["f1"] = _metric(boot["per_class"][k]["f1"].value, boot["per_class"][k]["f1"].ci,
-                                boot["per_class"][k]["f1"].method)
+        f1_ci, f1_method = stats.count_statistic_ci("f1", yk, pk, patients, boot["per_class"][k]["f1"],
+                                                    seed=settings.seed)
+        metrics["f1"] = _metric(boot["per_class"][k]["f1"].value, f1_ci, f1_method)
         per_class.append({"class": name, "n": int(yk.sum()), "metrics": metrics})
     macro = {
         metric: _metric(result.value, result.ci, f"macro average over {n_classes} classes (one-vs-rest); "
                         f"{result.method}")
         for metric, result in boot["macro"].items()
     }
+    macro.update(_macro_without_width(macro, per_class, confusion, y, patients, settings))
     macro.update(_macro_proportions(confusion, boot["macro"]))
     accuracy_hits = int(np.trace(confusion))
-    accuracy_ci = stats.proportion_ci(accuracy_hits, int(y.size), settings.ci_method)
-    accuracy_method = settings.proportion_name
-    if clustered:
-        accuracy_ci = _union(accuracy_ci, boot["accuracy"].ci)
-        accuracy_method += (f"; {y.size} samples from {np.unique(patients).size} patients are not independent, so "
-                            f"the interval is the union of that interval and a {boot['accuracy'].method}")
+    _, patient_codes = np.unique(patients, return_inverse=True)
+    accuracy_metric = _proportion_metric("accuracy", accuracy_hits / y.size, y, pred, patient_codes.reshape(-1),
+                                         settings)
     # Top level: true multi-class accuracy; every other metric is its one-vs-rest macro average
     # (balanced accuracy = macro sensitivity, as scikit-learn defines it for several classes).
     undefined = _metric(math.nan, (math.nan, math.nan), "undefined: some class is absent")
     metrics = {name: macro.get(name, undefined) for name in stats.BOOTSTRAP_STATISTICS}
-    metrics["accuracy"] = _metric(accuracy_hits / y.size, accuracy_ci, accuracy_method,
-                                  numerator=accuracy_hits, denominator=int(y.size))
+    metrics["accuracy"] = accuracy_metric
     metrics["balanced_accuracy"] = {**macro["sensitivity"], "method": "macro-averaged sensitivity; "
                                     + macro["sensitivity"]["method"]}
     joined = _join_manifest(data, manifest)
@@ -886,6 +1137,7 @@ def _analyse_multiclass(predictions: pd.DataFrame, class_columns: list[str], thr
         "patient_level": None,
         "threshold_table": [],
         "prevalence_adjusted": None,
+        "calibration": None,
         "subgroups": _subgroups(joined, subgroup_columns, settings, group_metrics),
         "comparison": None,
         "multiclass": {"classes": classes, "confusion_matrix": confusion.tolist(), "per_class": per_class,

@@ -194,12 +194,32 @@ def fmt_value(value: object, style: str = "dec") -> str:
 
 
 def fmt_ci(ci: Sequence | None, style: str = "dec") -> str:
-    """``[0.80, 0.92]`` -> ``80.0-92.0%`` or ``0.800-0.920``; missing -> ``n/a``."""
+    """``[0.80, 0.92]`` -> ``80.0-92.0%`` or ``0.800-0.920``; missing -> ``n/a``.
+
+    Bounds that differ are never printed alike: up to three more decimals are added until they
+    differ (``[0.9996, 1.0]`` -> ``0.9996-1.0000``, not ``1.000-1.000``, which reads as no uncertainty).
+    """
     if not ci or len(ci) != 2 or not (is_number(ci[0]) and is_number(ci[1])):
         return "n/a"
-    if style == "pct":
-        return f"{100 * float(ci[0]):.1f}\u2013{100 * float(ci[1]):.1f}%"
-    return f"{float(ci[0]):.3f}\u2013{float(ci[1]):.3f}"
+    lower, upper = float(ci[0]), float(ci[1])
+    scale, suffix, decimals = (100.0, "%", 1) if style == "pct" else (1.0, "", 3)
+    limit = decimals + 3
+    while decimals < limit and lower != upper and f"{scale * lower:.{decimals}f}" == f"{scale * upper:.{decimals}f}":
+        decimals += 1
+    return f"{scale * lower:.{decimals}f}\u2013{scale * upper:.{decimals}f}{suffix}"
+
+
+def prevalence_note(metric: Mapping | None) -> str:
+    """``at prevalence 48.0% (test set (observed))`` for a PPV / NPV that carries its prevalence; else ``''``."""
+    if not isinstance(metric, Mapping) or not is_number(metric.get("prevalence")):
+        return ""
+    source = str(metric.get("prevalence_source") or "").strip()
+    return f"at prevalence {fmt_value(metric['prevalence'], 'pct')}" + (f" ({source})" if source else "")
+
+
+def _metric_label(name: str, metric: Mapping | None, label: str) -> str:
+    note = prevalence_note(metric) if name in ("ppv", "npv") else ""
+    return f"{label}, {note}" if note else label
 
 
 def fmt_metric(metric: Mapping | None, name: str) -> str:
@@ -302,9 +322,10 @@ def summary_paragraph(report: Mapping) -> str:
         parts.append(f"The ROC AUC was {fmt_metric(metrics.get('auc'), 'auc')}.")
     adjusted = report.get("prevalence_adjusted")
     if adjusted and is_number(adjusted.get("prevalence")):
+        source = f" ({adjusted['prevalence_source']})" if adjusted.get("prevalence_source") else ""
         parts.append(
-            f"At the stated clinical prevalence of {fmt_value(adjusted['prevalence'], 'pct')}, the expected PPV is "
-            f"{fmt_metric(adjusted.get('ppv'), 'ppv')} and NPV {fmt_metric(adjusted.get('npv'), 'npv')}."
+            f"At the stated clinical prevalence of {fmt_value(adjusted['prevalence'], 'pct')}{source}, the expected "
+            f"PPV is {fmt_metric(adjusted.get('ppv'), 'ppv')} and NPV {fmt_metric(adjusted.get('npv'), 'npv')}."
         )
     patient = report.get("patient_level") or {}
     if patient.get("metrics"):
@@ -370,8 +391,8 @@ def metrics_table(metrics: Mapping, caption: str = "") -> Table:
     for name, (label, style) in METRICS.items():
         metric = metrics.get(name)
         if isinstance(metric, Mapping):
-            rows.append([label, fmt_value(metric.get("value"), style), fmt_ci(metric.get("ci95"), style),
-                         _count_cell(metric), method_cell(metric)])
+            rows.append([_metric_label(name, metric, label), fmt_value(metric.get("value"), style),
+                         fmt_ci(metric.get("ci95"), style), _count_cell(metric), method_cell(metric)])
     for name, metric in metrics.items():  # metrics this renderer does not know by name still appear
         if name not in METRICS and isinstance(metric, Mapping) and "value" in metric:
             rows.append([name, fmt_value(metric.get("value")), fmt_ci(metric.get("ci95")), _count_cell(metric),
@@ -456,8 +477,9 @@ def limitations(report: Mapping) -> list[str]:
                      "and are excluded.")
     if is_number(report.get("n_patients")) and is_number(report.get("n_samples")) \
             and report["n_patients"] < report["n_samples"]:
-        notes.append("Some patients contribute several samples; the sample-level intervals account for this by "
-                     "a patient-clustered bootstrap, and a patient-level analysis is given beside them.")
+        notes.append("Some patients contribute several samples; the sample-level intervals account for this "
+                     "(design-effect-adjusted proportions, Obuchowski's clustered AUC variance, a patient-clustered "
+                     "bootstrap), and a patient-level analysis is given beside them.")
     lesion = report.get("lesion_level") or {}
     if lesion:
         n_lesions = lesion.get("n_lesions")
@@ -559,12 +581,16 @@ def performance_section(report: Mapping) -> Section:
             if not study_metric and not patient_metric:
                 continue
             rows.append([METRICS[name][0], *_metric_cell(study_metric, name), *_metric_cell(patient_metric, name)])
+        notes = [f"Patient level: {patient['aggregation']}." if patient.get("aggregation") else "",
+                 f"Patient-level calibration {patient['calibration_omitted']}."
+                 if str(patient.get("calibration_omitted") or "").startswith("omitted") else "",
+                 "PPV and NPV hold at each level's own prevalence."]
         section.blocks.append(Table(
             ["Metric", "Sample level", "95% CI", "Patient level", "95% CI"], rows,
             caption=f"Sample level ({fmt_count(report.get('n_samples'))} samples) beside patient level "
                     f"({fmt_count(patient.get('n_patients'))} patients, prevalence "
                     f"{fmt_value(patient.get('prevalence'), 'pct')})",
-            note=f"Patient level: {patient['aggregation']}." if patient.get("aggregation") else "",
+            note=" ".join(note for note in notes if note),
         ))
         if isinstance(patient.get("confusion_matrix"), Mapping):
             section.blocks.append(confusion_table(patient["confusion_matrix"], report.get("classes") or (),
@@ -573,12 +599,41 @@ def performance_section(report: Mapping) -> Section:
     if adjusted and is_number(adjusted.get("prevalence")):
         rows = [[METRICS[name][0], *_metric_cell(adjusted[name], name), str(adjusted[name].get("method", ""))]
                 for name in ("ppv", "npv") if adjusted.get(name)]
+        where = f"{adjusted['prevalence_source']}; " if adjusted.get("prevalence_source") else ""
         section.blocks.append(Table(
             ["Metric", "Value", "95% CI", "Method"], rows,
             caption=f"Predictive values at the stated clinical prevalence {fmt_value(adjusted['prevalence'], 'pct')} "
-                    f"(the test set has {fmt_value(report.get('prevalence'), 'pct')})",
+                    f"({where}the test set has {fmt_value(report.get('prevalence'), 'pct')})",
         ))
+    calibration = calibration_table(report.get("calibration"))
+    if calibration is not None:
+        section.blocks.append(calibration)
     return section
+
+
+CALIBRATION_ROWS: dict[str, str] = {
+    "intercept": "Calibration intercept (in the large; 0 is ideal)",
+    "slope": "Calibration slope (1 is ideal)",
+    "oe_ratio": "Observed / expected events (1 is ideal)",
+    "scaled_brier": "Scaled Brier score (1 is ideal, 0 no skill)",
+}
+
+
+def calibration_table(calibration: Mapping | None) -> Table | None:
+    """Intercept, slope, observed / expected and scaled Brier with their intervals and methods."""
+    if not isinstance(calibration, Mapping):
+        return None
+    rows = []
+    for key, label in CALIBRATION_ROWS.items():
+        entry = calibration.get(key)
+        if isinstance(entry, Mapping):
+            rows.append([label, fmt_value(entry.get("value")), fmt_ci(entry.get("ci95")),
+                         str(entry.get("method", ""))])
+    if not rows:
+        return None
+    return Table(["Measure", "Value", "95% CI", "Method"], rows,
+                 caption=f"Calibration of the sample-level probabilities ({fmt_count(calibration.get('n_samples'))} "
+                         "samples)")
 
 
 FIGURE_CAPTIONS: dict[str, tuple[str, float]] = {
@@ -929,7 +984,8 @@ def methods_section(report: Mapping) -> Section:
         "Samples that failed scoring or lack a reference label are excluded and counted in the cohort flow.",
     ]
     names = {"proportions": "Proportions", "auc": "AUC", "bootstrap": "Bootstrap", "calibration": "Calibration",
-             "threshold_table": "Threshold table", "lesion_level": "Lesion level"}
+             "threshold_table": "Threshold table", "lesion_level": "Lesion level",
+             "predictive_values": "Predictive values", "decision_curve": "Decision curve"}
     for name, sentence in (report.get("methods") or {}).items():
         items.append(f"{names.get(name, name.replace('_', ' ').capitalize())}: {sentence}.")
     return Section("methods", "Methods", [BulletList(items)])
@@ -1002,5 +1058,8 @@ def key_figures(report: Mapping) -> list[tuple[str, str, str]]:
         metric = metrics.get(name)
         if metric:
             value, ci = _metric_cell(metric, name)
+            if name in ("ppv", "npv") and is_number(metric.get("prevalence")):
+                where = "test set" if str(metric.get("prevalence_source", "")).startswith("test set") else "stated"
+                label = f"{label} at {fmt_value(metric['prevalence'], 'pct')} prevalence ({where})"
             result.append((label, value, ci))
     return result

@@ -9,7 +9,20 @@ What lives here and why it is hand-written:
   Neither scipy nor scikit-learn offers DeLong.
 * :func:`mcnemar`, :func:`mcnemar_exact`, :func:`mcnemar_test`: McNemar's test on discordant pairs.
 * :func:`brier_score`, :func:`expected_calibration_error`, :func:`reliability_curve`.
-* :func:`adjusted_ppv_npv`: predictive values at another prevalence (Bayes' rule).
+* :func:`adjusted_ppv_npv`: predictive values at another prevalence (Bayes' rule), and
+  :func:`predictive_values_ci`: their logit intervals (Mercaldo, Lau & Zhou 2007).
+* :func:`clustered_proportion_ci`: a proportion from patients with several samples: Wilson at the
+  effective sample size n / DE, the design effect from the ratio estimator (:func:`ratio_design_effect`).
+* :func:`obuchowski_auc_variance`, :func:`obuchowski_paired_test`: the clustered AUC variance of
+  Obuchowski (1997, Biometrics 53:567), patients as clusters; DeLong's with one sample per patient.
+* :func:`auc_ci`: the AUC interval on the logit scale from the DeLong / Obuchowski variance, and
+  Newcombe's (2006) score interval (:func:`newcombe_auc_ci`) where that is undefined (AUC 0 or 1).
+* :func:`count_statistic_ci`: BCa intervals for F1, MCC and balanced accuracy (:func:`bca_interval`),
+  with a Jeffreys-posterior fallback (:func:`confusion_posterior_ci`) where every replicate is equal.
+* :func:`logistic_calibration`: calibration intercept and slope with Wald intervals, observed /
+  expected, scaled Brier; :func:`decision_curve`: net benefit (Vickers & Elkin 2006).
+  Neither scipy nor scikit-learn has these (statsmodels, which would fit the recalibration
+  models, is not a dependency; two-parameter Newton iterations do not justify one).
 * :func:`mean_proportion_ci`: the interval of a macro average of proportions (multi-class
   sensitivity, ...): neither scipy nor statsmodels has one, and a percentile bootstrap collapses to
   a point when every class's proportion is 0 or 1.
@@ -35,25 +48,41 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy import optimize
 from scipy import stats as sps
+from scipy.special import expit
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 __all__ = [
     "BOOTSTRAP_STATISTICS",
+    "COUNT_STATISTIC_RANGES",
+    "DECISION_THRESHOLDS",
+    "EXTRA_BOOTSTRAP_STATISTICS",
+    "AucInterval",
     "BootstrapResult",
+    "ClusteredProportion",
     "adjusted_ppv_npv",
+    "auc_ci",
+    "bca_interval",
+    "bca_method_text",
     "binary_point_metrics",
     "bootstrap_cluster_weights",
     "bootstrap_method_text",
+    "bounded_statistic_ci",
     "brier_score",
     "cluster_bootstrap",
     "cluster_bootstrap_multiclass",
     "cluster_bootstrap_shared",
+    "clustered_proportion_ci",
     "confusion_counts",
+    "confusion_posterior_ci",
+    "count_statistic_ci",
+    "decision_curve",
     "delong_auc_variance",
     "delong_ci",
     "delong_paired_test",
     "expected_calibration_error",
+    "logistic_calibration",
     "mcnemar",
     "mcnemar_exact",
     "mcnemar_table",
@@ -61,7 +90,14 @@ __all__ = [
     "mean_proportion_ci",
     "metrics_from_counts",
     "midranks",
+    "multiclass_posterior_ci",
+    "newcombe_auc_ci",
+    "newcombe_auc_variance",
+    "obuchowski_auc_variance",
+    "obuchowski_paired_test",
+    "predictive_values_ci",
     "proportion_ci",
+    "ratio_design_effect",
     "reliability_curve",
     "weighted_statistics",
 ]
@@ -73,7 +109,10 @@ BOOTSTRAP_STATISTICS: tuple[str, ...] = (
     "sensitivity", "specificity", "ppv", "npv", "accuracy", "balanced_accuracy", "f1", "mcc",
     "auc", "pr_auc", "brier", "ece",
 )
-_SCORE_STATISTICS = frozenset({"auc", "pr_auc", "brier", "ece"})
+# Evaluated like them, but not part of the report's metric table: the scaled Brier score
+# (1 - Brier / (prevalence (1 - prevalence)), Steyerberg et al. 2010) of the calibration section.
+EXTRA_BOOTSTRAP_STATISTICS: tuple[str, ...] = ("scaled_brier",)
+_SCORE_STATISTICS = frozenset({"auc", "pr_auc", "brier", "ece", "scaled_brier"})
 _PREDICTION_STATISTICS = frozenset(BOOTSTRAP_STATISTICS) - _SCORE_STATISTICS
 
 # Exact binomial McNemar below this many discordant pairs (the chi-square approximation is poor there).
@@ -113,21 +152,27 @@ def proportion_ci(successes: int, total: int, method: str = "wilson", level: flo
         raise ValueError(f"proportion needs 0 <= successes <= total, got {x}/{n}")
     if method not in PROPORTION_METHODS:
         raise ValueError(f"unknown proportion CI method {method!r}; use one of {', '.join(PROPORTION_METHODS)}")
-    if n == 0:
+    return _proportion_interval(float(x), float(n), method, level)
+
+
+def _proportion_interval(x: float, n: float, method: str, level: float) -> tuple[float, float]:
+    """Wilson or Clopper-Pearson bounds for ``x`` successes in ``n`` trials, both possibly fractional
+    (an effective sample size, :func:`clustered_proportion_ci`)."""
+    if n <= 0:
         return (math.nan, math.nan)
     if method == "wilson":
         z = _z(level)
         z2 = z * z
         centre = (x + z2 / 2.0) / (n + z2)
-        half = z / (n + z2) * math.sqrt(x * (n - x) / n + z2 / 4.0)
-        lower = 0.0 if x == 0 else max(0.0, centre - half)
-        upper = 1.0 if x == n else min(1.0, centre + half)
+        half = z / (n + z2) * math.sqrt(max(x * (n - x) / n, 0.0) + z2 / 4.0)
+        lower = 0.0 if x <= 0 else max(0.0, centre - half)
+        upper = 1.0 if x >= n else min(1.0, centre + half)
         return (lower, upper)
     alpha = 1.0 - level
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"confidence level must lie in (0, 1), got {level}")
-    lower = 0.0 if x == 0 else float(sps.beta.ppf(alpha / 2.0, x, n - x + 1))
-    upper = 1.0 if x == n else float(sps.beta.ppf(1.0 - alpha / 2.0, x + 1, n - x))
+    lower = 0.0 if x <= 0 else float(sps.beta.ppf(alpha / 2.0, x, n - x + 1))
+    upper = 1.0 if x >= n else float(sps.beta.ppf(1.0 - alpha / 2.0, x + 1, n - x))
     return (lower, upper)
 
 
@@ -202,6 +247,180 @@ def adjusted_ppv_npv(sensitivity: float, specificity: float, prevalence: float) 
     ppv = true_pos / (true_pos + false_pos) if true_pos + false_pos > 0 else math.nan
     npv = true_neg / (true_neg + false_neg) if true_neg + false_neg > 0 else math.nan
     return (ppv, npv)
+
+
+@dataclass(frozen=True)
+class ClusteredProportion:
+    """A proportion from clustered samples and its interval at the effective sample size.
+
+    Attributes:
+        value: the pooled proportion ``sum(successes) / sum(totals)`` (the ratio estimator).
+        ci: ``(lower, upper)``.
+        design_effect: the design effect the interval used (>= 1).
+        n_effective: ``n / design_effect``.
+        n_samples: ``sum(totals)``; n_clusters: clusters with a nonzero total.
+        estimated: True when the design effect was estimated; False when it could not be (the
+            proportion is 0 or 1, or one cluster) and every cluster counted as one observation.
+        method: one sentence for the report.
+    """
+
+    value: float
+    ci: tuple[float, float]
+    design_effect: float
+    n_effective: float
+    n_samples: int
+    n_clusters: int
+    estimated: bool
+    method: str
+
+
+def ratio_design_effect(successes: Sequence[float] | np.ndarray, totals: Sequence[float] | np.ndarray) -> float:
+    """Design effect of a proportion estimated from clusters (Kish 1965, ratio estimator).
+
+    With ``k`` clusters of ``n_i`` samples holding ``x_i`` successes, ``p = sum x_i / sum n_i`` is a
+    ratio estimator whose variance is ``k / (k - 1) * sum (x_i - p n_i)^2 / n^2`` (Cochran 1977,
+    6.9); the design effect is that over the variance under independent sampling,
+    ``p (1 - p) / (n - 1)``. Both are the unbiased forms, so that a design of one sample per
+    cluster has a design effect of exactly 1.
+
+    Returns:
+        The design effect (may be below 1); nan when it cannot be estimated: fewer than two clusters,
+        fewer than two samples, or ``p`` is 0 or 1 (no variation to compare).
+    """
+    x = np.asarray(successes, dtype=np.float64)
+    n = np.asarray(totals, dtype=np.float64)
+    keep = n > 0
+    x, n = x[keep], n[keep]
+    k, total = x.size, float(n.sum())
+    if k < 2 or total < 2:
+        return math.nan
+    p = float(x.sum()) / total
+    if p <= 0.0 or p >= 1.0:
+        return math.nan
+    clustered_variance = k / (k - 1.0) * float(np.sum((x - p * n) ** 2)) / total**2
+    independent_variance = p * (1.0 - p) / (total - 1.0)
+    return clustered_variance / independent_variance
+
+
+def clustered_proportion_ci(successes: Sequence[float] | np.ndarray, totals: Sequence[float] | np.ndarray,
+                            method: str = "wilson", level: float = 0.95) -> ClusteredProportion:
+    """Interval of a proportion whose samples come in clusters (patients with several studies).
+
+    The Wilson (or Clopper-Pearson) interval at the effective sample size ``n / DE``, with the
+    design effect ``DE`` from :func:`ratio_design_effect`, floored at 1 (clustering never narrows
+    the interval). Where ``DE`` cannot be estimated (the proportion is 0 or 1, or a single cluster)
+    each cluster counts as one observation (``n_eff`` = the number of clusters), the most the
+    clustering can cost. This replaces taking the union with a bootstrap interval, which has no
+    coverage theory and collapses to a point at 0 and 1.
+
+    Args:
+        successes: successes per cluster.
+        totals: samples per cluster (clusters with 0 are ignored).
+        method: ``"wilson"`` or ``"clopper-pearson"``.
+        level: confidence level.
+
+    Returns:
+        A :class:`ClusteredProportion`; value and ci nan when there is no sample.
+
+    Raises:
+        ValueError: unknown method, mismatched lengths, or counts out of range.
+    """
+    if method not in PROPORTION_METHODS:
+        raise ValueError(f"unknown proportion CI method {method!r}; use one of {', '.join(PROPORTION_METHODS)}")
+    x = np.asarray(successes, dtype=np.float64)
+    n = np.asarray(totals, dtype=np.float64)
+    if x.shape != n.shape or x.ndim != 1:
+        raise ValueError(f"need one success count per cluster total, got {x.shape} and {n.shape}")
+    if np.any(x < 0) or np.any(x > n):
+        raise ValueError("clustered proportion needs 0 <= successes <= total in every cluster")
+    n_clusters = int(np.sum(n > 0))
+    total = float(n.sum())
+    name = "Wilson score interval" if method == "wilson" else "Clopper-Pearson exact interval"
+    if total == 0:
+        return ClusteredProportion(math.nan, (math.nan, math.nan), math.nan, 0.0, 0, 0, False,
+                                   f"{name}: no sample")
+    p = float(x.sum()) / total
+    estimate = ratio_design_effect(x, n)
+    if math.isfinite(estimate):
+        design_effect, estimated = max(1.0, estimate), True
+        why = (f"design effect {design_effect:.2f} (ratio estimator over {n_clusters} patients"
+               + (f"; estimate {estimate:.2f} floored at 1" if estimate < 1.0 else "") + ")")
+    else:
+        design_effect, estimated = total / n_clusters, False
+        why = (f"the design effect cannot be estimated when the proportion is {p:g}, so each of the "
+               f"{n_clusters} patients counts as one observation")
+    n_effective = total / design_effect
+    ci = _proportion_interval(p * n_effective, n_effective, method, level)
+    return ClusteredProportion(
+        value=p, ci=ci, design_effect=design_effect, n_effective=n_effective, n_samples=int(round(total)),
+        n_clusters=n_clusters, estimated=estimated,
+        method=f"{name} at the effective sample size, n / DE = {n_effective:.1f} of {int(round(total))} samples; {why}",
+    )
+
+
+def predictive_values_ci(tp: float, fn: float, fp: float, tn: float, prevalence: float, level: float = 0.95,
+                         n_diseased: float | None = None, n_healthy: float | None = None) -> dict[str, Any]:
+    """PPV and NPV at a stated prevalence with the logit intervals of Mercaldo, Lau & Zhou (2007).
+
+    Mercaldo et al. (Stat Med 26:2170, section 2.2): with sensitivity ``Se`` from ``n1`` diseased and
+    specificity ``Sp`` from ``n0`` healthy subjects and a known prevalence ``p``,
+    ``logit PPV = log(Se p / ((1 - Sp)(1 - p)))`` with variance
+    ``(1 - Se) / (Se n1) + Sp / ((1 - Sp) n0)``, and ``logit NPV = log(Sp (1 - p) / ((1 - Se) p))``
+    with variance ``Se / ((1 - Se) n1) + (1 - Sp) / (Sp n0)``; the bounds are back-transformed.
+    When a cell of the 2x2 table is 0 these are undefined, and their adjusted estimates are used
+    (their Table II): ``Se~ = (n1 Se + z^2/2) / (n1 + z^2)``, ``Sp~`` likewise, ``n1 + z^2`` and
+    ``n0 + z^2`` in the variances; the point estimate is then the adjusted one too (the plug-in of
+    Se = 1 or Sp = 1 claims a PPV or NPV of exactly 1). Sensitivity and specificity are the only
+    inputs, so the test set's own case mix does not matter (a case-control or enriched design is fine).
+
+    Args:
+        tp, fn, fp, tn: the 2x2 counts.
+        prevalence: the stated prevalence, strictly between 0 and 1.
+        level: confidence level.
+        n_diseased, n_healthy: effective sizes to use instead of ``tp + fn`` and ``fp + tn`` (the
+            counts divided by their design effects when patients contribute several samples).
+
+    Returns:
+        ``{"ppv": (value, lower, upper), "npv": (value, lower, upper), "adjusted": bool,
+        "plug_in": (ppv, npv)}``; nan where a class is absent.
+
+    Raises:
+        ValueError: a prevalence outside (0, 1) or a negative count.
+    """
+    p = float(prevalence)
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"prevalence must lie strictly between 0 and 1, got {prevalence}")
+    counts = [float(value) for value in (tp, fn, fp, tn)]
+    if any(value < 0 for value in counts):
+        raise ValueError(f"2x2 counts must be >= 0, got tp={tp}, fn={fn}, fp={fp}, tn={tn}")
+    tp, fn, fp, tn = counts
+    n1 = float(n_diseased) if n_diseased is not None else tp + fn
+    n0 = float(n_healthy) if n_healthy is not None else fp + tn
+    undefined = (math.nan, math.nan, math.nan)
+    if tp + fn == 0 or fp + tn == 0 or n1 <= 0 or n0 <= 0:
+        return {"ppv": undefined, "npv": undefined, "adjusted": False, "plug_in": (math.nan, math.nan)}
+    se, sp = tp / (tp + fn), tn / (tn + fp)
+    plug_in = adjusted_ppv_npv(se, sp, p)
+    z = _z(level)
+    adjusted = min(tp, fn, fp, tn) == 0
+    if adjusted:
+        se = (n1 * se + z * z / 2.0) / (n1 + z * z)
+        sp = (n0 * sp + z * z / 2.0) / (n0 + z * z)
+        n1, n0 = n1 + z * z, n0 + z * z
+    logit_ppv = math.log(se * p / ((1.0 - sp) * (1.0 - p)))
+    var_ppv = (1.0 - se) / (se * n1) + sp / ((1.0 - sp) * n0)
+    logit_npv = math.log(sp * (1.0 - p) / ((1.0 - se) * p))
+    var_npv = se / ((1.0 - se) * n1) + (1.0 - sp) / (sp * n0)
+
+    def interval(centre: float, variance: float) -> tuple[float, float, float]:
+        half = z * math.sqrt(variance)
+        return (float(expit(centre)), float(expit(centre - half)), float(expit(centre + half)))
+
+    ppv = interval(logit_ppv, var_ppv)
+    npv = interval(logit_npv, var_npv)
+    if not adjusted:  # the point estimate stays Bayes' rule with the observed Se and Sp (the same number)
+        ppv, npv = (plug_in[0], ppv[1], ppv[2]), (plug_in[1], npv[1], npv[2])
+    return {"ppv": ppv, "npv": npv, "adjusted": adjusted, "plug_in": plug_in}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -441,7 +660,11 @@ def delong_paired_test(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.nd
     if a.shape != b.shape:
         raise ValueError(f"scores_a and scores_b differ in length: {a.size} vs {b.size}")
     auc, v10, v01 = _delong_components(labels, np.vstack([a, b]))
-    cov = _delong_covariance(v10, v01)
+    return _paired_auc_result(auc, _delong_covariance(v10, v01), level)
+
+
+def _paired_auc_result(auc: np.ndarray, cov: np.ndarray, level: float) -> dict[str, float]:
+    """The test of AUC(a) - AUC(b) from the two AUCs and their 2x2 covariance."""
     difference = float(auc[0] - auc[1])
     variance = float(cov[0, 0] + cov[1, 1] - 2.0 * cov[0, 1])
     se = math.sqrt(max(variance, 0.0))
@@ -461,6 +684,202 @@ def delong_paired_test(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.nd
         "p_value": p_value,
         "ci95": [difference - half, difference + half],
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# Clustered AUC (Obuchowski 1997) and AUC intervals near the boundary
+# --------------------------------------------------------------------------------------------------
+
+
+def _obuchowski_covariance(labels: np.ndarray, scores: np.ndarray,
+                           clusters: np.ndarray | Sequence) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """AUCs of the rows of ``scores`` and their covariance with patients as clusters.
+
+    Obuchowski (1997, Biometrics 53:567), with ``I`` clusters, ``m_i`` positive and ``n_i`` negative
+    units in cluster i, ``M = sum m_i``, ``N = sum n_i``, ``I10`` / ``I01`` the clusters holding any
+    positive / negative unit and the structural components ``V10(X_i.)`` (sum over cluster i's
+    positives of the fraction of all negatives below them, ties 1/2) and ``V01(Y_i.)`` (sum over its
+    negatives of the fraction of all positives above them)::
+
+        S10 = I10 / ((I10 - 1) M) sum_i (V10(X_i.) - m_i A)(V10(X_i.) - m_i A)'
+        S01 = I01 / ((I01 - 1) N) sum_i (V01(Y_i.) - n_i A)(V01(Y_i.) - n_i A)'
+        S11 = I / (I - 1)         sum_i (V10(X_i.) - m_i A)(V01(Y_i.) - n_i A)'
+        cov = S10 / M + S01 / N + (S11 + S11') / (M N)
+
+    With one unit per cluster ``S11`` is 0 and ``S10``, ``S01`` are DeLong's. The placement values
+    come from the midrank algorithm (:func:`_delong_components`), so this is O(n log n); a term
+    whose cluster count is 1 is taken as 0 (no spread to estimate), as DeLong with one sample.
+    """
+    y = _binary_array(labels, "labels")
+    auc, v10, v01 = _delong_components(y, scores)
+    codes, n_clusters = _cluster_codes(clusters, y.size)
+    positive = y == 1
+    pos_codes, neg_codes = codes[positive], codes[~positive]
+    m_i = np.bincount(pos_codes, minlength=n_clusters).astype(np.float64)
+    n_i = np.bincount(neg_codes, minlength=n_clusters).astype(np.float64)
+    d10 = np.vstack([np.bincount(pos_codes, weights=row, minlength=n_clusters) for row in v10]) - auc[:, None] * m_i
+    d01 = np.vstack([np.bincount(neg_codes, weights=row, minlength=n_clusters) for row in v01]) - auc[:, None] * n_i
+    big_m, big_n = float(m_i.sum()), float(n_i.sum())
+    i10, i01 = int(np.sum(m_i > 0)), int(np.sum(n_i > 0))
+    zeros = np.zeros((auc.size, auc.size))
+    s10 = i10 / ((i10 - 1.0) * big_m) * (d10 @ d10.T) if i10 > 1 else zeros
+    s01 = i01 / ((i01 - 1.0) * big_n) * (d01 @ d01.T) if i01 > 1 else zeros
+    s11 = n_clusters / (n_clusters - 1.0) * (d10 @ d01.T) if n_clusters > 1 else zeros
+    cov = s10 / big_m + s01 / big_n + (s11 + s11.T) / (big_m * big_n)
+    return auc, cov, {"clusters": n_clusters, "clusters_with_positive": i10, "clusters_with_negative": i01}
+
+
+def obuchowski_auc_variance(labels: np.ndarray, scores: np.ndarray,
+                            clusters: np.ndarray | Sequence) -> tuple[float, float]:
+    """ROC AUC and its Obuchowski (1997) variance with ``clusters`` (patients) as the units sampled.
+
+    Equals :func:`delong_auc_variance` when every cluster holds one sample.
+
+    Raises:
+        ValueError: only one class present, or lengths differ.
+    """
+    auc, cov, _ = _obuchowski_covariance(labels, scores, clusters)
+    return float(auc[0]), float(cov[0, 0])
+
+
+def obuchowski_paired_test(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray,
+                           clusters: np.ndarray | Sequence, level: float = 0.95) -> dict[str, float]:
+    """Test of two correlated AUCs (both models on the same samples) with patients as clusters.
+
+    The 2x2 covariance of Obuchowski (1997), including the cross-model terms ``S10^(12)``,
+    ``S01^(12)``, ``S11^(12)`` and ``S11^(21)``; equals :func:`delong_paired_test` with one sample
+    per cluster.
+
+    Returns:
+        The keys of :func:`delong_paired_test`.
+    """
+    a = _score_array(scores_a, "scores_a")
+    b = _score_array(scores_b, "scores_b")
+    if a.shape != b.shape:
+        raise ValueError(f"scores_a and scores_b differ in length: {a.size} vs {b.size}")
+    auc, cov, _ = _obuchowski_covariance(labels, np.vstack([a, b]), clusters)
+    return _paired_auc_result(auc, cov, level)
+
+
+def newcombe_auc_variance(auc: float, n_positive: float, n_negative: float) -> float:
+    """Hanley & McNeil's (1982) AUC variance as modified by Newcombe (2006, method 4).
+
+    ``A (1 - A) [1 + (N* - 1)(1 - A) / (2 - A) + (N* - 1) A / (1 + A)] / (m n)`` with
+    ``N* = (m + n) / 2`` in place of both sample sizes.
+    """
+    m, n = float(n_positive), float(n_negative)
+    factor = (m + n) / 2.0 - 1.0
+    return auc * (1.0 - auc) * (1.0 + factor * (1.0 - auc) / (2.0 - auc) + factor * auc / (1.0 + auc)) / (m * n)
+
+
+def newcombe_auc_ci(auc: float, n_positive: float, n_negative: float, level: float = 0.95) -> tuple[float, float]:
+    """Newcombe's (2006, Stat Med 25:559, method 5) score interval for an AUC.
+
+    The set of ``A`` with ``(auc - A)^2 <= z^2 V(A)``, ``V`` from :func:`newcombe_auc_variance`
+    evaluated at ``A`` (not at the estimate), so that an AUC of 1 (perfect separation) still has a
+    lower bound below 1: 4 positives and 5 negatives give 0.61. Found by root bracketing on
+    each side of the estimate.
+
+    Returns:
+        ``(lower, upper)`` within [0, 1]; nan without positives or negatives.
+    """
+    a = float(auc)
+    m, n = float(n_positive), float(n_negative)
+    if not (m > 0 and n > 0 and 0.0 <= a <= 1.0):
+        return (math.nan, math.nan)
+    z2 = _z(level) ** 2
+
+    def excess(theta: float) -> float:
+        return (a - theta) ** 2 - z2 * newcombe_auc_variance(theta, m, n)
+
+    # At the estimate the excess is -z^2 V(auc) < 0 unless auc is 0 or 1, where it is 0; the side
+    # towards the edge is then divided by (auc - theta) so that the root at auc itself drops out.
+    if a >= 1.0:
+        lower = optimize.brentq(lambda t: (1.0 - t) - z2 * newcombe_auc_variance(t, m, n) / (1.0 - t)
+                                if t < 1.0 else -1.0, 0.0, 1.0, xtol=1e-14)
+    elif a <= 0.0:
+        lower = 0.0
+    else:
+        lower = optimize.brentq(excess, 0.0, a, xtol=1e-14)
+    if a <= 0.0:
+        upper = optimize.brentq(lambda t: t - z2 * newcombe_auc_variance(t, m, n) / t if t > 0.0 else -1.0,
+                                0.0, 1.0, xtol=1e-14)
+    elif a >= 1.0:
+        upper = 1.0
+    else:
+        upper = optimize.brentq(excess, a, 1.0, xtol=1e-14)
+    return (float(lower), float(upper))
+
+
+@dataclass(frozen=True)
+class AucInterval:
+    """An AUC with its interval and how it was obtained.
+
+    Attributes:
+        value: the AUC (Mann-Whitney estimate).
+        ci: ``(lower, upper)``.
+        variance: the DeLong or Obuchowski variance (0 under perfect separation).
+        clustered: True when the Obuchowski clustered variance was used.
+        boundary: True when the Newcombe score interval replaced the logit interval.
+        method: one sentence for the report.
+    """
+
+    value: float
+    ci: tuple[float, float]
+    variance: float
+    clustered: bool
+    boundary: bool
+    method: str
+
+
+def auc_ci(labels: np.ndarray, scores: np.ndarray, clusters: np.ndarray | Sequence | None = None,
+           level: float = 0.95) -> AucInterval:
+    """AUC with a confidence interval on the logit scale that never has zero width.
+
+    The variance is DeLong's (Sun & Xu 2014) or, when ``clusters`` is given and some cluster holds
+    several samples, Obuchowski's (1997) with the clusters (patients) as units. The interval is the
+    Wald interval of ``logit(AUC)`` with the delta-method standard error ``SE / (AUC (1 - AUC))``,
+    back-transformed (Pepe 2003, section 5.2; Qin & Hotilovac 2008): it stays inside (0, 1) and is
+    asymmetric near the edges, unlike the Wald interval on the AUC scale. Where the AUC is 0 or 1 or
+    its variance is 0 (perfect separation) the logit interval is undefined, and Newcombe's (2006)
+    score interval (:func:`newcombe_auc_ci`) is used instead, with ``m`` and ``n`` the patients
+    holding positive and negative samples when clustered (each patient counted once: the most the
+    clustering can cost).
+
+    Raises:
+        ValueError: only one class present, or lengths differ.
+    """
+    y = _binary_array(labels, "labels")
+    clustered = False
+    if clusters is not None:
+        _, n_clusters = _cluster_codes(clusters, y.size)
+        clustered = n_clusters < y.size
+    if clustered:
+        auc_values, cov, counts = _obuchowski_covariance(y, scores, clusters)  # type: ignore[arg-type]
+        auc, variance = float(auc_values[0]), float(cov[0, 0])
+        m, n = counts["clusters_with_positive"], counts["clusters_with_negative"]
+        name = "Obuchowski clustered variance"
+        source = (f"Obuchowski (1997) nonparametric variance, the {counts['clusters']} patients as clusters of "
+                  f"{int(y.size)} samples")
+        units = " patients holding positive / negative samples"
+    else:
+        auc, variance = delong_auc_variance(y, scores)
+        m, n = int(y.sum()), int(y.size - y.sum())
+        name, source = "DeLong variance", "DeLong et al. 1988 by the midrank algorithm of Sun & Xu 2014"
+        units = ""
+    variance = max(variance, 0.0)
+    if 0.0 < auc < 1.0 and variance > 0.0:
+        half = _z(level) * math.sqrt(variance) / (auc * (1.0 - auc))
+        centre = math.log(auc / (1.0 - auc))
+        ci = (float(expit(centre - half)), float(expit(centre + half)))
+        method = (f"{name} on the logit scale, Wald interval ({source}, delta-method standard error "
+                  "SE / (AUC (1 - AUC)), back-transformed)")
+        return AucInterval(auc, ci, variance, clustered, False, method)
+    ci = newcombe_auc_ci(auc, m, n, level)
+    why = "perfect separation" if auc in (0.0, 1.0) else "every placement value equal"
+    method = (f"Newcombe (2006) score interval (method 5, Hanley-McNeil variance, m = {m} and n = {n}{units}); the "
+              f"{name} is 0 here ({why}), so the logit-scale interval is undefined")
+    return AucInterval(auc, ci, variance, clustered, True, method)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -700,7 +1119,8 @@ class _ReplicateEvaluator:
         y = labels.astype(bool)
         self.needs_counts = any(name in _PREDICTION_STATISTICS for name in self.statistics)
         self.needs_levels = any(name in ("auc", "pr_auc") for name in self.statistics)
-        self.needs_calibration = any(name in ("brier", "ece") for name in self.statistics)
+        self.needs_calibration = any(name in ("brier", "ece", "scaled_brier") for name in self.statistics)
+        self.needs_outcomes = "scaled_brier" in self.statistics
 
         def per_cluster(values: np.ndarray) -> np.ndarray:
             return np.bincount(codes, weights=values.astype(np.float64), minlength=n_clusters)
@@ -712,10 +1132,15 @@ class _ReplicateEvaluator:
             columns += [per_cluster(y & p), per_cluster(~y & p), per_cluster(~y & ~p), per_cluster(y & ~p)]
         if self.needs_calibration:
             s = scores.astype(np.float64)  # type: ignore[union-attr]
+            self.brier_column = len(columns)
             columns.append(per_cluster((s - y) ** 2))
             bin_gap = np.zeros((n_clusters, n_bins))
             np.add.at(bin_gap, (codes, _bin_index(s, n_bins)), s - y)
+            self.bin_columns = slice(len(columns), len(columns) + n_bins)
             columns += list(bin_gap.T)
+        if self.needs_outcomes:
+            self.outcome_column = len(columns)
+            columns.append(per_cluster(y))
         self.additive = np.column_stack(columns)
         if self.needs_levels:
             s = scores.astype(np.float64)  # type: ignore[union-attr]
@@ -746,9 +1171,11 @@ class _ReplicateEvaluator:
         if self.needs_levels:
             out.update(self._ranking(weights, weights_f, integral, total))
         if self.needs_calibration:
-            out["brier"] = _ratio(sums[:, 5 if self.needs_counts else 1], total)
-            first = 6 if self.needs_counts else 2
-            out["ece"] = _ratio(np.abs(sums[:, first:]).sum(axis=1), total)
+            out["brier"] = _ratio(sums[:, self.brier_column], total)
+            out["ece"] = _ratio(np.abs(sums[:, self.bin_columns]).sum(axis=1), total)
+        if self.needs_outcomes:
+            prevalence = _ratio(sums[:, self.outcome_column], total)
+            out["scaled_brier"] = 1.0 - _ratio(out["brier"], prevalence * (1.0 - prevalence))
         return {name: out[name] for name in self.statistics}
 
     def _ranking(self, weights: np.ndarray, weights_f: np.ndarray, integral: bool,
@@ -808,15 +1235,16 @@ class _ReplicateEvaluator:
 
 
 def _check_bootstrap_inputs(statistics: Sequence[str], labels, scores, predictions, threshold):
-    unknown = [name for name in statistics if name not in BOOTSTRAP_STATISTICS]
+    known = BOOTSTRAP_STATISTICS + EXTRA_BOOTSTRAP_STATISTICS
+    unknown = [name for name in statistics if name not in known]
     if unknown:
-        raise ValueError(f"unknown bootstrap statistic(s) {unknown}; choose from {', '.join(BOOTSTRAP_STATISTICS)}")
+        raise ValueError(f"unknown bootstrap statistic(s) {unknown}; choose from {', '.join(known)}")
     y = _binary_array(labels, "labels")
     s = None if scores is None else _score_array(scores)
     if s is not None and s.shape != y.shape:
         raise ValueError(f"labels and scores differ in length: {y.size} vs {s.size}")
     if any(name in _SCORE_STATISTICS for name in statistics) and s is None:
-        raise ValueError("AUC, PR-AUC, Brier and ECE need scores")
+        raise ValueError("AUC, PR-AUC, Brier, scaled Brier and ECE need scores")
     p = None
     if any(name in _PREDICTION_STATISTICS for name in statistics):
         if predictions is not None:
@@ -1100,3 +1528,423 @@ def cluster_bootstrap_multiclass(
         macro[name] = result(point, stacked.mean(axis=0))
     accuracy = result(float(np.mean(y == pred)) if y.size else math.nan, np.concatenate(accuracy_blocks))
     return {"per_class": per_class, "macro": macro, "accuracy": accuracy}
+
+
+# --------------------------------------------------------------------------------------------------
+# Bootstrap intervals that keep their width (F1, MCC, balanced accuracy; bounded statistics)
+# --------------------------------------------------------------------------------------------------
+
+# Confusion-count statistics whose interval is BCa, with a posterior fallback, and their ranges.
+COUNT_STATISTIC_RANGES: dict[str, tuple[float, float]] = {
+    "f1": (0.0, 1.0), "mcc": (-1.0, 1.0), "balanced_accuracy": (0.0, 1.0),
+}
+
+
+def bca_interval(point: float, replicates: np.ndarray, jackknife: np.ndarray,
+                 level: float = 0.95) -> tuple[float, float] | None:
+    """Bias-corrected and accelerated bootstrap interval (Efron 1987; Efron & Tibshirani 1993, 14.3).
+
+    ``z0 = Phi^-1(share of replicates below the estimate, ties counted 1/2)``; the acceleration
+    ``a = sum d^3 / (6 (sum d^2)^(3/2))`` with ``d`` the jackknife values' mean minus each value;
+    the bounds are the replicates' quantiles at ``Phi(z0 + (z0 + z) / (1 - a (z0 + z)))`` for
+    ``z = Phi^-1(alpha / 2)`` and ``Phi^-1(1 - alpha / 2)``. Counting ties one half keeps ``z0``
+    finite for a discrete statistic whose replicates often equal the estimate (one error in 31).
+
+    Args:
+        point: the estimate on the data.
+        replicates: bootstrap replicates (nan where undefined: left out).
+        jackknife: leave-one-cluster-out estimates (nan left out).
+        level: confidence level.
+
+    Returns:
+        ``(lower, upper)``, or None where BCa is undefined: fewer than two defined replicates, all of
+        them equal, all on one side of the estimate, or an acceleration that folds the quantile map.
+    """
+    values = np.asarray(replicates, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size < 2 or not math.isfinite(point) or values.min() == values.max():
+        return None
+    share = float(np.mean(values < point) + 0.5 * np.mean(values == point))
+    if not 0.0 < share < 1.0:
+        return None
+    z0 = float(sps.norm.ppf(share))
+    jack = np.asarray(jackknife, dtype=np.float64)
+    jack = jack[np.isfinite(jack)]
+    spread = jack.mean() - jack if jack.size else np.zeros(0)
+    denominator = 6.0 * float(np.sum(spread**2)) ** 1.5
+    acceleration = float(np.sum(spread**3)) / denominator if denominator > 0 else 0.0
+    alpha = 1.0 - level
+    quantiles = []
+    for z in (sps.norm.ppf(alpha / 2.0), sps.norm.ppf(1.0 - alpha / 2.0)):
+        shifted = z0 + z
+        fold = 1.0 - acceleration * shifted
+        if fold <= 0:
+            return None
+        quantiles.append(float(sps.norm.cdf(z0 + shifted / fold)))
+    lower, upper = np.quantile(values, quantiles)
+    return (float(lower), float(upper))
+
+
+def bca_method_text(n_boot: int, clustered: bool, stratify: bool, level: float = 0.95) -> str:
+    """One line describing the BCa bootstrap, for the report's method column."""
+    unit = "patient-clustered" if clustered else "sample-level"
+    strata = ", stratified by outcome" if stratify else ""
+    jackknife = "leave-one-patient-out" if clustered else "leave-one-sample-out"
+    return (f"{unit} BCa bootstrap ({n_boot} replicates{strata}; bias-corrected and accelerated {level:.0%} "
+            f"interval, ties with the estimate counted 1/2, acceleration from the {jackknife} jackknife)")
+
+
+def confusion_posterior_ci(statistic: str, tp: float, fp: float, tn: float, fn: float, level: float = 0.95,
+                           scale: float = 1.0, n_draws: int = 20000, seed: int = 0) -> tuple[float, float]:
+    """Equal-tailed posterior interval of F1, MCC or balanced accuracy from the 2x2 table.
+
+    The cell probabilities get a Jeffreys ``Dirichlet(tp + 1/2, fp + 1/2, tn + 1/2, fn + 1/2)``
+    posterior (Goutte & Gaussier 2005 for F1; Brodersen et al. 2010 for balanced accuracy); the
+    statistic is evaluated on ``n_draws`` draws. As for the Jeffreys interval of a proportion (Brown,
+    Cai & DasGupta 2001), the bound is the statistic's edge when the estimate lies there (no error:
+    F1 = MCC = 1), so the interval always holds the estimate. Unlike a bootstrap it keeps a width
+    when no error (or no correct call) was made.
+
+    Args:
+        statistic: ``"f1"``, ``"mcc"`` or ``"balanced_accuracy"``.
+        tp, fp, tn, fn: the counts.
+        level: confidence (credible) level.
+        scale: multiplies the counts (e.g. patients / samples, so that clustered samples weigh as
+            many observations as there are patients).
+        n_draws: posterior draws; seed: their seed.
+
+    Returns:
+        ``(lower, upper)``.
+    """
+    if statistic not in COUNT_STATISTIC_RANGES:
+        raise ValueError(f"posterior interval for {statistic!r} is not available; use one of "
+                         f"{', '.join(COUNT_STATISTIC_RANGES)}")
+    counts = np.array([tp, fp, tn, fn], dtype=np.float64)
+    point = float(metrics_from_counts(*counts)[statistic])
+    draws = np.random.default_rng(seed).dirichlet(counts * float(scale) + 0.5, size=int(n_draws))
+    values = metrics_from_counts(draws[:, 0], draws[:, 1], draws[:, 2], draws[:, 3])[statistic]
+    alpha = 1.0 - level
+    lower, upper = (float(v) for v in np.quantile(values[np.isfinite(values)], [alpha / 2.0, 1.0 - alpha / 2.0]))
+    low_edge, high_edge = COUNT_STATISTIC_RANGES[statistic]
+    if point >= high_edge:
+        upper = high_edge
+    if point <= low_edge:
+        lower = low_edge
+    return (min(lower, point), max(upper, point))
+
+
+def count_statistic_ci(statistic: str, labels: np.ndarray, predictions: np.ndarray,
+                       clusters: np.ndarray | Sequence | None, bootstrap: BootstrapResult, level: float = 0.95,
+                       stratify: bool = True, seed: int = 0) -> tuple[tuple[float, float], str]:
+    """Interval of F1, MCC or balanced accuracy that does not collapse at 0 or 1 error.
+
+    BCa (:func:`bca_interval`) on the (clustered) bootstrap replicates in ``bootstrap``, with the
+    leave-one-cluster-out jackknife computed here from the per-cluster 2x2 counts. Where BCa is
+    undefined the percentile interval is used; where that has no width (every replicate equal: no
+    error, or no correct call, to resample) the posterior interval of
+    :func:`confusion_posterior_ci`, with the counts scaled to the number of clusters.
+
+    Returns:
+        ``((lower, upper), method)``; the method names the one that gave the interval.
+    """
+    y = _binary_array(labels, "labels")
+    p = _binary_array(predictions, "predictions")
+    codes, n_clusters = _cluster_codes(clusters, y.size)
+    clustered = clusters is not None
+    per_cluster = {name: np.bincount(codes, weights=mask.astype(np.float64), minlength=n_clusters)
+                   for name, mask in (("tp", (y == 1) & (p == 1)), ("fp", (y == 0) & (p == 1)),
+                                      ("tn", (y == 0) & (p == 0)), ("fn", (y == 1) & (p == 0)))}
+    totals = {name: float(values.sum()) for name, values in per_cluster.items()}
+    if n_clusters < 2:
+        jackknife = np.full(1, math.nan)
+    else:
+        jackknife = metrics_from_counts(*(totals[name] - per_cluster[name] for name in ("tp", "fp", "tn", "fn")))[
+            statistic]
+    point = float(metrics_from_counts(**totals)[statistic])
+    bca_text = bca_method_text(bootstrap.n_boot, clustered, stratify, level)
+    interval = bca_interval(point, bootstrap.replicates, jackknife, level)
+    if interval is not None and interval[1] > interval[0]:
+        return interval, bca_text
+    if math.isfinite(bootstrap.ci[0]) and bootstrap.ci[1] > bootstrap.ci[0]:
+        return bootstrap.ci, f"{bootstrap.method} (BCa is undefined here: every replicate on one side of the estimate)"
+    scale = n_clusters / y.size if clustered and y.size else 1.0
+    interval = confusion_posterior_ci(statistic, totals["tp"], totals["fp"], totals["tn"], totals["fn"],
+                                      level=level, scale=scale, seed=seed)
+    scaled = f", counts scaled to the {n_clusters} patients" if clustered and n_clusters < y.size else ""
+    return interval, (f"Jeffreys posterior interval of the 2x2 table (equal-tailed {level:.0%} under a Jeffreys "
+                      f"Dirichlet(1/2, 1/2, 1/2, 1/2) prior on its cells{scaled}, bounded by the metric's edge where "
+                      "the estimate lies on it); every bootstrap replicate equals the estimate here (nothing to "
+                      "resample), so the bootstrap gives no interval")
+
+
+def bounded_statistic_ci(value: float, n: float, level: float = 0.95) -> tuple[float, float]:
+    """A conservative interval for a statistic in [0, 1] that is a mean over ``n`` units.
+
+    The Wilson score interval of ``value`` as if it were a proportion of ``n``: among variables in
+    [0, 1] with a given mean the Bernoulli one has the largest variance, so this is at least as
+    wide as the score interval of the mean itself. For the rare case where every bootstrap
+    replicate is equal (a perfect ranking gives PR-AUC 1 in every replicate).
+    """
+    if not (math.isfinite(value) and n > 0):
+        return (math.nan, math.nan)
+    clipped = min(max(float(value), 0.0), 1.0)
+    return _proportion_interval(clipped * float(n), float(n), "wilson", level)
+
+
+# --------------------------------------------------------------------------------------------------
+# Calibration (logistic recalibration, observed / expected)
+# --------------------------------------------------------------------------------------------------
+
+CALIBRATION_CLIP = 1e-6  # scores are clipped to [eps, 1 - eps] before the logit
+
+
+def _fit_logistic(y: np.ndarray, design: np.ndarray, offset: np.ndarray, codes: np.ndarray | None,
+                  n_clusters: int, max_iter: int = 200) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Maximum-likelihood logistic regression by Newton's method with step halving.
+
+    Returns:
+        ``(coefficients, covariance, converged)``; the covariance is the inverse Fisher information,
+        or the cluster-robust sandwich ``I^-1 B I^-1`` with ``B = k/(k-1) sum_c U_c U_c'`` (``U_c``
+        the score summed over cluster c; Liang & Zeger 1986) when ``codes`` is given.
+    """
+    beta = np.zeros(design.shape[1])
+    beta[0] = math.log(max(y.mean(), 1e-12) / max(1.0 - y.mean(), 1e-12)) - float(offset.mean())
+
+    def loglik(b: np.ndarray) -> float:
+        eta = design @ b + offset
+        return float(np.sum(y * eta - np.logaddexp(0.0, eta)))
+
+    current = loglik(beta)
+    converged = False
+    info = np.eye(design.shape[1])
+    for _ in range(max_iter):
+        mu = expit(design @ beta + offset)
+        info = design.T @ (design * (mu * (1.0 - mu))[:, None])
+        score = design.T @ (y - mu)
+        try:
+            step = np.linalg.solve(info, score)
+        except np.linalg.LinAlgError:
+            return beta, np.full((beta.size, beta.size), np.nan), False
+        size = 1.0
+        while size > 1e-8:
+            candidate = beta + size * step
+            value = loglik(candidate)
+            if value >= current - 1e-12:
+                break
+            size /= 2.0
+        beta, current = candidate, value
+        if np.max(np.abs(size * step)) < 1e-10:
+            converged = True
+            break
+    mu = expit(design @ beta + offset)
+    info = design.T @ (design * (mu * (1.0 - mu))[:, None])
+    try:
+        inverse = np.linalg.inv(info)
+    except np.linalg.LinAlgError:
+        return beta, np.full((beta.size, beta.size), np.nan), False
+    if codes is None:
+        return beta, inverse, converged
+    residual = (y - mu)[:, None] * design
+    cluster_scores = np.vstack([np.bincount(codes, weights=residual[:, j], minlength=n_clusters)
+                                for j in range(design.shape[1])]).T
+    meat = n_clusters / (n_clusters - 1.0) * (cluster_scores.T @ cluster_scores) if n_clusters > 1 else info
+    return beta, inverse @ meat @ inverse, converged
+
+
+def logistic_calibration(labels: np.ndarray, probs: np.ndarray, clusters: np.ndarray | Sequence | None = None,
+                         level: float = 0.95) -> dict[str, Any]:
+    """Calibration of predicted probabilities: intercept, slope, observed / expected, scaled Brier.
+
+    * Calibration-in-the-large (Steyerberg 2019, ch. 15; Van Calster et al. 2016): the intercept
+      ``a`` of ``logit P(y=1) = a + logit(p)``, the logit of the scores entering as an offset (slope
+      fixed at 1); 0 is perfect, > 0 means the scores are too low on average.
+    * Calibration slope: ``b`` of ``logit P(y=1) = a + b logit(p)`` (logistic recalibration, Cox
+      1958); 1 is perfect, < 1 means scores too extreme. Not estimable when the scores separate the
+      outcomes (the maximum-likelihood slope is infinite) or are all equal.
+    * Both by maximum likelihood with Wald intervals; when patients contribute several samples the
+      standard errors are the patient-clustered sandwich (Liang & Zeger 1986).
+    * Observed / expected: ``O / E = sum y / sum p``; interval ``exp(log(O/E) +- z sqrt(DE (1 - O/N) / O))``
+      (binomial O with the expected count fixed, Debray et al. 2017 BMJ 356:i6460), ``DE`` the
+      design effect of the outcome fraction over patients (:func:`ratio_design_effect`, floored at 1).
+    * Brier score and the scaled Brier ``1 - Brier / (ybar (1 - ybar))`` (Steyerberg et al. 2010);
+      its interval comes from the bootstrap (statistic ``scaled_brier``).
+
+    Scores are clipped to ``[1e-6, 1 - 1e-6]`` before the logit (``n_clipped`` counts them).
+
+    Returns:
+        ``{"intercept": PART, "slope": PART, "oe_ratio": PART, "brier": float, "scaled_brier": float,
+        "n_clipped": int, "clustered": bool, "n_clusters": int}`` where ``PART = {"value", "ci",
+        "se", "method"}`` (value and ci nan with the reason in ``method`` when not estimable).
+
+    Raises:
+        ValueError: labels and probabilities of different lengths, or probabilities outside [0, 1].
+    """
+    y = _binary_array(labels, "labels").astype(np.float64)
+    p = _score_array(probs, "probs")
+    if p.shape != y.shape:
+        raise ValueError(f"labels and probabilities differ in length: {y.size} vs {p.size}")
+    if p.size and (p.min() < 0.0 or p.max() > 1.0):
+        raise ValueError("calibration needs probabilities in [0, 1]")
+    z = _z(level)
+    codes, n_clusters = _cluster_codes(clusters, y.size)
+    clustered = clusters is not None and n_clusters < y.size
+    robust = f"; standard error from the patient-clustered sandwich estimator ({n_clusters} patients)" \
+        if clustered else ""
+    clipped = np.clip(p, CALIBRATION_CLIP, 1.0 - CALIBRATION_CLIP)
+    x = np.log(clipped / (1.0 - clipped))
+    observed, n = float(y.sum()), float(y.size)
+
+    def part(value: float, se: float, method: str) -> dict:
+        if not (math.isfinite(value) and math.isfinite(se)):
+            return {"value": math.nan, "ci": (math.nan, math.nan), "se": math.nan, "method": method}
+        return {"value": value, "ci": (value - z * se, value + z * se), "se": se, "method": method}
+
+    undefined = "not estimable: only one outcome class present"
+    result: dict[str, Any] = {"n_clipped": int(np.sum(clipped != p)), "clustered": clustered, "n_clusters": n_clusters,
+                              "brier": brier_score(y.astype(np.int8), p) if y.size else math.nan}
+    prevalence = observed / n if n else math.nan
+    result["scaled_brier"] = (1.0 - result["brier"] / (prevalence * (1.0 - prevalence))
+                              if 0.0 < prevalence < 1.0 else math.nan)
+    both = 0.0 < observed < n
+    group = codes if clustered else None
+
+    intercept_text = (f"calibration-in-the-large: intercept a of logit P(y = 1) = a + logit(score), the logit "
+                      f"of the score as an offset (slope fixed at 1); maximum likelihood, Wald {level:.0%} "
+                      f"interval{robust}; 0 is perfect, > 0 means the scores are too low on average")
+    if both:
+        beta, cov, converged = _fit_logistic(y, np.ones((y.size, 1)), x, group, n_clusters)
+        result["intercept"] = part(float(beta[0]), math.sqrt(cov[0, 0]) if converged else math.nan,
+                                   intercept_text if converged else "not estimable: the fit did not converge")
+    else:
+        result["intercept"] = part(math.nan, math.nan, undefined)
+
+    slope_text = (f"calibration slope b of logit P(y = 1) = a + b logit(score) (logistic recalibration); "
+                  f"maximum likelihood, Wald {level:.0%} interval{robust}; 1 is perfect, < 1 means the scores are "
+                  "too extreme")
+    if not both:
+        result["slope"] = part(math.nan, math.nan, undefined)
+    elif np.ptp(x) == 0:
+        result["slope"] = part(math.nan, math.nan, "not estimable: every score is the same")
+    elif x[y == 0].max() <= x[y == 1].min() or x[y == 1].max() <= x[y == 0].min():
+        result["slope"] = part(math.nan, math.nan, "not estimable: the scores separate the outcomes completely, "
+                                                   "so the maximum-likelihood slope is infinite")
+    else:
+        beta, cov, converged = _fit_logistic(y, np.column_stack([np.ones(y.size), x]), np.zeros(y.size), group,
+                                             n_clusters)
+        result["slope"] = part(float(beta[1]), math.sqrt(cov[1, 1]) if converged else math.nan,
+                               slope_text if converged else "not estimable: the fit did not converge")
+        result["slope"]["intercept"] = float(beta[0]) if converged else math.nan
+
+    expected = float(p.sum())
+    if both and expected > 0:
+        design_effect, de_text = 1.0, ""
+        if clustered:
+            sizes = np.bincount(codes, minlength=n_clusters).astype(np.float64)
+            estimate = ratio_design_effect(np.bincount(codes, weights=y, minlength=n_clusters), sizes)
+            design_effect = max(1.0, estimate) if math.isfinite(estimate) else n / n_clusters
+            de_text = f", design effect {design_effect:.2f} over {n_clusters} patients (ratio estimator)"
+        ratio = observed / expected
+        se = math.sqrt(design_effect * (1.0 - observed / n) / observed)
+        result["oe_ratio"] = {
+            "value": ratio, "ci": (ratio * math.exp(-z * se), ratio * math.exp(z * se)), "se_log": se,
+            "observed": observed, "expected": expected,
+            "method": (f"observed / expected events ({observed:g} / {expected:.1f}); interval "
+                       f"exp(log(O/E) +- z sqrt(DE (1 - O/N) / O)) (binomial O, E fixed; Debray et al. 2017)"
+                       f"{de_text}; 1 is perfect"),
+        }
+    else:
+        result["oe_ratio"] = {"value": math.nan, "ci": (math.nan, math.nan), "se_log": math.nan,
+                              "observed": observed, "expected": expected, "method": undefined}
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Decision curve analysis
+# --------------------------------------------------------------------------------------------------
+
+DECISION_THRESHOLDS: tuple[float, ...] = tuple(round(k / 100, 2) for k in range(1, 100))
+
+
+def decision_curve(labels: np.ndarray, scores: np.ndarray, thresholds: Sequence[float] = DECISION_THRESHOLDS,
+                   prevalence: float | None = None) -> dict[str, Any]:
+    """Net benefit against threshold probability (Vickers & Elkin 2006, Med Decis Making 26:565).
+
+    At threshold probability ``t`` a sample is treated when its score is at least ``t``;
+    ``NB = TP / N - FP / N * t / (1 - t)``, written as ``Se pi - (1 - Sp)(1 - pi) t / (1 - t)``
+    so that a stated prevalence ``pi`` can replace the test set's (an enriched or case-control test
+    set: Pfeiffer & Gail 2020). Treat-all: ``pi - (1 - pi) t / (1 - t)``; treat-none: 0.
+
+    Args:
+        labels: 0/1 outcomes; scores: probabilities.
+        thresholds: threshold probabilities, each in (0, 1).
+        prevalence: the stated prevalence; None uses the test set's.
+
+    Returns:
+        ``{"thresholds", "net_benefit", "treat_all", "treat_none"}`` (lists of equal length) and
+        ``"prevalence"`` (the one used).
+
+    Raises:
+        ValueError: a threshold outside (0, 1), a prevalence outside [0, 1], or one class missing.
+    """
+    y = _binary_array(labels, "labels")
+    s = _score_array(scores)
+    t = np.asarray(thresholds, dtype=np.float64)
+    if t.size and (t.min() <= 0.0 or t.max() >= 1.0):
+        raise ValueError("decision-curve thresholds must lie strictly between 0 and 1")
+    m, n = int(y.sum()), int(y.size - y.sum())
+    if m == 0 or n == 0:
+        raise ValueError(f"a decision curve needs both classes; got {m} positives and {n} negatives")
+    pi = float(m / y.size) if prevalence is None else float(prevalence)
+    if not 0.0 <= pi <= 1.0:
+        raise ValueError(f"prevalence must lie in [0, 1], got {prevalence}")
+    positives, negatives = np.sort(s[y == 1]), np.sort(s[y == 0])
+    sensitivity = (m - np.searchsorted(positives, t, side="left")) / m
+    false_positive_rate = (n - np.searchsorted(negatives, t, side="left")) / n
+    odds = t / (1.0 - t)
+    return {
+        "thresholds": t.tolist(),
+        "net_benefit": (sensitivity * pi - false_positive_rate * (1.0 - pi) * odds).tolist(),
+        "treat_all": (pi - (1.0 - pi) * odds).tolist(),
+        "treat_none": np.zeros(t.size).tolist(),
+        "prevalence": pi,
+    }
+
+
+def multiclass_posterior_ci(statistic: str, confusion: np.ndarray | Sequence[Sequence[float]], level: float = 0.95,
+                            scale: float = 1.0, n_draws: int = 20000, seed: int = 0) -> tuple[float, float]:
+    """Posterior interval of the macro average of a one-vs-rest F1, MCC or balanced accuracy.
+
+    The multi-class form of :func:`confusion_posterior_ci`: a Jeffreys ``Dirichlet(c_ij + 1/2)``
+    posterior on the k x k confusion matrix (rows true, columns predicted; counts times ``scale``),
+    each draw's one-vs-rest statistic per class averaged over classes, with the edge rule (the bound
+    is the edge where the estimate lies on it).
+
+    Returns:
+        ``(lower, upper)``.
+    """
+    if statistic not in COUNT_STATISTIC_RANGES:
+        raise ValueError(f"posterior interval for {statistic!r} is not available; use one of "
+                         f"{', '.join(COUNT_STATISTIC_RANGES)}")
+    table = np.asarray(confusion, dtype=np.float64)
+    if table.ndim != 2 or table.shape[0] != table.shape[1]:
+        raise ValueError(f"confusion must be a square matrix, got shape {table.shape}")
+    k = table.shape[0]
+
+    def macro(cells: np.ndarray) -> np.ndarray:  # cells (draws, k, k)
+        tp = np.diagonal(cells, axis1=1, axis2=2)
+        fn = cells.sum(axis=2) - tp
+        fp = cells.sum(axis=1) - tp
+        tn = cells.sum(axis=(1, 2))[:, None] - tp - fn - fp
+        return metrics_from_counts(tp, fp, tn, fn)[statistic].mean(axis=1)
+
+    point = float(macro(table[None])[0])
+    draws = np.random.default_rng(seed).dirichlet(table.ravel() * float(scale) + 0.5, size=int(n_draws))
+    values = macro(draws.reshape(-1, k, k))
+    alpha = 1.0 - level
+    lower, upper = (float(v) for v in np.quantile(values[np.isfinite(values)], [alpha / 2.0, 1.0 - alpha / 2.0]))
+    low_edge, high_edge = COUNT_STATISTIC_RANGES[statistic]
+    if point >= high_edge:
+        upper = high_edge
+    if point <= low_edge:
+        lower = low_edge
+    return (min(lower, point), max(upper, point))

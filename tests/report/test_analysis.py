@@ -96,14 +96,21 @@ def test_metric_values_match_sklearn_and_hand(report):
         assert set(entry) >= {"value", "ci95", "method"}
         lower, upper = entry["ci95"]
         assert lower <= entry["value"] <= upper, name
-    # Patient P1 has two studies: the Wilson interval is widened by the clustered bootstrap, never narrowed.
-    wilson = stats.proportion_ci(4, 6)
-    assert metrics["sensitivity"]["ci95"][0] <= wilson[0] and metrics["sensitivity"]["ci95"][1] >= wilson[1]
+    # Patient P1 has two positive studies: Wilson at the effective sample size n / DE (was: the union with a
+    # bootstrap interval). Positives per patient P1 1/2, P4 1/1, P6 0/1, P9 1/1, P10 1/1; p = 4/6; ratio-estimator
+    # variance 5/4 * (1/9 + 1/9 + 4/9 + 1/9 + 1/9) / 36 over p(1 - p)/5 gives DE = 25/36, floored at 1.
+    assert metrics["sensitivity"]["ci95"] == pytest.approx(list(stats.proportion_ci(4, 6)))
+    assert metrics["sensitivity"]["design_effect"] == 1.0
     assert "Wilson" in metrics["sensitivity"]["method"]
-    assert "11 samples from 10 patients" in metrics["sensitivity"]["method"]
+    assert "6 samples from 5 patients" in metrics["sensitivity"]["method"]
+    assert "estimate 0.69 floored at 1" in metrics["sensitivity"]["method"]
     assert (metrics["sensitivity"]["numerator"], metrics["sensitivity"]["denominator"]) == (4, 6)
-    assert "DeLong (Sun & Xu 2014)" in metrics["auc"]["method"]
-    assert "bootstrap" in metrics["f1"]["method"] and "percentile" in metrics["f1"]["method"]
+    # Negatives are one per patient: plain Wilson.
+    assert metrics["specificity"]["ci95"] == pytest.approx(list(stats.proportion_ci(3, 5)))
+    assert metrics["auc"]["method"].startswith("Obuchowski clustered variance on the logit scale")
+    assert "Obuchowski (1997)" in metrics["auc"]["method"]
+    assert "BCa" in metrics["f1"]["method"]
+    assert "bootstrap" in metrics["brier"]["method"] and "percentile" in metrics["brier"]["method"]
 
 
 def test_one_study_per_patient_uses_plain_wilson_and_delong():
@@ -113,8 +120,12 @@ def test_one_study_per_patient_uses_plain_wilson_and_delong():
     assert result["metrics"]["sensitivity"]["ci95"] == pytest.approx(list(stats.proportion_ci(4, 6)))
     assert result["metrics"]["specificity"]["ci95"] == pytest.approx(list(stats.proportion_ci(3, 5)))
     _, labels, scores = _included()
-    _, lower, upper = stats.delong_ci(labels, scores)
-    assert result["metrics"]["auc"]["ci95"] == pytest.approx([lower, upper])
+    # Logit-scale Wald interval from the DeLong variance (was: the Wald interval on the AUC scale).
+    auc, variance = stats.delong_auc_variance(labels, scores)
+    half = 1.959963984540054 * np.sqrt(variance) / (auc * (1 - auc))
+    expected = 1 / (1 + np.exp(-(np.log(auc / (1 - auc)) + np.array([-half, half]))))
+    assert result["metrics"]["auc"]["ci95"] == pytest.approx(list(expected))
+    assert result["metrics"]["auc"]["method"].startswith("DeLong variance")
     exact = analyse_predictions(frame, 0.5, "given", ci_method="clopper-pearson", **FAST)
     assert exact["metrics"]["sensitivity"]["ci95"] == pytest.approx(
         list(stats.proportion_ci(4, 6, "clopper-pearson")))
@@ -158,9 +169,17 @@ def test_prevalence_adjusted(report):
     ppv, npv = stats.adjusted_ppv_npv(4 / 6, 3 / 5, 0.05)
     assert adjusted["prevalence"] == 0.05
     assert adjusted["ppv"]["value"] == pytest.approx(ppv) and adjusted["npv"]["value"] == pytest.approx(npv)
-    sens_ci, spec_ci = report["metrics"]["sensitivity"]["ci95"], report["metrics"]["specificity"]["ci95"]
-    assert adjusted["ppv"]["ci95"][0] == pytest.approx(stats.adjusted_ppv_npv(sens_ci[0], spec_ci[0], 0.05)[0])
+    # Mercaldo et al. (2007) logit interval (was: Bayes' rule at the sensitivity / specificity bounds), by hand:
+    # Se = 4/6 of n1 = 6 (design effect 1), Sp = 3/5 of n0 = 5, no zero cell.
+    z, se, sp = 1.959963984540054, 4 / 6, 3 / 5
+    centre = np.log(se * 0.05 / ((1 - sp) * 0.95))
+    half = z * np.sqrt((1 - se) / (se * 6) + sp / ((1 - sp) * 5))
+    assert adjusted["ppv"]["ci95"] == pytest.approx(list(1 / (1 + np.exp(-(centre + np.array([-half, half]))))))
     assert adjusted["ppv"]["ci95"][0] <= ppv <= adjusted["ppv"]["ci95"][1]
+    assert "Mercaldo" in adjusted["ppv"]["method"]
+    assert adjusted["ppv"]["prevalence"] == 0.05 and adjusted["prevalence_source"].startswith("stated")
+    assert report["metrics"]["ppv"]["prevalence"] == pytest.approx(6 / 11)
+    assert report["metrics"]["ppv"]["prevalence_source"] == "test set"
 
 
 def test_subgroups_flag_small_groups_and_keep_them(report):
@@ -278,10 +297,13 @@ def test_comparison_paired():
     result = analyse_predictions(first, 0.5, "given", compare=second, **FAST)["comparison"]
     _, labels, scores_a = _included()
     scores_b = np.array([0.7, 0.6, 0.4, 0.35, 0.55, 0.2, 0.45, 0.3, 0.1, 0.8, 0.65])
-    direct = stats.delong_paired_test(labels, scores_a, scores_b)
+    # P1 has two studies: the Obuchowski clustered paired test (was: paired DeLong, samples as independent).
+    patients = np.array([row[1] for row in _included()[0]])
+    direct = stats.obuchowski_paired_test(labels, scores_a, scores_b, patients)
     assert result["n_samples"] == 11
     assert result["auc"]["difference"] == pytest.approx(direct["difference"])
     assert result["auc"]["p_value"] == pytest.approx(direct["p_value"])
+    assert "Obuchowski" in result["auc"]["method"]
     # Positives: A correct on s1 s5 s10 s11, B on s1 s2 s5 s10 s11 -> b = 0, c = 1.
     assert (result["sensitivity"]["b"], result["sensitivity"]["c"]) == (0, 1)
     assert result["sensitivity"]["p_value"] == pytest.approx(1.0)
