@@ -3,7 +3,9 @@
 The test split is the one the run recorded in ``RUN/splits.csv`` when it was trained; its samples
 come from the run's own copy of the manifest (``RUN/manifest.csv``), so the evaluation always
 reads exactly the studies that training set aside and never saw. The threshold is the run's,
-chosen on validation and frozen.
+chosen on validation and frozen; with ``tta`` it is the one chosen on validation scored with TTA
+(``model.json`` ``threshold_tta``, :mod:`medrec.score.operating_point`), since flip averaging moves
+the scores away from those the plain threshold was chosen on.
 """
 
 from __future__ import annotations
@@ -100,7 +102,8 @@ def evaluate_run(
         seed: bootstrap seed.
         batch_size: scoring batch size.
         workers: scoring loader processes.
-        tta: test-time flip augmentation.
+        tta: test-time flip augmentation; the threshold is then the one chosen on validation scored
+            with TTA (computed on first use and kept in ``model.json``).
         device: ``auto``, ``cpu`` or ``cuda``.
         keep_identifiers: write raw identifiers in the report (pseudonyms by default).
         lesions: a lesion table: finding-map runs get lesion-level results (hit rate, FROC);
@@ -111,6 +114,7 @@ def evaluate_run(
     """
     from medrec.report.build import write_report
     from medrec.score import ScoreOptions, load_scoring_run, read_sidecar, score_manifest
+    from medrec.score.operating_point import TTA_SOURCE_MARK
 
     folder = Path(run_dir)
     manifest = test_manifest(folder)
@@ -120,10 +124,11 @@ def evaluate_run(
     # Resume an interrupted evaluation of the same model; start afresh when the weights or the
     # test-time augmentation changed (old rows would belong to another model or method).
     previous = read_sidecar(predictions)
-    stale = previous is not None and (previous.get("model_sha256") != model_hash or bool(previous.get("tta")) != tta)
+    stale = previous is not None and (previous.get("model_sha256") != model_hash or bool(previous.get("tta")) != tta
+                                      or (tta and TTA_SOURCE_MARK not in str(previous.get("threshold_source"))))
     options = ScoreOptions(batch_size=batch_size, workers=workers, tta=tta, device=device, overwrite=stale)
     score_manifest(run, manifest, predictions, options, model_sha256=model_hash,
-                   input_description={"kind": "test split", "run_dir": str(folder), "samples": len(manifest)})
+                   input_description={"kind": "test split", "run_dir": str(folder.resolve()), "samples": len(manifest)})
     qc = folder / "qc.csv"
     from medrec.models.findings import is_finding_model
 

@@ -10,6 +10,8 @@ Layout (all files written atomically)::
       model.safetensors      best weights (never a pickle)
       model.json             architecture, plan, classes, threshold, calibration, versions,
                              data fingerprint; written last: its presence marks a complete run
+                             (scoring with --tta later adds threshold_tta, the threshold chosen
+                             on validation scored with TTA: medrec.score.operating_point)
       checkpoint_last.safetensors / .json   last epoch's full state, for --resume
       metrics.jsonl          one line per epoch
       val_predictions.csv    calibrated validation probabilities of the kept weights

@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score the run's locked test split and write report.html, report.pdf, report.json into RUN/evaluation/.
 
-        The test samples are those the run set aside in RUN/splits.csv; the threshold is the one chosen on validation when the run was trained. Rerunning resumes an interrupted scoring.
+        The test samples are those the run set aside in RUN/splits.csv; the threshold is the one chosen on validation when the run was trained. With --tta it is the threshold chosen on the validation split scored with TTA (flip averaging moves the scores), computed on first use and kept in RUN/model.json as threshold_tta. Rerunning resumes an interrupted scoring.
 
         Examples:
 

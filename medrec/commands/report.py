@@ -21,7 +21,9 @@ def register(app: typer.Typer) -> None:
                                                            "figures/)."),
         run: Path | None = typer.Option(None, "--run", help="Run directory: its model.json gives the operating "
                                                              "threshold chosen on validation (overrides the "
-                                                             "sidecar's)."),
+                                                             "sidecar's); rows from its training / validation split "
+                                                             "are left out; predictions made by other weights are "
+                                                             "refused."),
         manifest: Path | None = typer.Option(None, "--manifest", help="manifest.csv for subgroups, thumbnails and "
                                                                        "--labels by path / accession (default: the "
                                                                        "manifest the predictions were scored from, "
@@ -86,6 +88,22 @@ def register(app: typer.Typer) -> None:
         through the sidecar, or --manifest). Rows left without a label are
         excluded as 'no label'; the report names the file it used.
 
+        Predictions scored with --tta are compared with the threshold chosen on
+        validation scored with TTA (RUN/model.json threshold_tta, which 'medrec
+        score --tta' writes), never with the one chosen without it.
+
+        A report validates data the model never learned from: rows whose
+        sample (study / patient rows: a member sample, or the study / patient)
+        lies in the training or validation split of the run (--run, or the run
+        the sidecar names) are excluded, counted in the flow and flagged on
+        page 1; when no row is left the report is refused. Predictions whose
+        sidecar names other weights than --run's are refused. The flow
+        describes the data that were scored: the manifest the sidecar names
+        (or --manifest), never the run's training manifest.
+
+        A score that is not a number ('abc', '0,73') is an error naming the
+        row; an empty score (with the reason in 'error') excludes the row.
+
         Identifiers are pseudonymised unless --keep-identifiers.
 
         Examples:
@@ -133,9 +151,12 @@ def register(app: typer.Typer) -> None:
         reference = result.get("reference_standard")
         if reference:
             console.print(f"Reference standard: {reference.get('summary')}")
-        for warning in result.get("warnings") or []:
+        loud = ("the manifest the predictions were scored from",)
+        for index, warning in enumerate(result.get("warnings") or []):
             if warning.startswith("the predictions were made"):
                 console.print(f"[yellow]note:[/] {warning}")
+            elif warning.startswith(loud) or (index == 0 and result.get("held_out_check")):
+                console.print(f"[bold red]warning:[/] {warning}")
         lesion = result.get("lesion_level")
         if lesion:
             hit_rate = lesion.get("hit_rate") or {}

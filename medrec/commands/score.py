@@ -61,7 +61,11 @@ instead.
 Test-time augmentation (--tta): every flip combination of the spatial axes
 (4 in 2D, 8 in 3D) is scored and averaged; uncertainty is the standard
 deviation of the positive-class probability (multi-class: of the predicted
-class) over the flips.
+class) over the flips. Flip averaging moves the scores, so the threshold
+training chose does not apply to them: the operating threshold of TTA scores
+is chosen on the run's validation split scored with TTA, by the run's own
+rule (computed on first use, kept in RUN/model.json as threshold_tta);
+--threshold overrides it.
 
 Grad-CAM (--explain DIR): DIR/<sample_id>.nii.gz holds the positive-class
 Grad-CAM of the last convolution, resampled onto the input image grid (same

@@ -80,13 +80,36 @@ def read_predictions(path: str | os.PathLike[str]) -> pd.DataFrame:
             "study_uid, score, prediction, label, error (as written by 'medrec score')"
         )
     for column in score_columns:
-        frame[column] = pd.to_numeric(frame[column].replace("", np.nan), errors="coerce")
+        frame[column] = _parse_scores(frame, column, source)
     for column in ("study_uid", "prediction", "error"):
         if column not in frame.columns:
             frame[column] = ""
     if frame["sample_id"].duplicated().any():
         raise InputError(f"{source}: sample_id values repeat; each sample must be scored once")
     return frame
+
+
+def _parse_scores(frame: pd.DataFrame, column: str, source: Path) -> pd.Series:
+    """A score column as floats: an empty cell is no score (the row is excluded as such, or by its error);
+    anything else that is not a finite number (``abc``, ``0,73``, ``nan``) is refused, naming the row.
+
+    Raises:
+        InputError: a cell that is not empty and not a finite number.
+    """
+    text = frame[column].astype(str).str.strip()
+    values = pd.to_numeric(text.where(text != "", np.nan), errors="coerce")
+    bad = (text != "") & ~np.isfinite(values.to_numpy(dtype=float))
+    if bad.any():
+        index = int(np.flatnonzero(bad.to_numpy())[0])
+        more = int(bad.sum()) - 1
+        raise InputError(
+            f"{source}: line {index + 2} (sample_id {frame['sample_id'].iloc[index]!r}): {column} "
+            f"{frame[column].iloc[index]!r} is not a number"
+            + (f" (and {more} more row{'s' if more != 1 else ''})" if more else "")
+            + "; scores use a decimal point (0.73) and an empty cell with the reason in 'error' when a sample "
+              "could not be scored; fix the file or score again with 'medrec score'"
+        )
+    return values
 
 
 def is_multiclass(predictions: pd.DataFrame) -> bool:
@@ -407,6 +430,217 @@ def _read_optional_csv(path: Path | None) -> pd.DataFrame | None:
         raise InputError(f"{path}: not a readable CSV ({e})") from e
 
 
+def _run_weights_sha256(run_dir: Path, model_json: Mapping | None) -> str | None:
+    """The sha256 of a run's weights: as its model.json records it, else computed from model.safetensors."""
+    info = model_json
+    if info is None and (run_dir / "model.json").is_file():
+        try:
+            info = json.loads((run_dir / "model.json").read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+            info = None
+    return _model_sha256(run_dir, info if isinstance(info, Mapping) else {})
+
+
+def check_same_model(record: Mapping | None, sidecar: Path, run_dir: Path | None, model_json: Mapping | None) -> None:
+    """Refuse predictions that another model made than the ``--run`` named for them.
+
+    The run gives the report its threshold, its training / validation split (left out of the
+    analysis) and its provenance; all three would describe a model that did not make these scores.
+
+    Raises:
+        InputError: the sidecar's ``model_sha256`` and the run's weights differ.
+    """
+    scored_by = str((record or {}).get("model_sha256") or "")
+    if run_dir is None or not scored_by:
+        return
+    run_hash = _run_weights_sha256(run_dir, model_json)
+    if run_hash and run_hash != scored_by:
+        raise InputError(
+            f"{sidecar.name}: the predictions were made by the model with weights sha256 {scored_by[:12]}..., but "
+            f"--run {run_dir.name} holds weights sha256 {run_hash[:12]}...; report them with the run that scored "
+            "them, or score again with this run"
+        )
+
+
+def tta_model_json(
+    model_json: Mapping | None, record: Mapping | None, scored: ScoredThreshold | None, sidecar: Path,
+    threshold: float | None, exploratory_threshold: str | None,
+) -> tuple[Mapping | None, bool]:
+    """The model.json view whose ``threshold`` belongs to the predictions' scoring setting.
+
+    Predictions scored with test-time augmentation (``tta`` in their sidecar) are compared with
+    the threshold chosen on validation scored with TTA (``model.json`` ``threshold_tta``, written
+    by ``medrec score --tta``), never with the one chosen without it: flip averaging moves the
+    scores (on the demo every negative ended above the plain threshold).
+
+    Returns:
+        ``(model_json view, used the TTA threshold)``; the view is None when the sidecar's
+        threshold (chosen with TTA) is the one to use.
+
+    Raises:
+        ModelError: TTA predictions and no threshold chosen with TTA (a run or a sidecar from
+            before such thresholds existed).
+    """
+    if not (record or {}).get("tta") or threshold is not None or exploratory_threshold:
+        return model_json, False
+    from medrec.score.operating_point import TTA_SOURCE_MARK, TTA_THRESHOLD_KEY  # deferred: imports torch
+
+    scored_with_tta = scored is not None and TTA_SOURCE_MARK in str((record or {}).get("threshold_source") or "")
+    fix = ("score them again with 'medrec score --tta' or 'medrec evaluate RUN --tta' (it chooses the threshold on "
+           "validation scored with TTA and keeps it in model.json), or pass --threshold T")
+    if model_json is not None:
+        entry = model_json.get(TTA_THRESHOLD_KEY)
+        if isinstance(entry, Mapping) and entry.get("value") is not None:
+            return {**model_json, "threshold": entry}, True
+        if scored_with_tta:
+            return None, True
+        chosen = model_json.get("threshold")
+        if isinstance(chosen, Mapping) and chosen.get("value") is None:
+            return model_json, False  # multi-class: argmax, no threshold
+        raise ModelError(f"{sidecar.name}: the predictions were scored with test-time augmentation, but the run's "
+                         f"model.json holds only the threshold chosen on validation without it, which does not "
+                         f"apply to TTA scores; {fix}")
+    if scored is not None and scored.kind == "validation" and not scored_with_tta:
+        raise ModelError(f"{sidecar.name}: the predictions were scored with test-time augmentation at the run's "
+                         f"threshold chosen without it ({scored.value:g}), which does not apply to TTA scores; {fix}")
+    return model_json, scored_with_tta
+
+
+# Why rows from the run's own training / validation split leave a validation report.
+TRAINING_SPLIT_REASON = "in the run's training / validation split"
+
+
+@dataclass(frozen=True)
+class FittedOn:
+    """What a run was fitted and tuned on: split (``train`` / ``val``) by sample, study and patient."""
+
+    run_dir: Path
+    samples: Mapping[str, str]
+    studies: Mapping[str, str]
+    patients: Mapping[str, str]
+
+
+def fitted_on(run_dir: Path) -> FittedOn | None:
+    """The training and validation samples of a run (``RUN/splits.csv``; studies from ``RUN/manifest.csv``).
+
+    Returns None when the run has no splits.csv.
+    """
+    splits = _read_optional_csv(run_dir / "splits.csv")
+    if splits is None or not {"sample_id", "split"} <= set(splits.columns):
+        return None
+    used = splits[splits["split"].astype(str).str.strip().isin(["train", "val"])]
+    samples = dict(zip(used["sample_id"].astype(str), used["split"].astype(str).str.strip(), strict=True))
+    patients: dict[str, str] = {}
+    if "patient_id" in used.columns:
+        for patient, split in zip(used["patient_id"].astype(str), used["split"].astype(str).str.strip(), strict=True):
+            patients[patient] = "train" if "train" in (split, patients.get(patient)) else split
+    studies: dict[str, str] = {}
+    manifest = _read_optional_csv(run_dir / "manifest.csv")
+    if manifest is not None and {"sample_id", "study_uid"} <= set(manifest.columns):
+        for sample, study in zip(manifest["sample_id"].astype(str), manifest["study_uid"].astype(str), strict=True):
+            if sample in samples and study:
+                studies[study] = "train" if "train" in (samples[sample], studies.get(study)) else samples[sample]
+    return FittedOn(run_dir, samples, studies, patients)
+
+
+def run_of_predictions(run_dir: Path | None, record: Mapping | None) -> Path | None:
+    """The run the predictions belong to: ``--run``, else the run their sidecar names when it still holds the
+    weights that made them."""
+    if run_dir is not None:
+        return run_dir
+    scored_input = (record or {}).get("input")
+    named = _recorded_path(scored_input.get("run_dir")) if isinstance(scored_input, Mapping) else None
+    if named is None or not named.is_dir():
+        return None
+    scored_by = (record or {}).get("model_sha256")
+    return named if scored_by and _run_weights_sha256(named, None) == scored_by else None
+
+
+def training_split_of_rows(predictions: pd.DataFrame, fitted: FittedOn, level: str | None) -> pd.Series:
+    """Per predictions row: ``train`` / ``val`` when it holds data the run was fitted or tuned on, else ''.
+
+    Matched at the predictions' level: a series row by its sample id; a study row by its member
+    samples (``sample_ids``) or its study UID; a patient row by its members or its patient id.
+    """
+    def split_of(row: Mapping) -> str:
+        found = [fitted.samples.get(str(row.get("sample_id", "")), "")]
+        found += [fitted.samples.get(member, "") for member in str(row.get("sample_ids") or "").split(";") if member]
+        if level == "study":
+            found += [fitted.studies.get(uid, "") for uid in str(row.get("study_uid") or "").split(";") if uid]
+        elif level == "patient":
+            found += [fitted.patients.get(pid, "") for pid in str(row.get("patient_id") or "").split(";") if pid]
+        return "train" if "train" in found else ("val" if "val" in found else "")
+
+    return pd.Series([split_of(row) for row in predictions.to_dict("records")], index=predictions.index, dtype=str)
+
+
+def predictions_level(record: Mapping | None, predictions: pd.DataFrame) -> str:
+    """``series``, ``study`` or ``patient``: the level the rows describe (sidecar, else the group columns)."""
+    level = (record or {}).get("level")
+    if level in ("series", "study", "patient"):
+        return str(level)
+    return "study" if "sample_ids" in predictions.columns else "series"
+
+
+def manifest_for_flow(
+    predictions_csv: Path, record: Mapping | None, manifest: Path | None, run_dir: Path | None
+) -> tuple[Path | None, str | None]:
+    """The manifest whose samples the cohort flow describes, and a warning when it cannot be found.
+
+    ``--manifest`` first; else the manifest the predictions were scored from, per their sidecar.
+    The run's own manifest stands in only when the sidecar says the run's data were scored (its
+    test split) or there is no sidecar: a new cohort's flow is never the training manifest's.
+    """
+    if manifest is not None:
+        return manifest, None
+    found = scoring_manifest(predictions_csv, record)
+    if found is not None:
+        return found, None
+    scored_input = (record or {}).get("input")
+    kind = scored_input.get("kind") if isinstance(scored_input, Mapping) else None
+    if kind in ("folder", "manifest"):
+        where = scored_input.get("index_dir") if kind == "folder" else scored_input.get("path")
+        name = Path(str(where)).name if where else "the input"
+        return None, (f"the manifest the predictions were scored from ({name}, per {sidecar_of(predictions_csv).name}) "
+                      "was not found, so the flow starts at the predictions; pass --manifest MANIFEST")
+    if run_dir is not None and (run_dir / "manifest.csv").is_file():
+        return run_dir / "manifest.csv", None
+    return None, None
+
+
+def flow_splits(manifest_path: Path | None, manifest: pd.DataFrame | None, predictions: pd.DataFrame,
+                run_dir: Path | None) -> pd.DataFrame | None:
+    """The splits.csv for the per-split table of the flow: the one beside the scored manifest, else the run's,
+    and only one that names the scored samples (a new cohort has no place in the training splits)."""
+    candidates = ([manifest_path.parent / "splits.csv"] if manifest is not None and manifest_path is not None else [])
+    candidates += [run_dir / "splits.csv"] if run_dir is not None else []
+    scored = set((manifest if manifest is not None else predictions)["sample_id"].astype(str))
+    for path in dict.fromkeys(candidates):
+        splits = _read_optional_csv(path)
+        if splits is not None and "sample_id" in splits.columns and scored & set(splits["sample_id"].astype(str)):
+            return splits
+    return None
+
+
+def _representative_members(predictions: pd.DataFrame, samples_file: Path | None,
+                            manifest_rows: Mapping[str, Mapping]) -> dict[str, str]:
+    """Study / patient row id -> the member sample to picture: the highest-scoring member in the manifest."""
+    if "sample_ids" not in predictions.columns:
+        return {}
+    member_scores: dict[str, float] = {}
+    members_frame = _read_optional_csv(samples_file)
+    if members_frame is not None and {"sample_id", "score"} <= set(members_frame.columns):
+        values = pd.to_numeric(members_frame["score"], errors="coerce")
+        member_scores = {s: float(v) for s, v in zip(members_frame["sample_id"].astype(str), values, strict=True)
+                         if np.isfinite(v)}
+    chosen: dict[str, str] = {}
+    for group, cell in zip(predictions["sample_id"].astype(str), predictions["sample_ids"].astype(str), strict=True):
+        members = [m for m in cell.split(";") if m in manifest_rows]
+        if members:
+            chosen[group] = max(members, key=lambda m: member_scores.get(m, -np.inf))
+    return chosen
+
+
 # ------------------------------------------------------------------------------------------------
 # Cohort, provenance
 # ------------------------------------------------------------------------------------------------
@@ -484,13 +718,18 @@ def cohort_flow(
     positive_label: str | None,
     classes: Sequence[str] = (),
     positive_aliases: Sequence[str] = (),
+    also_scored: pd.DataFrame | None = None,
+    level: str = "series",
 ) -> dict:
     """Counts for the participant flow (STARD 2015): found, excluded with reasons, scored, analysed.
 
     ``positive_aliases`` are other label texts of the positive class: the run's class name when the
     predictions' labels were matched to the run's classes by polarity (the run's manifest and
-    splits use the run's names). Only counts and path-scrubbed reasons leave this function, never
-    identifiers.
+    splits use the run's names). ``also_scored`` are prediction rows taken out before the analysis
+    (the run's own training / validation data): scored, so not counted as missing from the
+    predictions. ``level`` is the predictions' level: a manifest sample counts as scored when a row
+    names it, or (hand-made study / patient rows without ``sample_ids``) its study / patient. Only
+    counts and path-scrubbed reasons leave this function, never identifiers.
     """
     errors = predictions["error"].astype(str).str.strip()
     failed = errors != ""
@@ -500,18 +739,25 @@ def cohort_flow(
     scored = predictions[score_columns].notna().all(axis=1)
     analysed = predictions[~failed & labelled & scored]
     cohort: dict = {
-        "n_predictions": int(len(predictions)),
+        "n_predictions": int(len(predictions)) + (len(also_scored) if also_scored is not None else 0),
         "n_errors": int(failed.sum()),
         "error_reasons": _count_reasons(errors[failed]),
         "n_studies": int(analysed["study_uid"].replace("", np.nan).nunique()),
     }
     if manifest is not None:
         cohort["n_manifest"] = int(len(manifest))
-        in_predictions = set(predictions["sample_id"].astype(str))
-        if "sample_ids" in predictions.columns:  # study / patient rows list their samples
-            in_predictions |= {member for cell in predictions["sample_ids"] for member in str(cell).split(";")
+        rows = pd.concat([predictions, also_scored]) if also_scored is not None and len(also_scored) else predictions
+        in_predictions = set(rows["sample_id"].astype(str))
+        if "sample_ids" in rows.columns:  # study / patient rows list their samples
+            in_predictions |= {member for cell in rows["sample_ids"] for member in str(cell).split(";")
                                if member}
-        cohort["n_not_scored"] = int((~manifest["sample_id"].astype(str).isin(in_predictions)).sum())
+        scored_samples = manifest["sample_id"].astype(str).isin(in_predictions)
+        key = {"study": "study_uid", "patient": "patient_id"}.get(level)
+        if key is not None and key in manifest.columns and key in rows.columns:
+            groups = {part for cell in rows[key].astype(str) for part in cell.split(";") if part}
+            scored_samples |= manifest[key].astype(str).isin(groups)
+        cohort["n_not_scored"] = int((~scored_samples).sum())
+        cohort["level"] = level
     if qc is not None:
         cohort["n_excluded_qc"] = int(len(qc))
         cohort["qc_reasons"] = _count_qc_reasons(qc)
@@ -536,6 +782,32 @@ def cohort_flow(
             })
         cohort["splits"] = rows
     return cohort
+
+
+def _split_counts_text(in_training: pd.Series) -> str:
+    counts = in_training[in_training != ""].value_counts()
+    return ", ".join(f"{int(counts[name])} from {'training' if name == 'train' else 'validation'}"
+                     for name in ("train", "val") if name in counts)
+
+
+def _record_training_rows(report: dict, in_training: pd.Series) -> None:
+    """Count the rows left out as the run's own training / validation data in the flow, the exclusions,
+    the warnings (first) and ``held_out_check``."""
+    n = int((in_training != "").sum())
+    counts = in_training[in_training != ""].value_counts()
+    text = _split_counts_text(in_training)
+    report["n_rows"] = int(report.get("n_rows") or 0) + n
+    report["n_excluded"] = int(report.get("n_excluded") or 0) + n
+    report["excluded_reasons"] = {TRAINING_SPLIT_REASON: n, **dict(report.get("excluded_reasons") or {})}
+    cohort = report.setdefault("cohort", {})
+    cohort["n_in_run_splits"] = {name: int(counts[name]) for name in ("train", "val") if name in counts}
+    report["held_out_check"] = {"n_excluded": n, "by_split": cohort["n_in_run_splits"], "splits_text": text,
+                                "rule": "rows whose sample (study / patient rows: a member sample, or the study / "
+                                        "patient) is in the run's splits.csv as train or val"}
+    report.setdefault("warnings", []).insert(
+        0, f"{n} of {report['n_rows']} prediction rows ({text}) hold data the model was trained or tuned on, per the "
+           "run's splits.csv; they were excluded from this analysis, which covers the other "
+           f"{report['n_rows'] - n} rows")
 
 
 def _split_order(name: str) -> tuple[int, str]:
@@ -973,14 +1245,23 @@ def write_report(
     the threshold the predictions were made at (their sidecar ``PREDICTIONS.json``, written by
     ``medrec score``). When the one used differs from the one the predictions were made at, the
     decisions are recomputed (``score >= threshold``) and ``threshold_source`` says both.
+    Predictions scored with TTA take the run's ``threshold_tta`` (:func:`tta_model_json`).
+
+    Rows from the training or validation split of the run (``run_dir``, else the run the sidecar
+    names when it still holds the weights that scored) are left out of the analysis, counted in
+    the flow and flagged first among the warnings and in a banner (:func:`training_split_of_rows`).
+    The flow describes the manifest that was scored (:func:`manifest_for_flow`).
 
     Raises:
-        InputError: unreadable predictions / manifest / qc / sidecar, or ``lesions`` given for
-            predictions without a findings file (not a finding-map run).
+        InputError: unreadable predictions / manifest / qc / sidecar, a score that is not a number,
+            predictions made by other weights than the run's, predictions that all come from the
+            run's training / validation split, or ``lesions`` given for predictions without a
+            findings file (not a finding-map run).
         LabelsError: ``labels`` is unusable or matches none of the predictions.
         AnnotationError: the lesion table is missing or lacks columns.
         ConfigError: no threshold source, or contradictory options.
-        ModelError: the run's model.json is missing or has no threshold.
+        ModelError: the run's model.json is missing or has no threshold, or TTA predictions have no
+            threshold chosen with TTA.
         SecurityError: an output would contain a raw identifier.
         OutputError: the output folder is not writable.
     """
@@ -1010,18 +1291,39 @@ def write_report(
     model_json = None
     if run is not None and ((threshold is None and not exploratory_threshold) or (run / "model.json").is_file()):
         model_json = read_model_json(run)
+    check_same_model(record, sidecar, run, model_json)
     scored = scored_threshold(record, sidecar)
     space = run_label_space(model_json if model_json is not None else record)
+    threshold_json, tta_threshold_used = tta_model_json(model_json, record, scored, sidecar, threshold,
+                                                        exploratory_threshold)
     value, kind, method, source_text = resolve_threshold(
-        model_json, run / "model.json" if run else None, threshold, exploratory_threshold, multiclass, scored)
+        threshold_json, run / "model.json" if run else None, threshold, exploratory_threshold, multiclass, scored)
+    if tta_threshold_used:
+        source_text += "; chosen on validation scored with test-time augmentation, as these predictions were"
+
+    # Rows of the run's own training / validation split are no validation data: they leave the analysis.
+    level = predictions_level(record, predictions)
+    owner = run_of_predictions(run, record)
+    fitted = fitted_on(owner) if owner is not None else None
+    in_training = (training_split_of_rows(predictions, fitted, level) if fitted is not None
+                   else pd.Series("", index=predictions.index, dtype=str))
+    training_rows = predictions[in_training != ""]
+    if len(training_rows) and len(training_rows) == len(predictions):
+        raise InputError(
+            f"{predictions_path}: all {len(predictions)} rows hold data from the training or validation split of the "
+            f"run ({owner.name}/splits.csv: {_split_counts_text(in_training)}); a validation report needs data the "
+            "model was neither fitted nor tuned on: 'medrec evaluate RUN' scores the run's locked test split, or "
+            "score a new cohort"
+        )
+    predictions = predictions[in_training == ""].reset_index(drop=True)
 
     if manifest is not None and not Path(manifest).is_file():
         raise InputError(f"{manifest}: manifest not found; pass the manifest.csv written by 'medrec index'")
     if qc is not None and not Path(qc).is_file():
         raise InputError(f"{qc}: qc file not found; pass the qc.csv written by 'medrec index'")
-    manifest_path = Path(manifest) if manifest is not None else scoring_manifest(predictions_path, record)
-    if manifest_path is None and run is not None:
-        manifest_path = run / "manifest.csv"
+    manifest_path, manifest_warning = manifest_for_flow(predictions_path, record,
+                                                        Path(manifest) if manifest is not None else None,
+                                                        run if run is not None else owner)
     manifest_frame = read_manifest(manifest_path) if manifest_path is not None and manifest_path.is_file() else None
     reference = None
     if labels is not None:
@@ -1032,9 +1334,7 @@ def write_report(
         )
     qc_path = Path(qc) if qc is not None else (manifest_path.parent / "qc.csv" if manifest_frame is not None else None)
     qc_frame = _read_optional_csv(qc_path)
-    split_candidates = ([run / "splits.csv"] if run else []) + (
-        [manifest_path.parent / "splits.csv"] if manifest_frame is not None else [])
-    splits_frame = _read_optional_csv(next((p for p in split_candidates if p.is_file()), None))
+    splits_frame = flow_splits(manifest_path, manifest_frame, predictions, run if run is not None else owner)
     compare_path = Path(compare) if compare is not None else None
     compare_frame = read_predictions(compare_path) if compare_path is not None else None
     for column in subgroups:
@@ -1053,6 +1353,10 @@ def write_report(
     shown_to_raw = {pseudonymiser.pseudonym(s, "sample_id"): str(s) for s in predictions["sample_id"]}
     manifest_rows = ({str(r["sample_id"]): r for r in manifest_frame.to_dict("records")}
                      if manifest_frame is not None else {})
+    # a study / patient row is pictured by its highest-scoring member sample
+    for group, member in _representative_members(predictions, scoring_samples_file(predictions_path, record),
+                                                 manifest_rows).items():
+        manifest_rows.setdefault(group, manifest_rows[member])
     keep_columns = {*PREDICTION_ID_COLUMNS, "prediction", "label", "error", "split", *subgroups}
     predictions_view = pseudonymiser.frame(predictions)
     predictions_view = predictions_view[[c for c in predictions_view.columns
@@ -1094,6 +1398,10 @@ def write_report(
         warnings.append(f"the predictions were made at {scored.value:g} ({scored.origin}); this report "
                         f"recomputes every decision at {float(report['threshold']):g} (score >= threshold); the "
                         "file's 'prediction' column holds the decisions of scoring")
+    if len(training_rows):
+        _record_training_rows(report, in_training)
+    if manifest_warning:
+        warnings.append(manifest_warning)
     if lesion_module is not None:
         # raw identifiers are needed to match the lesion table; only counts and rates come back
         report["lesion_level"] = lesion_module.lesion_level_results(
@@ -1106,7 +1414,8 @@ def write_report(
     run_positive = mapping.get(str(report.get("positive_label")))
     for name, item in cohort_flow(predictions, manifest_frame, qc_frame, splits_frame,
                                   report.get("positive_label"), report.get("classes") or (),
-                                  positive_aliases=[run_positive] if run_positive else []).items():
+                                  positive_aliases=[run_positive] if run_positive else [],
+                                  also_scored=training_rows, level=level).items():
         cohort.setdefault(name, item)
     report["cohort"] = cohort
     report["limitations"] = doc_model.limitations(report)
@@ -1116,12 +1425,6 @@ def write_report(
         {"ci_method": ci_method, "n_boot": n_boot, "seed": seed}, date,
         compare_path=compare_path, manifest_path=manifest_path if manifest_frame is not None else None,
     )
-    scored_by = (record or {}).get("model_sha256")
-    reported = report["provenance"].get("model_sha256")
-    if run is not None and scored_by and reported and scored_by != reported:
-        warnings.append(f"the predictions were made by the model with weights sha256 {str(scored_by)[:12]}... "
-                        f"({sidecar.name}), not by the --run model ({str(reported)[:12]}...); the provenance names "
-                        "the --run model")
 
     figures = draw_figures(report, compare_curves(compare_view, report))
     cases = draw_thumbnails(report, shown_to_raw, manifest_rows, predictions_path.parent / "explain")
@@ -1132,6 +1435,12 @@ def write_report(
     report = to_json_ready(report)
 
     document = doc_model.compose(report, figures, cases, title or doc_model.DEFAULT_TITLE, date)
+    held_out = report.get("held_out_check") or {}
+    if held_out.get("n_excluded"):
+        banner = (f"{held_out['n_excluded']} of {report.get('n_rows')} prediction rows came from the data this model "
+                  f"was trained or tuned on ({held_out['splits_text']}) and were EXCLUDED: the results below are "
+                  "from the remaining rows only.")
+        document.banner = f"{document.banner} {banner}" if document.banner else banner
     html = render_html(document)
     pdf = render_pdf(document)
     report_text = json.dumps(report, indent=2, allow_nan=False, ensure_ascii=False) + "\n"

@@ -33,6 +33,8 @@ from medrec.score.findings import (
     top_finding,
 )
 from medrec.score.inference import Predictor, resolve_device
+from medrec.score.operating_point import needs_own_threshold, tta_threshold
+from medrec.score.operating_point import source_text as tta_source_text
 from medrec.data.dataset import PreprocessDataset
 from medrec.score.pipeline import iterate_batches
 from medrec.score.shards import LEVEL_KEYS, check_part, select_part
@@ -196,12 +198,23 @@ def positive_index_of(run: Any) -> int | None:
     return 1 if index is None else int(index)
 
 
-def _run_threshold(run: Any, options: ScoreOptions) -> tuple[float | None, str]:
-    """The operating threshold and where it came from (None for multi-class runs)."""
+def _run_threshold(run: Any, options: ScoreOptions, device: Any = None,
+                   model_sha256: str | None = None) -> tuple[float | None, str]:
+    """The operating threshold and where it came from (None for multi-class runs).
+
+    With ``options.tta`` a threshold the run chose on validation is replaced by the one chosen on
+    validation scored with TTA (:func:`medrec.score.operating_point.tta_threshold`): a threshold
+    belongs to the scores it was chosen on.
+    """
     if len(run.classes) != 2:
         return None, "argmax (multi-class)"
     if options.threshold is not None:
         return float(options.threshold), "command line (--threshold)"
+    if options.tta and needs_own_threshold(run):
+        entry = tta_threshold(run, device if device is not None else resolve_device(options.device),
+                              batch_size=options.batch_size, workers=options.workers, amp=options.amp,
+                              model_sha256=model_sha256)
+        return float(entry["value"]), tta_source_text(entry)
     value = getattr(run, "threshold", None)
     if value is None:
         return 0.5, "default 0.5 (the run records no operating threshold)"
@@ -379,7 +392,8 @@ def score_manifest(
     aggregate = options.aggregate or ("max" if binary else "mean")
     if options.level != "series" and not binary and aggregate == "max":
         raise ConfigError("--aggregate max is only defined for binary runs; use --aggregate mean for multi-class")
-    threshold, threshold_source = _run_threshold(run, options)
+    device = resolve_device(options.device)
+    threshold, threshold_source = _run_threshold(run, options, device, model_sha256)
     probability_columns = score_columns(classes)
     findings = is_finding_model(run.model)
     columns = output_columns(classes, options.level, options.tta, findings)
@@ -390,7 +404,6 @@ def score_manifest(
     duplicated = part["sample_id"][part["sample_id"].duplicated()].tolist()
     if duplicated:
         raise InputError(f"the input lists sample_id {duplicated[0]} more than once; re-index the scans")
-    device = resolve_device(options.device)
     with output_lock(output):
         record: dict[str, Any] = {
             "model_sha256": model_sha256,
@@ -611,7 +624,8 @@ def load_input(
         target = index_dir(output)
         console.print(f"Indexing {source} into {target} ...")
         result = index_folder(source, target, labels=labels, match_on=match_on, rules=rules, workers=workers)
-        description = {"kind": "folder", "path": str(source), "index_dir": str(target),
+        # absolute: 'medrec report' finds the scored manifest from any working directory
+        description = {"kind": "folder", "path": str(source.resolve()), "index_dir": str(target.resolve()),
                        "rules": _describe_rules(rules)}
         if labels is not None:
             description["labels"] = {"file": Path(labels).name, "match_on": (result.summary.get("labels") or {})
@@ -626,7 +640,7 @@ def load_input(
             raise ConfigError("--labels applies to a scan folder; a manifest already carries its label column")
         from medrec.manifest import read_manifest
 
-        return read_manifest(source), {"kind": "manifest", "path": str(source)}
+        return read_manifest(source), {"kind": "manifest", "path": str(source.resolve())}
     raise InputError(f"{source}: INPUT not found; give a scan folder or a manifest CSV (from 'medrec index')")
 
 
@@ -750,7 +764,7 @@ def score(
                                        workers=options.workers or None, match_on=match_on)
     if manifest.empty:
         raise InputError(f"{input_path}: holds no sample to score (see the index's qc.csv for what was left out)")
-    description["run_dir"] = str(run_dir)
+    description["run_dir"] = str(Path(run_dir).resolve())
     return score_manifest(run, manifest, output, options, model_sha256=model_hash,
                           input_description=description, show_progress=show_progress,
                           refresh_labels=labels is not None)

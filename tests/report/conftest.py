@@ -3,7 +3,8 @@
 ``report_inputs`` builds a small synthetic study on disk: a predictions CSV (random scores with
 signal, two manufacturers, some patients with two studies, one scoring error), a manifest whose
 rows point to tiny NIfTI volumes (for the failure-analysis thumbnails), a qc.csv, and a run
-directory with model.json (frozen threshold), splits.csv and config.yaml.
+directory with model.json (frozen threshold), splits.csv and config.yaml. The predictions are the
+run's test split; its manifest and splits also hold the training / validation patients.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pandas as pd
 import pytest
 
 N_PATIENTS = 48
+N_FITTED = 24  # training and validation patients of the run (not in the predictions)
 THRESHOLD = 0.5
 
 
@@ -100,8 +102,17 @@ def report_inputs(tmp_path_factory: pytest.TempPathFactory) -> ReportInputs:
     qc_path = run / "qc.csv"
     qc.to_csv(qc_path, index=False)
     patients = sorted(frame["patient_id"].unique())
-    split_of = {p: ("train" if i % 10 < 6 else "val" if i % 10 < 8 else "test") for i, p in enumerate(patients)}
-    splits = frame[["sample_id", "patient_id"]].assign(split=frame["patient_id"].map(split_of))
+    # The predictions are the run's locked test split; the run was fitted and tuned on other patients,
+    # who are in its manifest and splits but not in the predictions (a report leaves out their rows).
+    fitted = pd.DataFrame([manifest.iloc[i % len(manifest)].to_dict() | {
+        "sample_id": f"fit{i:03d}", "patient_id": f"MRN{800000 + 41 * i:06d}",
+        "study_uid": f"1.2.826.0.1.3680043.10.{i}", "series_uid": f"1.2.826.0.1.3680043.10.{i}.1",
+        "label": str(i % 2)} for i in range(N_FITTED)])
+    pd.concat([manifest, fitted], ignore_index=True).to_csv(manifest_path, index=False)
+    splits = pd.concat([
+        fitted[["sample_id", "patient_id"]].assign(split=["train" if i % 3 else "val" for i in range(N_FITTED)]),
+        frame[["sample_id", "patient_id"]].assign(split="test"),
+    ])
     splits.to_csv(run / "splits.csv", index=False)
     (run / "model.json").write_text(json.dumps({
         "format": "medrec-run-1",

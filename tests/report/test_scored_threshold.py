@@ -122,7 +122,7 @@ def test_help_says_which_threshold_wins(run_medrec) -> None:
     assert "sidecar" in flat and "recomputed" in flat
 
 
-def test_predictions_of_another_model_than_the_run_are_flagged(report_inputs, tmp_path, run_medrec) -> None:
+def test_predictions_of_another_model_than_the_run_are_refused(report_inputs, tmp_path, run_medrec) -> None:
     predictions = _scored(report_inputs, tmp_path / "scored", threshold=RUN_THRESHOLD,
                           source="run: youden, chosen on validation")
     sidecar = predictions.with_name(predictions.name + ".json")
@@ -133,6 +133,5 @@ def test_predictions_of_another_model_than_the_run_are_flagged(report_inputs, tm
     (run / "model.json").write_text(json.dumps(info | {"weights": {"sha256": "b" * 64}}))
     out = tmp_path / "report"
     code, output = run_medrec(["report", str(predictions), "-o", str(out), "--run", str(run), "--bootstrap", "50"])
-    assert code == 0, output
-    warnings = _report(out)["warnings"]
-    assert any("aaaaaaaaaaaa" in w and "bbbbbbbbbbbb" in w for w in warnings)
+    assert code != 0 and "aaaaaaaaaaaa" in output and "bbbbbbbbbbbb" in output
+    assert not (out / "report.json").exists()
