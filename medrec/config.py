@@ -257,6 +257,9 @@ class TrainingConfig(_Section):
             instead of whole slices (lesion draws centred near a lesion voxel, hard draws near the
             peak), or ``auto``: three times the largest annotated lesion (95th percentile) at the
             plan's spacing, at least 48 voxels, a multiple of 16. None: whole slices.
+        paste_fraction: finding-map models: share of the slices of a batch that are a study with
+            known target with one of the annotated training lesions pasted into tissue like its
+            own surroundings (lesion copy-paste, :mod:`medrec.train.paste`).
     """
 
     epochs: int = Field(30, ge=1)
@@ -282,6 +285,7 @@ class TrainingConfig(_Section):
     mil_gate: float = Field(0.9, ge=0.0, le=1.0)
     hard_fraction: float = Field(0.0, ge=0.0, le=1.0)
     patch_size: int | Literal["auto"] | None = None
+    paste_fraction: float = Field(0.0, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _fractions(self) -> TrainingConfig:
@@ -289,10 +293,10 @@ class TrainingConfig(_Section):
             raise ValueError(f"patch_size must be at least 16 voxels, auto or null, got {self.patch_size}")
         if self.lesion_weight != "auto" and not self.lesion_weight > 0:
             raise ValueError(f"lesion_weight must be a positive number or auto, got {self.lesion_weight}")
-        if self.foreground_fraction + self.mil_fraction + self.hard_fraction > 1.0:
+        if self.foreground_fraction + self.mil_fraction + self.hard_fraction + self.paste_fraction > 1.0:
             raise ValueError(
-                "foreground_fraction + mil_fraction + hard_fraction must be <= 1, got "
-                f"{self.foreground_fraction} + {self.mil_fraction} + {self.hard_fraction}"
+                "foreground_fraction + mil_fraction + hard_fraction + paste_fraction must be <= 1, got "
+                f"{self.foreground_fraction} + {self.mil_fraction} + {self.hard_fraction} + {self.paste_fraction}"
             )
         return self
 

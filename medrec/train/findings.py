@@ -37,6 +37,7 @@ from torch.utils.data import Dataset
 from medrec.data.dataset import SampleStore
 from medrec.errors import ConfigError, InputError
 from medrec.train.determinism import derive_seed
+from medrec.train.paste import LesionPiece, cut_lesions, paste_lesion
 
 # The target of a label-only slice: "somewhere in here is a lesion" (no voxel target).
 MIL_TARGET = -1.0
@@ -47,6 +48,9 @@ MIL_TARGET = -1.0
 # smaller findings keep the same share of the loss.
 REFERENCE_LESION_FRACTION = 0.0075
 MAX_LESION_WEIGHT = 20.0
+
+# Slices of a study tried for a pasted lesion before the draw becomes an ordinary one.
+PASTE_SLICES = 4
 
 
 class FindingTargets:
@@ -199,6 +203,8 @@ class FindingSliceDataset(Dataset):
         hard_fraction: share of items drawn from the top slices of studies with a known target
             (once :meth:`set_hard_slices` gave them).
         patch_size: in-plane size of the training crops (None: whole slices).
+        paste_fraction: share of items that are a study with an annotated training lesion pasted
+            into it (:mod:`medrec.train.paste`), for studies whose target is known.
     """
 
     def __init__(
@@ -214,6 +220,7 @@ class FindingSliceDataset(Dataset):
         mil_fraction: float = 0.0,
         hard_fraction: float = 0.0,
         patch_size: int | None = None,
+        paste_fraction: float = 0.0,
     ) -> None:
         self.store, self.targets, self.context = store, targets, context
         self.length, self.foreground_fraction, self.seed, self.rank, self.flips = (
@@ -227,6 +234,13 @@ class FindingSliceDataset(Dataset):
         self.hard_fraction = hard_fraction
         self.hard_slices: dict[str, TopSlice] = {}
         self.patch_size = patch_size
+        self.paste_fraction = paste_fraction
+        self.pieces: list[LesionPiece] = []
+        if paste_fraction > 0:
+            for sample_id, mask in targets.masks.items():
+                volume = store.get(sample_id).array
+                if volume.ndim == 4:
+                    self.pieces.extend(cut_lesions(volume, mask))
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -272,14 +286,32 @@ class FindingSliceDataset(Dataset):
             sample_id = self.known[rng.integers(len(self.known))]
             volume = self.store.get(sample_id).array
             z = int(rng.integers(volume.shape[-1])) if volume.ndim == 4 else 0
+            if self.pieces and draw < self.foreground_fraction + self.hard_fraction + self.paste_fraction:
+                piece = self.pieces[rng.integers(len(self.pieces))]
+                pasted = None
+                for _ in range(PASTE_SLICES):  # a slice through tissue like the piece's surroundings
+                    pasted = paste_lesion(volume, z, self.context, piece, rng, slice_stack)
+                    if pasted is not None or volume.ndim != 4:
+                        break
+                    z = int(rng.integers(volume.shape[-1]))
+                if pasted is not None:
+                    image, target, (x, y) = pasted
+                    self._add_own_target(target, sample_id, z)
+                    if self.patch_size is not None:
+                        image, target = self._crop(image, target, rng, TopSlice(z, float("nan"), x, y), lesion=False)
+                    return self._item(image, target, rng, index)
         image = slice_stack(volume, z, self.context)
-        mask = self.targets.masks.get(sample_id)
         target = np.zeros((1, *image.shape[1:]), dtype=np.float32)
-        if mask is not None:
-            target[0] = mask[..., z] if mask.ndim == 3 else mask
+        self._add_own_target(target, sample_id, z)
         if self.patch_size is not None:
             image, target = self._crop(image, target, rng, peak, lesion=draw < self.foreground_fraction)
         return self._item(image, target, rng, index)
+
+    def _add_own_target(self, target: np.ndarray, sample_id: str, z: int) -> None:
+        """The study's own lesion voxels on slice ``z`` into ``target`` (kept where a piece was pasted)."""
+        mask = self.targets.masks.get(sample_id)
+        if mask is not None:
+            np.maximum(target[0], mask[..., z] if mask.ndim == 3 else mask, out=target[0])
 
     def _mil_item(self, rng: np.random.Generator, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         """The top slice of a label-only positive; its target is all ``MIL_TARGET`` (see :func:`finding_loss`)."""

@@ -613,8 +613,11 @@ class _Trainer:
             store, targets, context, config.steps_per_epoch * config.batch_size, config.foreground_fraction,
             config.seed, rank=self.context.rank, flips=self.plan.augment is not None,
             mil_fraction=config.mil_fraction if targets.label_only else 0.0, hard_fraction=config.hard_fraction,
-            patch_size=patch_size,
+            patch_size=patch_size, paste_fraction=config.paste_fraction,
         )
+        if config.paste_fraction > 0:
+            self.log(f"lesion copy-paste: {len(self.finding_dataset.pieces)} annotated lesions cut out, "
+                     f"{config.paste_fraction:.0%} of the items are a study with one of them pasted in")
         self.finding_targets = targets
         self.lesion_weight, why = targets.lesion_weight(config.lesion_weight, patch_size)
         self.log(f"lesion voxels weighted {self.lesion_weight:g} in the loss ({why})")
@@ -991,7 +994,7 @@ class _Trainer:
                 "note": "multi-class: the predicted class is the argmax of the calibrated probabilities; no threshold",
             }
             self.log("multi-class task: predictions are the argmax of the calibrated probabilities (no threshold)")
-        self.log(f"calibration {fit.method}: T = {fit.temperature:.4f}, val NLL {fit.nll_before:.4f} -> {fit.nll_after:.4f}")
+        self.log(fit.summary())
         self._write_val_predictions(probabilities, val_labels)
         weights_sha = sha256_file(self.run_dir / MODEL_WEIGHTS)
         info = {
