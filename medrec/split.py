@@ -250,6 +250,70 @@ def make_splits(
     })
 
 
+def held_out_fold_splits(
+    splits: pd.DataFrame,
+    manifest: pd.DataFrame,
+    fold: int,
+    val: float = 0.15,
+    stratify_by: str | Sequence[str] | None = None,
+    seed: int = 0,
+    label_column: str = "label",
+) -> pd.DataFrame:
+    """The train / val / test splits of one cross-validation fold, with fold ``fold`` held out as ``test``.
+
+    Out-of-fold predictions must come from a model that was neither fitted nor tuned on them, as in
+    scikit-learn's ``cross_val_predict``. Training here tunes on its validation split (early stopping,
+    operating threshold, calibration), so the held-out fold cannot be that split: it becomes the
+    run's ``test``, and ``val`` (a fraction of the patients, stratified) is carved from the other
+    folds, which train. A locked ``test`` split of ``splits`` is left out of every partition:
+    cross-validation never touches it.
+
+    Args:
+        splits: k-fold splits (``fold_0 .. fold_{k-1}``, optionally ``test``) from :func:`make_splits`.
+        manifest: the manifest the splits were made from.
+        fold: the fold to hold out.
+        val: fraction of the training folds' patients for validation.
+        stratify_by: further manifest column(s) to stratify the validation carve on.
+        seed: seeds the validation carve.
+        label_column: the manifest's label column.
+
+    Returns:
+        DataFrame ``sample_id, patient_id, split`` (``train|val|test``) without the locked test rows.
+
+    Raises:
+        ConfigError: ``splits`` are not k-fold splits or lack ``fold``; too few patients in the
+            training folds to carve a validation split.
+        LabelsError: a class is missing from the training or the validation split of the fold.
+    """
+    kind = splits_kind(splits)
+    if not kind.startswith("kfold:"):
+        raise ConfigError(f"cross-validation needs k-fold splits (fold_0, fold_1, ...), got {kind} splits; "
+                          "split with split.folds K")
+    held_out = fold_name(fold)
+    names = splits["split"].astype(str)
+    if held_out not in set(names):
+        raise ConfigError(f"fold {fold}: the splits have no {held_out} (they have {kind[len('kfold:'):]} folds)")
+    training_ids = set(splits.loc[names.str.startswith("fold_") & (names != held_out), "sample_id"].astype(str))
+    training_rows = manifest[manifest["sample_id"].astype(str).isin(training_ids)]
+    try:
+        inner = make_splits(training_rows, val=val, test=0.0, stratify_by=stratify_by, seed=seed,
+                            label_column=label_column)
+    except ConfigError as e:
+        raise ConfigError(f"fold {fold}: cannot carve a validation split from the other folds ({e}); "
+                          "use fewer folds or more patients") from e
+    # training needs every class in train and in val; say so now, not after the earlier folds trained
+    labels = inner["sample_id"].map(_labelled(training_rows, label_column).set_index("sample_id")[label_column])
+    for name in ("train", "val"):
+        missing = sorted(set(labels) - set(labels[inner["split"] == name]))
+        if missing:
+            raise LabelsError(
+                f"fold {fold}: the {name} split carved from the other folds has no sample of class(es) {missing} "
+                f"({int((inner['split'] == name).sum())} samples); use more patients, fewer folds, a larger split.val "
+                "or another split.seed")
+    held = splits.loc[names == held_out, ["sample_id", "patient_id"]].assign(split="test")
+    return pd.concat([inner, held], ignore_index=True).astype(str)
+
+
 # ---------------------------------------------------------------------------------------------
 # reading, checking, writing
 

@@ -28,6 +28,29 @@ step whose outputs exist and whose fingerprint is unchanged, so rerunning a fini
 trains nothing and leaves the report as it was; a step whose inputs changed runs again, and so
 do the steps after it. A training run whose recipe changed after it finished is never
 overwritten: that is an error asking for a new output folder.
+
+Cross-validation (``split.folds: K``, or ``medrec run RECIPE --folds K``) replaces the train and
+evaluate steps. The split step makes K patient-level folds, after carving a locked test split
+when ``split.test > 0`` (cross-validation never touches it; ``split.test: 0`` is pure
+cross-validation). Then, per fold ``i``, as scikit-learn's ``cross_val_predict`` would: a full run
+in ``RUN/folds/fold_i/`` trains on the other folds, tunes (early stopping, threshold, calibration)
+on a validation split carved from them (``split.val`` of their patients,
+:func:`medrec.split.held_out_fold_splits`, written to ``RUN/folds/fold_i.splits.csv``), and scores
+fold ``i``, which it never saw, as its ``test`` split into ``fold_i/evaluation/predictions.csv``
+(``medrec evaluate RUN/folds/fold_i`` adds that fold's own report). Unlike nnU-Net, whose
+validation fold is the held-out fold, no number here was tuned on the data it describes. Then::
+
+    RUN/cv/
+      predictions.csv    every labelled sample outside the locked test split exactly once, with its fold
+      folds.csv          per fold: samples, threshold, AUC, sensitivity, specificity (at the fold's threshold)
+      report/            report.html/.pdf/.json of the pooled predictions, plus folds.csv and folds.json
+                         (per fold, mean and SD)
+
+The pooled report's threshold is the median of the folds' thresholds, each chosen on its fold's
+validation split; pooled AUC ranks scores of K models together (as ``cross_val_predict`` does),
+the per-fold table gives their spread. Each fold is two steps (``fold_i/train``, ``fold_i/score``)
+with their own fingerprints: a finished fold is skipped, an interrupted one resumes from its last
+epoch, and a fold whose weights were deleted trains again from the start.
 """
 
 from __future__ import annotations
@@ -37,6 +60,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,8 +73,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medrec.atomicio import write_csv, write_text
 from medrec.config import (
+    AcceptanceCriteria,
     DataConfig,
     ResolvedPath,
+    StudyContext,
     TrainConfig,
     TrainingSections,
     format_validation_error,
@@ -63,6 +89,13 @@ from medrec.index.selection import SelectionRules
 
 STEPS: tuple[str, ...] = ("index", "split", "train", "evaluate")
 STATE_FILE = "workflow.json"
+FOLDS_DIR = "folds"  # RUN/folds/fold_i/: one full run per cross-validation fold
+CV_DIR = "cv"  # RUN/cv/: pooled out-of-fold predictions, per-fold table, report
+CV_REPORT_DIR = "report"
+CV_PREDICTIONS_CSV = "predictions.csv"
+CV_FOLDS_CSV = "folds.csv"
+CV_FOLDS_JSON = "folds.json"
+FOLD_METRICS: tuple[str, ...] = ("auc", "sensitivity", "specificity")
 RECIPE_SUFFIXES: tuple[str, ...] = (".yaml", ".yml")
 RECIPE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 # The data keys of the scans that 'medrec run' indexes, and of the files that 'medrec train' reads.
@@ -128,6 +161,8 @@ class EvaluationStep(_Section):
         batch_size: scoring batch size.
         workers: scoring loader processes.
         tta: test-time flip augmentation (adds an ``uncertainty`` column).
+        acceptance: pre-specified acceptance criteria, judged PASS / FAIL in the report, e.g.
+            ``auc: {lower_ci: 0.8}`` (:class:`~medrec.config.AcceptanceCriteria`).
     """
 
     prevalence: float | None = Field(None, gt=0.0, lt=1.0)
@@ -138,6 +173,7 @@ class EvaluationStep(_Section):
     batch_size: int = Field(8, ge=1)
     workers: int = Field(0, ge=0)
     tta: bool = False
+    acceptance: AcceptanceCriteria = Field(default_factory=AcceptanceCriteria)
 
 
 class WorkflowConfig(TrainingSections):
@@ -149,6 +185,8 @@ class WorkflowConfig(TrainingSections):
         data: the scans and labels.
         index: indexing rules.
         evaluation: the test-split report.
+        context: what the validation is about (intended use, target condition, reference standard,
+            data source, sites, dates), printed on the report's first page.
         split, preprocessing, model, training, threshold, calibration: as in ``medrec train``
             (:class:`~medrec.config.TrainingSections`).
     """
@@ -158,6 +196,7 @@ class WorkflowConfig(TrainingSections):
     data: WorkflowData
     index: IndexStep = Field(default_factory=IndexStep)
     evaluation: EvaluationStep = Field(default_factory=EvaluationStep)
+    context: StudyContext = Field(default_factory=StudyContext)
 
 
 @dataclass(frozen=True)
@@ -501,6 +540,8 @@ class WorkflowResult:
     run_dir: Path
     steps: list[StepOutcome] = field(default_factory=list)
     report: dict[str, Any] | None = None
+    report_dir: Path | None = None
+    folds: list[dict[str, Any]] | None = None  # cross-validation: the rows of RUN/cv/folds.csv
 
 
 def _index_step(config: WorkflowConfig, run_dir: Path) -> tuple[str, Callable[[], str]]:
@@ -553,12 +594,18 @@ def _split_step(config: WorkflowConfig, run_dir: Path) -> tuple[str, Callable[[]
     return fingerprint, run
 
 
-def _train_step(config: WorkflowConfig, run_dir: Path) -> tuple[str, Callable[[], str], Any]:
+def _train_step(config: WorkflowConfig, run_dir: Path, fold: int | None = None) -> tuple[str, Callable[[], str], Any]:
+    """The train step into ``run_dir``, or with ``fold`` into ``RUN/folds/fold_i`` on that fold's splits."""
     from medrec.rundir import has_started, is_complete
 
-    train_config = train_config_of(config, run_dir / "index" / "manifest.csv", run_dir / "split" / "splits.csv",
-                                   source=f"{run_dir / 'workflow.yaml'} (train step)")
-    inputs = [run_dir / "index" / "manifest.csv", run_dir / "split" / "splits.csv",
+    train_dir, splits, source = run_dir, run_dir / "split" / "splits.csv", f"{run_dir / 'workflow.yaml'} (train step)"
+    if fold is not None:
+        train_dir, splits = _fold_dir(run_dir, fold), _fold_splits_path(run_dir, fold)
+        source = f"{run_dir / 'workflow.yaml'} (fold {fold})"
+    train_config = train_config_of(config, run_dir / "index" / "manifest.csv", splits, source=source)
+    if fold is not None:  # recorded in the fold's config.yaml; its splits file already holds fold i out
+        train_config = train_config.model_copy(update={"split": train_config.split.model_copy(update={"fold": fold})})
+    inputs = [run_dir / "index" / "manifest.csv", splits,
               *(Path(p) for p in (train_config.data.lesions, train_config.data.masks) if p is not None)]
     fingerprint = _sha256_json({
         "inputs": [_sha256_file(p) if p.is_file() else None for p in inputs],
@@ -568,32 +615,333 @@ def _train_step(config: WorkflowConfig, run_dir: Path) -> tuple[str, Callable[[]
     def run() -> str:
         from medrec.train import train
 
-        resume = has_started(run_dir) and not is_complete(run_dir)
-        result = train(train_config, run_dir, resume=resume)
+        if fold is not None and _lost_weights(train_dir):
+            console.print(f"[yellow]{train_dir.name}: its weights are gone but its checkpoint remains, so it cannot "
+                          "resume; training the fold again from the start[/]")
+            shutil.rmtree(train_dir)
+        resume = has_started(train_dir) and not is_complete(train_dir)
+        result = train(train_config, train_dir, resume=resume)
         auc = result.val_metrics.get("auc")
         return f"best epoch {result.best_epoch}, val AUC {auc:.3f}" if auc is not None else f"best epoch {result.best_epoch}"
 
     return fingerprint, run, train_config
 
 
+def _fold_dir(run_dir: Path, fold: int) -> Path:
+    from medrec.split import fold_name
+
+    return run_dir / FOLDS_DIR / fold_name(fold)
+
+
+def _fold_splits_path(run_dir: Path, fold: int) -> Path:
+    from medrec.split import fold_name
+
+    return run_dir / FOLDS_DIR / f"{fold_name(fold)}.splits.csv"
+
+
+def _fold_predictions_path(run_dir: Path, fold: int) -> Path:
+    from medrec.evaluate import EVALUATION_DIR
+
+    return _fold_dir(run_dir, fold) / EVALUATION_DIR / CV_PREDICTIONS_CSV
+
+
+def _lost_weights(train_dir: Path) -> bool:
+    """A run with a checkpoint but no weights: finished, then its model was deleted (it cannot resume)."""
+    from medrec.rundir import CHECKPOINT_STEM, MODEL_WEIGHTS
+
+    return (train_dir / f"{CHECKPOINT_STEM}.json").is_file() and not (train_dir / MODEL_WEIGHTS).is_file()
+
+
+def _write_fold_splits(config: WorkflowConfig, run_dir: Path) -> None:
+    """``RUN/folds/fold_i.splits.csv`` for every fold (:func:`medrec.split.held_out_fold_splits`).
+
+    Rewritten only when the content changed, so a rerun leaves them untouched.
+    """
+    from medrec.manifest import read_manifest
+    from medrec.split import held_out_fold_splits, read_splits
+
+    manifest = read_manifest(run_dir / "index" / "manifest.csv")
+    splits = read_splits(run_dir / "split" / "splits.csv")
+    split = config.split
+    for fold in range(int(split.folds or 0)):
+        plan = held_out_fold_splits(splits, manifest, fold, val=split.val, stratify_by=split.stratify_by,
+                                    seed=split.seed)
+        text = plan.to_csv(index=False, lineterminator="\n")
+        path = _fold_splits_path(run_dir, fold)
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            write_text(path, text)
+
+
+def _scored_completely(predictions: Path) -> bool:
+    from medrec.score import read_sidecar
+
+    try:
+        record = read_sidecar(predictions)
+    except OutputError:
+        return False
+    return predictions.is_file() and record is not None and record.get("status") == "complete"
+
+
+def _fold_score_step(config: WorkflowConfig, run_dir: Path, fold: int) -> tuple[str, Callable[[], str]]:
+    """Score fold ``fold``'s held-out samples (its run's ``test`` split) with its model; resumable."""
+    from medrec.evaluate import evaluation_fingerprint
+
+    fold_dir = _fold_dir(run_dir, fold)
+    predictions = _fold_predictions_path(run_dir, fold)
+    options = config.evaluation
+    fingerprint = evaluation_fingerprint(fold_dir, options.model_dump(mode="json",
+                                                                      include={"batch_size", "workers", "tta"}))
+
+    def run() -> str:
+        from medrec.evaluate import test_manifest
+        from medrec.score import ScoreOptions, load_scoring_run, read_sidecar, score_manifest
+        from medrec.score.operating_point import TTA_SOURCE_MARK
+
+        held_out = test_manifest(fold_dir)
+        run, model_hash = load_scoring_run(fold_dir)
+        # as medrec.evaluate: rows of other weights or another TTA setting are replaced, not mixed in
+        previous = read_sidecar(predictions)
+        stale = previous is not None and (
+            previous.get("model_sha256") != model_hash or bool(previous.get("tta")) != options.tta
+            or (options.tta and TTA_SOURCE_MARK not in str(previous.get("threshold_source"))))
+        score_options = ScoreOptions(batch_size=options.batch_size, workers=options.workers, tta=options.tta,
+                                     overwrite=stale)
+        # the same description as 'medrec evaluate', which can add the fold's own report later
+        score_manifest(run, held_out, predictions, score_options, model_sha256=model_hash,
+                       input_description={"kind": "test split", "run_dir": str(fold_dir.resolve()),
+                                          "samples": len(held_out)})
+        return f"{len(held_out)} held-out samples scored"
+
+    return fingerprint, run
+
+
+def _fold_metrics(frame: Any, record: dict[str, Any], fold: int) -> dict[str, Any]:
+    """AUC, sensitivity and specificity of one fold's held-out predictions at the fold's own threshold.
+
+    Multi-class folds: macro one-vs-rest AUC and the mean over classes of sensitivity and
+    specificity of the argmax decision.
+    """
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    usable = frame[(frame["error"].str.strip() == "") & (frame["label"].str.strip() != "")]
+    labels = usable["label"].str.strip().to_numpy()
+    row: dict[str, Any] = {"fold": fold, "n_samples": len(usable), "n_patients": int(usable["patient_id"].nunique()),
+                           "threshold": record.get("threshold")}
+    classes = [str(name) for name in record.get("classes") or sorted(set(labels))]
+    positive, threshold = record.get("positive_class"), record.get("threshold")
+    nan = float("nan")
+    if positive is not None and threshold is not None:
+        truth = labels == str(positive)
+        scores = pd.to_numeric(usable["score"]).to_numpy(dtype=float)
+        called = scores >= float(threshold)
+        n_positive, n_negative = int(truth.sum()), int((~truth).sum())
+        row.update(
+            n_positive=n_positive,
+            auc=float(roc_auc_score(truth, scores)) if n_positive and n_negative else nan,
+            sensitivity=float((called & truth).sum() / n_positive) if n_positive else nan,
+            specificity=float((~called & ~truth).sum() / n_negative) if n_negative else nan,
+        )
+        return row
+    probabilities = usable[[f"score_{name}" for name in classes]].apply(pd.to_numeric).to_numpy(dtype=float)
+    called = np.asarray(classes)[probabilities.argmax(axis=1)]
+    present = [name for name in classes if (labels == name).any()]
+    sensitivity = [float(((called == name) & (labels == name)).sum() / (labels == name).sum()) for name in present]
+    specificity = [float(((called != name) & (labels != name)).sum() / (labels != name).sum())
+                   for name in present if (labels != name).any()]
+    try:
+        auc = float(roc_auc_score(labels, probabilities, multi_class="ovr", average="macro", labels=classes))
+    except ValueError:  # a class absent from the fold
+        auc = nan
+    row.update(n_positive=None, auc=auc, sensitivity=float(np.mean(sensitivity)) if sensitivity else nan,
+               specificity=float(np.mean(specificity)) if specificity else nan)
+    return row
+
+
+def fold_spread(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """Mean and sample SD (ddof 1) over folds of each of :data:`FOLD_METRICS` (folds without a value skipped)."""
+    import numpy as np
+
+    spread: dict[str, dict[str, float | None]] = {}
+    for name in FOLD_METRICS:
+        values = np.asarray([row.get(name) for row in rows], dtype=float)
+        values = values[np.isfinite(values)]
+        spread[name] = {"mean": float(values.mean()) if len(values) else None,
+                        "sd": float(values.std(ddof=1)) if len(values) > 1 else None, "n_folds": int(len(values))}
+    return spread
+
+
+def _pooled_record(records: Sequence[dict[str, Any]], predictions: Sequence[Path], columns: Sequence[str]) -> dict:
+    """The sidecar of the pooled predictions: the folds' label space and the median of their thresholds."""
+    import statistics
+
+    from medrec.score.operating_point import TTA_SOURCE_MARK
+
+    first = records[0]
+    thresholds = [record.get("threshold") for record in records]
+    if all(value is not None for value in thresholds):
+        threshold = float(statistics.median(float(value) for value in thresholds))
+        listed = " / ".join(f"{float(value):.4g}" for value in thresholds)
+        # 'run: ... chosen on validation' is how medrec.report reads a threshold frozen before scoring
+        source = (f"run: median of the {len(records)} folds' thresholds ({listed}) each chosen on validation in its "
+                  f"fold{' ' + TTA_SOURCE_MARK if first.get('tta') else ''}")
+    else:
+        threshold, source = None, "argmax (multi-class)"
+    return {
+        "medrec_version": first.get("medrec_version"),
+        "classes": first.get("classes"),
+        "positive_class": first.get("positive_class"),
+        "threshold": threshold,
+        "threshold_source": source,
+        "fold_thresholds": thresholds,
+        "fold_model_sha256": [record.get("model_sha256") for record in records],
+        "level": first.get("level"),
+        "aggregate": first.get("aggregate"),
+        "tta": first.get("tta"),
+        "input": {"kind": "cross-validation", "folds": len(records), "fold_predictions": [str(p) for p in predictions]},
+        "columns": list(columns),
+        "status": "complete",
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _cv_step(config: WorkflowConfig, run_dir: Path) -> tuple[str, Callable[[], str]]:
+    """Pool the folds' held-out predictions, tabulate each fold, and report the pooled predictions."""
+    folds = int(config.split.folds or 0)
+    paths = [_fold_predictions_path(run_dir, fold) for fold in range(folds)]
+    manifest = run_dir / "index" / "manifest.csv"
+
+    def threshold_of(path: Path) -> Any:
+        from medrec.score import read_sidecar
+
+        return (read_sidecar(path) or {}).get("threshold") if path.is_file() else None
+
+    fingerprint = _sha256_json({
+        "predictions": [_sha256_file(p) if p.is_file() else None for p in paths],
+        "thresholds": [threshold_of(p) for p in paths],
+        "manifest": _sha256_file(manifest) if manifest.is_file() else None,
+        "evaluation": config.evaluation.model_dump(mode="json"),
+    })
+
+    def run() -> str:
+        import pandas as pd
+
+        from medrec.report.build import write_report
+        from medrec.score import read_sidecar
+        from medrec.score.writer import write_sidecar
+
+        cv_dir = run_dir / CV_DIR
+        frames, records, rows = [], [], []
+        for fold, path in enumerate(paths):
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+            record = read_sidecar(path) or {}
+            frames.append(frame.assign(fold=str(fold)))
+            records.append(record)
+            rows.append(_fold_metrics(frame, record, fold))
+        pooled = pd.concat(frames, ignore_index=True)
+        twice = pooled["sample_id"][pooled["sample_id"].duplicated()]
+        if len(twice):
+            raise OutputError(f"{run_dir / FOLDS_DIR}: sample {twice.iloc[0]} was held out by two folds; the fold "
+                              f"splits are inconsistent: delete {run_dir / FOLDS_DIR} and run again")
+        predictions = cv_dir / CV_PREDICTIONS_CSV
+        write_csv(predictions, pooled)
+        write_sidecar(predictions, _pooled_record(records, paths, pooled.columns))
+        options = config.evaluation
+        qc = run_dir / "index" / "qc.csv"
+        report = write_report(predictions, cv_dir / CV_REPORT_DIR, manifest=manifest, qc=qc if qc.is_file() else None,
+                              subgroups=options.subgroups, prevalence=options.prevalence, ci_method=options.ci_method,
+                              n_boot=options.bootstrap, seed=options.seed,
+                              title=f"Cross-validation report: pooled out-of-fold predictions of {folds} folds")
+        table = pd.DataFrame(rows, columns=["fold", "n_samples", "n_patients", "n_positive", "threshold",
+                                            *FOLD_METRICS])
+        spread = fold_spread(rows)
+        write_csv(cv_dir / CV_FOLDS_CSV, table)
+        write_csv(cv_dir / CV_REPORT_DIR / CV_FOLDS_CSV, table)
+        write_text(cv_dir / CV_REPORT_DIR / CV_FOLDS_JSON, json.dumps({
+            "folds": json.loads(table.to_json(orient="records", double_precision=15)),
+            "spread": spread,
+            "pooled_threshold": report.get("threshold"),
+            "note": "each fold's metrics are at its own threshold, chosen on validation data carved from the other "
+                    "folds; the pooled report uses the median of those thresholds",
+        }, indent=2) + "\n")
+        auc = report.get("metrics", {}).get("auc", {}).get("value")
+        mean, sd = spread["auc"]["mean"], spread["auc"]["sd"]
+        per_fold = f"; per fold {mean:.3f} ± {sd:.3f}" if mean is not None and sd is not None else ""
+        return f"pooled AUC {auc:.3f}{per_fold}" if auc is not None else "report written"
+
+    return fingerprint, run
+
+
+def _read_folds_table(run_dir: Path) -> list[dict[str, Any]]:
+    import pandas as pd
+
+    table = pd.read_csv(run_dir / CV_DIR / CV_FOLDS_CSV)
+    return json.loads(table.to_json(orient="records", double_precision=15))
+
+
+def _cross_validate(config: WorkflowConfig, folder: Path, state: WorkflowState,
+                    step: Callable[[str, str, Callable[[], str], bool], None]) -> None:
+    """The fold steps and the pooling step of a cross-validated recipe (see the module docstring)."""
+    from medrec.rundir import is_complete
+    from medrec.split import read_splits
+
+    locked = int((read_splits(folder / "split" / "splits.csv")["split"] == "test").sum())
+    if locked:
+        console.print(f"cross-validation over {config.split.folds} folds; the locked test split ({locked} samples, "
+                      "split.test) is held out and never used by it")
+    else:
+        console.print(f"cross-validation over {config.split.folds} folds of every labelled sample (split.test: 0, "
+                      "no locked test split)")
+    _write_fold_splits(config, folder)
+    for fold in range(int(config.split.folds or 0)):
+        fold_dir = _fold_dir(folder, fold)
+        fingerprint, action, _ = _train_step(config, folder, fold=fold)
+        name = f"{fold_dir.name}/train"
+        complete = is_complete(fold_dir)
+        if complete and not state.is_current(name, fingerprint):
+            raise OutputError(
+                f"{fold_dir}: holds a finished training run of fold {fold} made from a different recipe or data; "
+                "choose another output folder (-o) or delete this one"
+            )
+        step(name, fingerprint, action, complete)
+        fingerprint, action = _fold_score_step(config, folder, fold)
+        step(f"{fold_dir.name}/score", fingerprint, action, _scored_completely(_fold_predictions_path(folder, fold)))
+    fingerprint, action = _cv_step(config, folder)
+    outputs = [folder / CV_DIR / CV_PREDICTIONS_CSV, folder / CV_DIR / CV_FOLDS_CSV,
+               folder / CV_DIR / CV_REPORT_DIR / "report.json"]
+    step("cv", fingerprint, action, all(path.is_file() for path in outputs))
+
+
 def run_workflow(config: WorkflowConfig, run_dir: str | Path) -> WorkflowResult:
     """Run (or finish) a recipe into ``run_dir``; steps whose inputs are unchanged are skipped.
+
+    With ``split.folds`` the train and evaluate steps are a cross-validation (module docstring).
 
     Args:
         config: the validated recipe.
         run_dir: the run directory (created).
 
     Returns:
-        A :class:`WorkflowResult` with what each step did and the evaluation report.
+        A :class:`WorkflowResult` with what each step did and the evaluation report (cross-validation:
+        the pooled report and the per-fold table).
 
     Raises:
-        OutputError: ``run_dir`` holds a finished training run made from a different recipe or data.
+        OutputError: ``run_dir`` holds a finished training run (or fold run) made from a different recipe
+            or data, or a cross-validation where one model is asked for (or the reverse).
         MedrecError: whatever a step raises (bad data, leakage, ...), with its one-line reason.
     """
-    from medrec.rundir import is_complete
+    from medrec.rundir import has_started, is_complete
 
     folder = Path(run_dir).absolute()
     index_fingerprint, index_action = _index_step(config, folder)  # checks the inputs before anything is written
+    cross_validated = config.split.folds is not None
+    if cross_validated and has_started(folder):
+        raise OutputError(f"{folder}: holds a single training run, not a cross-validation; choose another output "
+                          "folder (-o) for the cross-validation")
+    if not cross_validated and (folder / FOLDS_DIR).is_dir():
+        raise OutputError(f"{folder}: holds a cross-validation ({FOLDS_DIR}/); run the recipe with --folds K (or "
+                          "split.folds) to finish it, or choose another output folder (-o) to train one model")
     folder.mkdir(parents=True, exist_ok=True)
     state = WorkflowState(folder)
     result = WorkflowResult(run_dir=folder)
@@ -615,6 +963,14 @@ def run_workflow(config: WorkflowConfig, run_dir: str | Path) -> WorkflowResult:
     fingerprint, action = _split_step(config, folder)
     step("split", fingerprint, action, (folder / "split" / "splits.csv").is_file())
 
+    if cross_validated:
+        _cross_validate(config, folder, state, step)
+        write_text(folder / "workflow.yaml", dump_workflow(config))
+        result.report_dir = folder / CV_DIR / CV_REPORT_DIR
+        result.report = json.loads((result.report_dir / "report.json").read_text(encoding="utf-8"))
+        result.folds = _read_folds_table(folder)
+        return result
+
     fingerprint, action, _ = _train_step(config, folder)
     complete = is_complete(folder)
     if complete and not state.is_current("train", fingerprint):
@@ -630,18 +986,20 @@ def run_workflow(config: WorkflowConfig, run_dir: str | Path) -> WorkflowResult:
     options = config.evaluation
     lesions = config.data.lesions
     fingerprint = evaluation_fingerprint(folder, {**options.model_dump(mode="json"),
-                                                  "lesions": _sha256_file(Path(lesions)) if lesions else None})
+                                                  "lesions": _sha256_file(Path(lesions)) if lesions else None,
+                                                  "context": config.context.model_dump(mode="json")})
 
     def evaluate() -> str:
         report = evaluate_run(folder, prevalence=options.prevalence, subgroups=options.subgroups,
                               ci_method=options.ci_method, n_boot=options.bootstrap, seed=options.seed,
                               batch_size=options.batch_size, workers=options.workers, tta=options.tta,
-                              lesions=lesions)
+                              lesions=lesions, prevalence_source="recipe evaluation.prevalence",
+                              acceptance=options.acceptance, context=config.context)
         auc = report["metrics"].get("auc", {}).get("value")
         return f"test AUC {auc:.3f}" if auc is not None else "report written"
 
     step("evaluate", fingerprint, evaluate, (folder / "evaluation" / "report.json").is_file())
     write_text(folder / "workflow.yaml", dump_workflow(config))
-    report_path = folder / "evaluation" / "report.json"
-    result.report = json.loads(report_path.read_text(encoding="utf-8"))
+    result.report_dir = folder / "evaluation"
+    result.report = json.loads((result.report_dir / "report.json").read_text(encoding="utf-8"))
     return result

@@ -21,16 +21,37 @@ def on_interrupt(params: Mapping[str, Any], args: Sequence[str]) -> tuple[str, l
     """
     # deferred: medrec.workflow imports torch, which the CLI does not load before a command needs it
     from medrec.rundir import CHECKPOINT_STEM
-    from medrec.workflow import WorkflowState, load_workflow
+    from medrec.workflow import FOLDS_DIR, WorkflowState, load_workflow
 
     run_dir = Path(params["out"]) if params.get("out") else Path("runs") / load_workflow(params["recipe"]).name
     finished = list(WorkflowState(run_dir.absolute()).steps)
     kept = [f"the finished steps ({', '.join(finished)})"] if finished else []
     if "train" not in finished and (run_dir / f"{CHECKPOINT_STEM}.json").is_file():
         kept.append("the last completed training epoch")
+    started_folds = [fold.name for fold in sorted((run_dir / FOLDS_DIR).glob("fold_*"))
+                     if fold.is_dir() and f"{fold.name}/train" not in finished
+                     and (fold / f"{CHECKPOINT_STEM}.json").is_file()]
+    if started_folds:
+        kept.append(f"the last completed training epoch of {', '.join(started_folds)}")
     if not kept:
         return f"no step had finished in {run_dir}", list(args)
     return f"{run_dir} keeps {' and '.join(kept)}; the same command skips what is finished", list(args)
+
+
+def fold_rows(folds: Sequence[Mapping[str, Any]]) -> list[tuple[str, ...]]:
+    """The per-fold table of a cross-validation (``RUN/cv/folds.csv`` rows), then mean ± SD over the folds."""
+    from medrec.workflow import FOLD_METRICS, fold_spread
+
+    def number(value: Any) -> str:
+        return "" if value is None or value != value else f"{float(value):.3f}"
+
+    rows = [(str(row["fold"]), str(row["n_samples"]), "" if row.get("threshold") is None else f"{row['threshold']:.4f}",
+             *(number(row.get(name)) for name in FOLD_METRICS)) for row in folds]
+    spread = fold_spread(folds)
+    rows.append(("mean ± SD", "", "", *(
+        f"{spread[name]['mean']:.3f} ± {spread[name]['sd']:.3f}" if spread[name]["sd"] is not None
+        else number(spread[name]["mean"]) for name in FOLD_METRICS)))
+    return rows
 
 
 def register(app: typer.Typer) -> None:
@@ -45,10 +66,15 @@ def register(app: typer.Typer) -> None:
         scans: Path | None = typer.Option(None, "--scans", help="Override data.scans (the scan folder)."),
         labels: Path | None = typer.Option(None, "--labels", help="Override data.labels (the labels file; a 'mask' column gives lesion masks)."),
         lesions: Path | None = typer.Option(None, "--lesions", help="Override data.lesions (lesion table: study_uid, center_x/y/z LPS mm, diameter_mm)."),
+        folds: int | None = typer.Option(
+            None, "--folds", min=2,
+            help="Cross-validate over K patient-level folds (sets split.folds): each fold trains a run in RUN/folds/fold_i and scores its held-out fold; RUN/cv/ gets the pooled out-of-fold predictions, folds.csv and one report."),
     ) -> None:
         """Run a recipe: index the scans, split by patient, train, and report on the locked test split.
 
         Every step writes into one run directory and records a fingerprint of its inputs; rerunning skips the steps whose inputs did not change, so a finished recipe reruns in seconds and trains nothing. An interrupted training resumes from its last completed epoch. Relative paths in a recipe file are taken from the file's folder; those of a packaged recipe run by name (such as data/ct) from the current folder; --scans / --labels / --lesions from the current folder. 'medrec recipes show NAME > my.yaml' gives a copy to edit.
+
+        With --folds K (or split.folds in the recipe) training is a K-fold cross-validation by patient: each fold trains in RUN/folds/fold_i on the other folds (validation carved from them) and scores its held-out fold; RUN/cv/ gets the pooled out-of-fold predictions with a fold column, folds.csv (AUC, sensitivity, specificity per fold) and one report. A locked test split (split.test > 0) is made first and left untouched; split.test: 0 cross-validates every labelled sample. Finished folds are skipped on rerun, an interrupted fold resumes.
 
         Examples:
 
@@ -61,17 +87,24 @@ def register(app: typer.Typer) -> None:
             medrec run ct_lesion_annotated --scans data/ct --labels data/ct/labels.csv --lesions data/ct/ground_truth.csv
 
             medrec run my_recipe.yaml -o runs/mine
+
+            medrec run my_recipe.yaml --folds 5 -o runs/mine-cv   (5-fold cross-validation, one pooled report)
         """
         from medrec.commands.evaluate import metric_rows
         from medrec.console import console, print_summary
         from medrec.workflow import load_workflow, run_workflow
 
-        config = load_workflow(recipe, {"data.scans": scans, "data.labels": labels, "data.lesions": lesions})
+        config = load_workflow(recipe, {"data.scans": scans, "data.labels": labels, "data.lesions": lesions,
+                                        "split.folds": folds})
         run_dir = out or Path("runs") / config.name
         result = run_workflow(config, run_dir)
         print_summary(f"medrec run {config.name}",
                       [(s.step, s.status, f"{s.seconds:.1f} s" if s.seconds else "", s.detail) for s in result.steps],
                       ("step", "status", "time", "result"))
+        if result.folds:
+            print_summary("cross-validation: each held-out fold at its own threshold", fold_rows(result.folds),
+                          ("fold", "samples", "threshold", "AUC", "sensitivity", "specificity"))
         if result.report:
-            print_summary("locked test split", metric_rows(result.report), ("metric", "value", "95% CI"))
-        console.print(f"report: {result.run_dir / 'evaluation' / 'report.html'}")
+            title = "pooled out-of-fold predictions" if result.folds else "locked test split"
+            print_summary(title, metric_rows(result.report), ("metric", "value", "95% CI"))
+        console.print(f"report: {result.report_dir / 'report.html'}")
