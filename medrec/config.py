@@ -320,6 +320,119 @@ class CalibrationConfig(_Section):
     method: Literal["temperature", "none"] = "temperature"
 
 
+# The report metrics an acceptance criterion may name: those where higher is better.
+ACCEPTANCE_METRICS: tuple[str, ...] = ("sensitivity", "specificity", "ppv", "npv", "accuracy", "balanced_accuracy",
+                                       "f1", "mcc", "auc", "pr_auc")
+
+
+class AcceptanceCriterion(_Section):
+    """One pre-specified criterion on a report metric (higher is better).
+
+    Attributes:
+        value: the point estimate must be at least this.
+        lower_ci: the lower bound of the metric's 95% CI must be at least this (the criterion a
+            study is powered for: the report gives the sample size that shows it with 80% power).
+    """
+
+    value: float | None = Field(None, ge=-1.0, le=1.0)
+    lower_ci: float | None = Field(None, ge=-1.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _has_a_bound(self) -> AcceptanceCriterion:
+        if self.value is None and self.lower_ci is None:
+            raise ValueError("give 'value' (point estimate at least) and / or 'lower_ci' (lower 95% CI bound at "
+                             "least), e.g. {lower_ci: 0.8}")
+        return self
+
+
+class AcceptanceCriteria(_Section):
+    """Pre-specified acceptance criteria, judged on the report's sample-level metrics (PASS / FAIL each).
+
+    Each key is a report metric (:data:`ACCEPTANCE_METRICS`) with an :class:`AcceptanceCriterion`,
+    e.g. ``sensitivity: {lower_ci: 0.80}``, ``auc: {lower_ci: 0.85}``, ``specificity: {value: 0.85}``.
+    """
+
+    sensitivity: AcceptanceCriterion | None = None
+    specificity: AcceptanceCriterion | None = None
+    ppv: AcceptanceCriterion | None = None
+    npv: AcceptanceCriterion | None = None
+    accuracy: AcceptanceCriterion | None = None
+    balanced_accuracy: AcceptanceCriterion | None = None
+    f1: AcceptanceCriterion | None = None
+    mcc: AcceptanceCriterion | None = None
+    auc: AcceptanceCriterion | None = None
+    pr_auc: AcceptanceCriterion | None = None
+
+    def criteria(self) -> list[tuple[str, AcceptanceCriterion]]:
+        """``(metric, criterion)`` for every metric that has one, in :data:`ACCEPTANCE_METRICS` order."""
+        return [(name, getattr(self, name)) for name in ACCEPTANCE_METRICS if getattr(self, name) is not None]
+
+
+class StudyContext(_Section):
+    """What the validation is about, printed on the report's first page (every field optional; the
+    report's wording is :data:`medrec.report.document.CONTEXT_LABELS`).
+
+    Attributes:
+        intended_use: who uses the model, on whom, for what decision.
+        target_condition: the condition the model detects.
+        reference_standard: how the reference labels were established, and by whom.
+        data_source: where the scans come from (archive, trial, public data set).
+        sites: the sites that contributed scans (a list is joined with commas).
+        dates: the acquisition period.
+    """
+
+    intended_use: str | None = None
+    target_condition: str | None = None
+    reference_standard: str | None = None
+    data_source: str | None = None
+    sites: str | None = None
+    dates: str | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _as_text(cls, value: Any) -> Any:
+        # YAML reads "2019-2021" as text but 2020-01-01 as a date and 3 as a number; a list of sites is joined
+        if isinstance(value, list | tuple):
+            return ", ".join(str(item) for item in value)
+        if value is not None and not isinstance(value, str | dict):
+            return str(value)
+        return (value.strip() or None) if isinstance(value, str) else value
+
+
+def parse_acceptance(data: Any, source: str = "acceptance criteria") -> AcceptanceCriteria:
+    """Validate acceptance criteria: a mapping of metric -> criterion (also under ``acceptance:`` or
+    ``evaluation: {acceptance: ...}``, so a recipe file works too).
+
+    Raises:
+        ConfigError: not a mapping, an unknown metric (with the nearest name) or a bad bound.
+    """
+    if isinstance(data, dict) and isinstance(data.get("evaluation"), dict) and "acceptance" in data["evaluation"]:
+        data = data["evaluation"]["acceptance"]
+    elif isinstance(data, dict) and set(data) == {"acceptance"}:
+        data = data["acceptance"]
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: acceptance criteria are a mapping of metric -> criterion, e.g. "
+                          "'sensitivity: {lower_ci: 0.8}'; got " + type(data).__name__)
+    try:
+        return AcceptanceCriteria.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source, root=AcceptanceCriteria,
+                                                  what="acceptance criteria")) from e
+
+
+def load_acceptance(path: str | Path) -> AcceptanceCriteria:
+    """Read acceptance criteria from a YAML file (``medrec report --acceptance FILE``).
+
+    Raises:
+        ConfigError: missing file, bad YAML or invalid criteria (:func:`parse_acceptance`).
+    """
+    source = Path(path)
+    return parse_acceptance(read_yaml(source, "acceptance criteria file not found; write a YAML mapping such as "
+                                              "'auc: {lower_ci: 0.8}'"), source=str(source))
+
+
 class TrainingSections(_Section):
     """The sections a training recipe and a workflow recipe share (everything but the data).
 
@@ -386,8 +499,10 @@ def _section_model(loc: tuple[Any, ...], root: type[BaseModel]) -> type[BaseMode
     return current
 
 
-def format_validation_error(error: ValidationError, source: str, root: type[BaseModel] | None = None) -> str:
-    """One readable message naming each bad key by dotted path and what is allowed there."""
+def format_validation_error(error: ValidationError, source: str, root: type[BaseModel] | None = None,
+                            what: str = "training config") -> str:
+    """One readable message naming each bad key by dotted path and what is allowed there (``what``: the
+    kind of file, for the message)."""
     problems = []
     for item in error.errors():
         loc = tuple(part for part in item["loc"] if not (isinstance(part, str) and part.startswith("function-")))
@@ -412,7 +527,7 @@ def format_validation_error(error: ValidationError, source: str, root: type[Base
             shown = item.get("input")
             got = "" if isinstance(shown, dict) else f" (got {shown!r})"
             problems.append(f"'{dotted}': {message}{got}" if loc else message)
-    return f"{source}: invalid training config: " + "; ".join(problems)
+    return f"{source}: invalid {what}: " + "; ".join(problems)
 
 
 def parse_config(data: Any, base_dir: str | Path | None = None, source: str = "config") -> TrainConfig:

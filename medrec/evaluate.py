@@ -13,15 +13,69 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import ValidationError
 
-from medrec.errors import ManifestError, ModelError
+from medrec.config import AcceptanceCriteria, StudyContext, format_validation_error, parse_acceptance, read_yaml
+from medrec.errors import ConfigError, ManifestError, ModelError
 from medrec.manifest import read_manifest
 
 EVALUATION_DIR = "evaluation"
+RUN_RECIPE = "workflow.yaml"  # the resolved recipe 'medrec run' writes into the run directory
+RECIPE_PREVALENCE = "recipe evaluation.prevalence"
+RECIPE_ACCEPTANCE = "recipe evaluation.acceptance"
+
+
+@dataclass(frozen=True)
+class RecipeEvaluation:
+    """What a run's recipe says about its evaluation (all None for a run without a recipe).
+
+    Attributes:
+        prevalence: ``evaluation.prevalence``.
+        acceptance: ``evaluation.acceptance``.
+        context: ``context``.
+    """
+
+    prevalence: float | None = None
+    acceptance: AcceptanceCriteria | None = None
+    context: StudyContext | None = None
+
+
+def recipe_evaluation(run_dir: str | Path) -> RecipeEvaluation:
+    """The evaluation settings of the recipe a run was made from (``RUN/workflow.yaml``, written by ``medrec run``;
+    for a fold ``RUN/folds/fold_i``, the run's).
+
+    Only ``evaluation.prevalence``, ``evaluation.acceptance`` and ``context`` are read; a run
+    trained with ``medrec train`` has no such file and gets none.
+
+    Raises:
+        ConfigError: the file exists but its acceptance criteria, context or prevalence are invalid.
+    """
+    folder = Path(run_dir)
+    # a cross-validation fold (RUN/folds/fold_i) shares the recipe of the run it belongs to
+    candidates = [folder / RUN_RECIPE] + ([folder.parent.parent / RUN_RECIPE] if folder.parent.name == "folds" else [])
+    path = next((candidate for candidate in candidates if candidate.is_file()), None)
+    if path is None:
+        return RecipeEvaluation()
+    content = read_yaml(path, "run recipe not found")
+    if not isinstance(content, dict):
+        return RecipeEvaluation()
+    evaluation = content.get("evaluation") if isinstance(content.get("evaluation"), dict) else {}
+    prevalence = evaluation.get("prevalence")
+    if prevalence is not None and not (isinstance(prevalence, int | float) and 0.0 < float(prevalence) < 1.0):
+        raise ConfigError(f"{path}: evaluation.prevalence must lie strictly between 0 and 1, got {prevalence!r}")
+    acceptance = parse_acceptance(evaluation.get("acceptance"), source=f"{path} evaluation.acceptance")
+    try:
+        context = StudyContext.model_validate(content.get("context") or {})
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, f"{path} context", root=StudyContext,
+                                                  what="study context")) from e
+    return RecipeEvaluation(float(prevalence) if prevalence is not None else None,
+                            acceptance if acceptance.criteria() else None, context)
 
 
 def _sha256_file(path: Path) -> str | None:
@@ -87,6 +141,10 @@ def evaluate_run(
     device: str = "auto",
     keep_identifiers: bool = False,
     lesions: str | Path | None = None,
+    prevalence_source: str | None = None,
+    acceptance: AcceptanceCriteria | None = None,
+    acceptance_source: str = RECIPE_ACCEPTANCE,
+    context: StudyContext | None = None,
 ) -> dict[str, Any]:
     """Score the run's test split into ``RUN/evaluation/predictions.csv`` and write the report there.
 
@@ -108,6 +166,12 @@ def evaluate_run(
         keep_identifiers: write raw identifiers in the report (pseudonyms by default).
         lesions: a lesion table: finding-map runs get lesion-level results (hit rate, FROC);
             ignored for other runs, which have no findings to compare.
+        prevalence_source: where ``prevalence`` came from (default: the recipe's
+            ``evaluation.prevalence``), printed beside every PPV / NPV at it.
+        acceptance: pre-specified acceptance criteria (the recipe's ``evaluation.acceptance``),
+            judged PASS / FAIL in the report.
+        acceptance_source: where they came from, for the report.
+        context: the recipe's ``context`` (intended use, target condition, ...), on page 1.
 
     Returns:
         The report dict (as in ``RUN/evaluation/report.json``).
@@ -136,4 +200,6 @@ def evaluate_run(
     return write_report(predictions, out_dir, run_dir=folder, manifest=folder / "manifest.csv",
                         qc=qc if qc.is_file() else None, subgroups=subgroups, prevalence=prevalence,
                         ci_method=ci_method, n_boot=n_boot, seed=seed, keep_identifiers=keep_identifiers,
-                        title="Clinical validation report: locked test split", lesions=lesion_table)
+                        title="Clinical validation report: locked test split", lesions=lesion_table,
+                        prevalence_source=(prevalence_source or RECIPE_PREVALENCE) if prevalence is not None else None,
+                        acceptance=acceptance, acceptance_source=acceptance_source, context=context)

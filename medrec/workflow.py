@@ -852,7 +852,8 @@ def _cv_step(config: WorkflowConfig, run_dir: Path) -> tuple[str, Callable[[], s
         report = write_report(predictions, cv_dir / CV_REPORT_DIR, manifest=manifest, qc=qc if qc.is_file() else None,
                               subgroups=options.subgroups, prevalence=options.prevalence, ci_method=options.ci_method,
                               n_boot=options.bootstrap, seed=options.seed,
-                              title=f"Cross-validation report: pooled out-of-fold predictions of {folds} folds")
+                              title=f"Cross-validation report: pooled out-of-fold predictions of {folds} folds",
+                              prevalence_source="recipe evaluation.prevalence", context=config.context)
         table = pd.DataFrame(rows, columns=["fold", "n_samples", "n_patients", "n_positive", "threshold",
                                             *FOLD_METRICS])
         spread = fold_spread(rows)

@@ -29,10 +29,15 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
         keep_identifiers: bool = typer.Option(
             False, "--keep-identifiers", help="Write raw patient identifiers (default: pseudonyms)."),
+        acceptance: Path | None = typer.Option(
+            None, "--acceptance", help="YAML file of pre-specified acceptance criteria (as a recipe's "
+                                       "evaluation.acceptance); default: the run's recipe's."),
     ) -> None:
         """Score the run's locked test split and write report.html, report.pdf, report.json into RUN/evaluation/.
 
         The test samples are those the run set aside in RUN/splits.csv; the threshold is the one chosen on validation when the run was trained. With --tta it is the threshold chosen on the validation split scored with TTA (flip averaging moves the scores), computed on first use and kept in RUN/model.json as threshold_tta. Rerunning resumes an interrupted scoring.
+
+        A run made by 'medrec run' keeps its recipe (RUN/workflow.yaml): its evaluation.prevalence (unless --prevalence), evaluation.acceptance (unless --acceptance) and context are used, so the report says what the validation is about and judges the pre-specified acceptance criteria (PASS / FAIL; the exit status does not change).
 
         Examples:
 
@@ -42,15 +47,25 @@ def register(app: typer.Typer) -> None:
         """
         from medrec.console import console, print_summary
         from medrec.errors import ConfigError
-        from medrec.evaluate import evaluate_run
+        from medrec.commands.report import print_acceptance
+        from medrec.config import load_acceptance
+        from medrec.evaluate import RECIPE_ACCEPTANCE, RECIPE_PREVALENCE, evaluate_run, recipe_evaluation
 
         check_run_folder(run_dir)
         if ci_method not in ("wilson", "clopper-pearson"):
             raise ConfigError(f"--ci-method must be wilson or clopper-pearson, got {ci_method!r}")
-        report = evaluate_run(run_dir, prevalence=prevalence, subgroups=subgroup, ci_method=ci_method,
+        recipe = recipe_evaluation(run_dir)
+        criteria, criteria_source = recipe.acceptance, RECIPE_ACCEPTANCE
+        if acceptance is not None:
+            criteria, criteria_source = load_acceptance(acceptance), f"--acceptance {acceptance.name}"
+        stated = prevalence if prevalence is not None else recipe.prevalence
+        report = evaluate_run(run_dir, prevalence=stated, subgroups=subgroup, ci_method=ci_method,
                               n_boot=bootstrap, seed=seed, batch_size=batch_size, workers=workers, tta=tta,
-                              device=device, keep_identifiers=keep_identifiers)
+                              device=device, keep_identifiers=keep_identifiers,
+                              prevalence_source="--prevalence" if prevalence is not None else RECIPE_PREVALENCE,
+                              acceptance=criteria, acceptance_source=criteria_source, context=recipe.context)
         print_summary("medrec evaluate: locked test split", metric_rows(report), ("metric", "value", "95% CI"))
+        print_acceptance(report.get("acceptance"))
         console.print(f"report: {Path(run_dir) / 'evaluation' / 'report.html'}")
 
 

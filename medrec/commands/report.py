@@ -64,6 +64,11 @@ def register(app: typer.Typer) -> None:
         match_on: MatchOn | None = typer.Option(
             None, "--match-on", help="Labels key; default: the column that matches most scored samples."),
         label_column: str = typer.Option("label", "--label-column", help="Name of the labels column."),
+        acceptance: Path | None = typer.Option(
+            None, "--acceptance", help="YAML file of pre-specified acceptance criteria, e.g. 'auc: {lower_ci: 0.85}' "
+                                       "and 'specificity: {value: 0.85}' (as a recipe's evaluation.acceptance): "
+                                       "PASS / FAIL on page 1 and in report.json, with the sample size each "
+                                       "lower-CI criterion needs; the exit status does not change."),
     ) -> None:
         """Write a clinical validation report (HTML, PDF, JSON, figures) for a predictions file.
 
@@ -106,6 +111,11 @@ def register(app: typer.Typer) -> None:
 
         Identifiers are pseudonymised unless --keep-identifiers.
 
+        --acceptance FILE judges pre-specified criteria (value: the point
+        estimate, lower_ci: the lower 95% CI bound must reach the bound) and
+        gives, for each lower-CI criterion, the sample size that shows it with
+        80% power at the observed value. A FAIL is reported, not an error.
+
         Examples:
 
             medrec report predictions.csv -o reports/test --run runs/ct1
@@ -117,6 +127,8 @@ def register(app: typer.Typer) -> None:
             medrec report predictions.csv -o reports/lesions --run runs/ct1 --lesions ground_truth.csv
 
             medrec report new.csv -o reports/new --labels new_labels.csv --match-on study_uid
+
+            medrec report predictions.csv -o reports/test --run runs/ct1 --acceptance acceptance.yaml
         """
         from medrec.report.build import write_report
         from medrec.report.document import METRICS, KEY_METRICS, fmt_ci, fmt_mm, fmt_threshold, fmt_value
@@ -124,6 +136,11 @@ def register(app: typer.Typer) -> None:
         if ci_method not in ("wilson", "clopper-pearson"):
             raise ConfigError(f"--ci-method {ci_method!r} is not known; use wilson or clopper-pearson")
         columns = [c.strip() for item in subgroup for c in item.split(",") if c.strip()]
+        criteria = None
+        if acceptance is not None:
+            from medrec.config import load_acceptance  # deferred: medrec.config imports torch
+
+            criteria = load_acceptance(acceptance)
         with console.status("Analysing predictions and drawing the report"):
             result = write_report(
                 predictions, out, run_dir=run, manifest=manifest, qc=qc,
@@ -132,6 +149,8 @@ def register(app: typer.Typer) -> None:
                 keep_identifiers=keep_identifiers, title=title, lesions=lesions,
                 lesion_tolerance_mm=lesion_tolerance, labels=labels,
                 match_on=match_on.value if match_on is not None else None, label_column=label_column,
+                prevalence_source="--prevalence" if prevalence is not None else None,
+                acceptance=criteria, acceptance_source=f"--acceptance {acceptance.name}" if acceptance else "",
             )
         metrics = result.get("metrics") or {}
         rows = []
@@ -157,6 +176,7 @@ def register(app: typer.Typer) -> None:
                 console.print(f"[yellow]note:[/] {warning}")
             elif warning.startswith(loud) or (index == 0 and result.get("held_out_check")):
                 console.print(f"[bold red]warning:[/] {warning}")
+        print_acceptance(result.get("acceptance"))
         lesion = result.get("lesion_level")
         if lesion:
             hit_rate = lesion.get("hit_rate") or {}
@@ -167,3 +187,19 @@ def register(app: typer.Typer) -> None:
                 f"{lesion.get('n_lesions')} lesions (tolerance {fmt_mm(lesion.get('tolerance_mm'))})"
             )
         console.print(f"Report: {Path(out) / 'report.html'} (also report.pdf, report.json)")
+
+
+def print_acceptance(acceptance: dict | None) -> None:
+    """The acceptance criteria's verdicts on the console (a FAIL is reported, not an error)."""
+    if not acceptance:
+        return
+    colour = {"PASS": "green", "FAIL": "bold red"}
+    console.print(f"Acceptance criteria ({acceptance.get('source')}): "
+                  f"[{colour.get(acceptance.get('overall'), 'yellow')}]{acceptance.get('overall')}[/]")
+    for entry in acceptance.get("criteria") or []:
+        size = entry.get("sample_size") or {}
+        needed = (f"; {size['n_needed']} {size.get('unit')} needed for 80% power, {size.get('n_in_test_set')} here"
+                  if size.get("n_needed") is not None else "")
+        verdict = entry.get("verdict")
+        console.print(f"  [{colour.get(verdict, 'yellow')}]{verdict}[/] {entry.get('metric')}: "
+                      f"{'; '.join(entry.get('reasons') or [])}{needed}")

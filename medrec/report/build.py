@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -37,11 +38,15 @@ from medrec.labels import map_to_classes, mapping_text
 from medrec.manifest import read_manifest
 from medrec.report import document as doc_model
 from medrec.report import figures as figs
+from medrec.report.acceptance import judge_acceptance
 from medrec.report.pseudonym import Pseudonymiser, check_no_identifiers, is_safe_file_token, key_from_file, \
     raw_identifiers
 from medrec.report.reference import PREDICTIONS_REFERENCE, attach_labels
 from medrec.report.render_html import render_html
 from medrec.report.render_pdf import render_pdf
+
+if TYPE_CHECKING:  # medrec.config imports medrec.transforms, which imports torch: not at report start-up
+    from medrec.config import AcceptanceCriteria, StudyContext
 
 LIBRARIES: tuple[str, ...] = ("medrec", "torch", "monai", "numpy", "pydicom", "scikit-learn", "scipy", "pandas",
                               "matplotlib", "reportlab")
@@ -710,6 +715,145 @@ def _count_qc_reasons(qc: pd.DataFrame) -> dict[str, int]:
     return _count_reasons(qc["reason"] if "reason" in qc.columns else pd.Series([""] * len(qc)))
 
 
+# qc.csv codes of files left out before they joined a series: unreadable, not an image, excluded by pattern, a
+# duplicate copy; every other code excludes a whole series (one qc row per file of it).
+FILE_LEVEL_CODES = frozenset({
+    "unreadable", "empty_file", "not_dicom", "executable_preamble", "dicom_unreadable", "truncated",
+    "corrupt_pixel_data", "bits_inconsistent", "duplicate_sop", "excluded_by_pattern", "not_included", "lesion_mask",
+    "nifti_unreadable", "nifti_pixdim", "nifti_scaling", "nifti_geometry", "nifti_values",
+})
+# series that were eligible and passed quality control but another series of their study was chosen
+NOT_SELECTED_CODES = frozenset({"not_best_series"})
+# selected series dropped when the labels were matched
+AFTER_SELECTION_CODES = frozenset({"label_conflict"})
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def _manifest_files(manifest: pd.DataFrame) -> tuple[int, int] | None:
+    """``(DICOM files, NIfTI files)`` behind the manifest's samples, or None when a DICOM row lists no files."""
+    dicom = nifti = 0
+    formats = manifest["format"].astype(str).str.strip().str.lower() if "format" in manifest.columns \
+        else pd.Series("", index=manifest.index)
+    files = manifest["files"] if "files" in manifest.columns else pd.Series("", index=manifest.index)
+    for fmt, cell in zip(formats, files.astype(str), strict=True):
+        if fmt != "dicom":
+            nifti += 1
+            continue
+        try:
+            listed = json.loads(cell) if cell.strip() else None
+        except json.JSONDecodeError:
+            listed = None
+        if not isinstance(listed, list) or not listed:
+            return None
+        dicom += len(listed)
+    return dicom, nifti
+
+
+def index_flow(manifest: pd.DataFrame | None, qc: pd.DataFrame | None) -> dict | None:
+    """Files and series through indexing, each counted in its own unit, from manifest.csv and qc.csv.
+
+    qc.csv holds one row per file left out. A row whose code is a file-level one
+    (:data:`FILE_LEVEL_CODES`; without codes: a row without ``series_uid``) excludes that file; any
+    other row belongs to a series (a NIfTI volume is a series of one file) excluded as a whole, counted
+    once per series: by quality control or the eligibility rules, as not chosen for its study
+    (``not_best_series``: no QC failure), or after selection (conflicting labels).
+
+    Returns:
+        ``{n_files, n_files_dicom, n_files_nifti (readable), n_readable, n_series, n_series_passing,
+        n_selected, n_manifest, n_studies, n_patients, file_exclusions, series_exclusions,
+        not_selected, after_selection}``; each exclusion list holds ``{reason, n_series, n_files}``
+        (file exclusions: ``n_files`` only). File counts are None when the manifest does not list
+        its DICOM files. None without a manifest and a qc table.
+    """
+    if manifest is None or qc is None:
+        return None
+    behind = _manifest_files(manifest)
+    paths = qc["path"].astype(str) if "path" in qc.columns else pd.Series("", index=qc.index)
+    series = qc["series_uid"].astype(str).str.strip() if "series_uid" in qc.columns \
+        else pd.Series("", index=qc.index)
+    codes = qc["code"].astype(str).str.strip() if "code" in qc.columns else pd.Series("", index=qc.index)
+    nifti_row = paths.str.lower().str.endswith(NIFTI_SUFFIXES)
+    # a series is its UID; a NIfTI volume is its file (NIfTI "series" UIDs are the study's placeholder)
+    key = series.where(~nifti_row, "nifti:" + paths)
+    kept_keys = _manifest_series_keys(manifest)
+    # files that never joined a series, and files left out of a series that was kept
+    file_level = codes.isin(FILE_LEVEL_CODES) | (series == "") | key.isin(kept_keys)
+    texts = pd.Series([QC_CODE_TEXT.get(c, c.replace("_", " ")) if c else _scrub_reason(r)
+                       for c, r in zip(codes, qc["reason"] if "reason" in qc.columns else [""] * len(qc),
+                                       strict=True)], index=qc.index, dtype=str)
+
+    # a series leaves at its earliest exclusion: quality control / eligibility, then selection, then labels
+    stages = ("series_exclusions", "not_selected", "after_selection")
+
+    def stage_of(code: str) -> int:
+        return 1 if code in NOT_SELECTED_CODES else (2 if code in AFTER_SELECTION_CODES else 0)
+
+    series_rows = qc.index[~file_level]
+    exclusion: dict[str, tuple[int, str]] = {}  # series key -> (stage, reason) of its earliest exclusion
+    for index in series_rows:
+        found = (stage_of(codes[index]), texts[index])
+        exclusion[key[index]] = min(found, exclusion.get(key[index], found))
+    series_of: dict[tuple[int, str], set[str]] = {}
+    files_of: dict[tuple[int, str], int] = {}
+    for index in series_rows:
+        where = exclusion[key[index]]
+        series_of.setdefault(where, set()).add(key[index])
+        files_of[where] = files_of.get(where, 0) + 1
+
+    def listing(stage: str) -> list[dict]:
+        rows = [{"reason": reason, "n_series": len(series_of[(number, reason)]), "n_files": files_of[(number, reason)]}
+                for number, reason in series_of if stages[number] == stage]
+        return sorted(rows, key=lambda row: (-row["n_series"], row["reason"]))
+
+    file_exclusions = [{"reason": reason, "n_files": n} for reason, n in _count_reasons(texts[file_level]).items()]
+    n_excluded_series = {stage: sum(row["n_series"] for row in listing(stage)) for stage in stages}
+    n_manifest = int(len(manifest))
+    n_series = n_manifest + sum(n_excluded_series.values())
+    n_files = n_readable = n_dicom = n_nifti = None
+    if behind is not None:
+        n_files = behind[0] + behind[1] + int(len(qc))
+        n_readable = n_files - int(file_level.sum())
+        series_level = ~file_level
+        n_dicom = behind[0] + int((series_level & ~nifti_row).sum())
+        n_nifti = behind[1] + int((series_level & nifti_row).sum())
+    return {
+        "n_files": n_files,
+        "n_readable": n_readable,
+        "n_files_dicom": n_dicom,
+        "n_files_nifti": n_nifti,
+        "file_exclusions": file_exclusions,
+        "n_files_excluded": int(file_level.sum()),
+        "n_series": n_series,
+        "series_exclusions": listing("series_exclusions"),
+        "n_series_passing": n_series - n_excluded_series["series_exclusions"],
+        "not_selected": listing("not_selected"),
+        "n_selected": n_series - n_excluded_series["series_exclusions"] - n_excluded_series["not_selected"],
+        "after_selection": listing("after_selection"),
+        "n_manifest": n_manifest,
+        "n_studies": int(manifest["study_uid"].astype(str).nunique()) if "study_uid" in manifest.columns else None,
+        "n_patients": int(manifest["patient_id"].astype(str).nunique()) if "patient_id" in manifest.columns else None,
+        "n_selected_per_study": _series_per_study(manifest),
+    }
+
+
+def _manifest_series_keys(manifest: pd.DataFrame) -> set[str]:
+    """The manifest's samples as :func:`index_flow` keys its series: the series UID, ``nifti:<path>`` for NIfTI."""
+    if "series_uid" not in manifest.columns:
+        return set()
+    formats = manifest["format"].astype(str).str.strip().str.lower() if "format" in manifest.columns \
+        else pd.Series("", index=manifest.index)
+    paths = manifest["path"].astype(str) if "path" in manifest.columns else pd.Series("", index=manifest.index)
+    return {f"nifti:{path}" if fmt == "nifti" else str(uid)
+            for fmt, path, uid in zip(formats, paths, manifest["series_uid"].astype(str), strict=True)}
+
+
+def _series_per_study(manifest: pd.DataFrame) -> int | None:
+    """The most series any study has in the manifest (1: one series per study)."""
+    if "study_uid" not in manifest.columns or manifest.empty:
+        return None
+    return int(manifest.groupby(manifest["study_uid"].astype(str)).size().max())
+
+
 def cohort_flow(
     predictions: pd.DataFrame,
     manifest: pd.DataFrame | None,
@@ -730,6 +874,10 @@ def cohort_flow(
     predictions. ``level`` is the predictions' level: a manifest sample counts as scored when a row
     names it, or (hand-made study / patient rows without ``sample_ids``) its study / patient. Only
     counts and path-scrubbed reasons leave this function, never identifiers.
+
+    With a manifest and its qc.csv, ``index`` holds the flow through indexing in files and series
+    (:func:`index_flow`); with splits, ``not_scored_by_split`` counts the manifest's unscored
+    samples by their split (the run's training and validation data, for ``medrec evaluate``).
     """
     errors = predictions["error"].astype(str).str.strip()
     failed = errors != ""
@@ -743,9 +891,13 @@ def cohort_flow(
         "n_errors": int(failed.sum()),
         "error_reasons": _count_reasons(errors[failed]),
         "n_studies": int(analysed["study_uid"].replace("", np.nan).nunique()),
+        "level": level,
     }
     if manifest is not None:
         cohort["n_manifest"] = int(len(manifest))
+        cohort["n_manifest_studies"] = (int(manifest["study_uid"].astype(str).nunique())
+                                        if "study_uid" in manifest.columns else None)
+        cohort["n_manifest_patients"] = int(manifest["patient_id"].astype(str).nunique())
         rows = pd.concat([predictions, also_scored]) if also_scored is not None and len(also_scored) else predictions
         in_predictions = set(rows["sample_id"].astype(str))
         if "sample_ids" in rows.columns:  # study / patient rows list their samples
@@ -757,12 +909,17 @@ def cohort_flow(
             groups = {part for cell in rows[key].astype(str) for part in cell.split(";") if part}
             scored_samples |= manifest[key].astype(str).isin(groups)
         cohort["n_not_scored"] = int((~scored_samples).sum())
-        cohort["level"] = level
+        if splits is not None and {"sample_id", "split"} <= set(splits.columns) and (~scored_samples).any():
+            split_of = dict(zip(splits["sample_id"].astype(str), splits["split"].astype(str).str.strip(), strict=False))
+            missing = manifest.loc[~scored_samples, "sample_id"].astype(str).map(lambda s: split_of.get(s, ""))
+            cohort["not_scored_by_split"] = {str(name): int(n) for name, n in sorted(
+                missing.value_counts().items(), key=lambda item: _split_order(str(item[0]) or "~"))}
     if qc is not None:
         cohort["n_excluded_qc"] = int(len(qc))
         cohort["qc_reasons"] = _count_qc_reasons(qc)
     if manifest is not None and qc is not None:
         cohort["n_eligible"] = cohort["n_manifest"] + cohort["n_excluded_qc"]
+        cohort["index"] = index_flow(manifest, qc)
     if splits is not None and {"sample_id", "split"} <= set(splits.columns):
         source = manifest if manifest is not None else predictions
         merged = source.merge(splits[["sample_id", "split"]], on="sample_id", how="inner")
@@ -815,6 +972,64 @@ def _split_order(name: str) -> tuple[int, str]:
     return order.get(name, 3), name
 
 
+SYNTH_RECORD = "synth.json"  # what 'medrec synth' writes beside the cohort it generates
+SYNTH_SEARCH_DEPTH = 3  # folders above the scans' common folder searched for it
+
+
+def _synth_record(folder: Path) -> dict | None:
+    """The ``synth.json`` in ``folder`` when 'medrec synth' wrote it (its settings name the generator)."""
+    path = folder / SYNTH_RECORD
+    try:
+        record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    settings = record.get("settings") if isinstance(record, dict) else None
+    if not isinstance(settings, dict) or not str(settings.get("generator") or "").startswith("medrec"):
+        return None
+    return settings
+
+
+def synthetic_origin(manifest: pd.DataFrame | None, folders: Sequence[Path | None] = ()) -> dict | None:
+    """Whether the scans came from ``medrec synth``: its ``synth.json`` in the scans' folder or a folder above.
+
+    Looked for in ``folders`` (the scan folder the predictions were scored from) and in the
+    common folder of the manifest's sample paths, each with up to :data:`SYNTH_SEARCH_DEPTH`
+    folders above it.
+
+    Returns:
+        ``{"synthetic": True, "evidence": str, "generator", "kind", "patients", "seed"}`` (no path),
+        or None when no such record was found.
+    """
+    starts = [Path(folder) for folder in folders if folder is not None]
+    if manifest is not None and "path" in manifest.columns:
+        paths = [path for path in manifest["path"].astype(str) if path and os.path.isabs(path)]
+        if paths:
+            try:
+                common = Path(os.path.commonpath(paths))
+            except ValueError:  # paths on different drives
+                common = None
+            if common is not None:
+                starts.append(common if common.is_dir() else common.parent)
+    seen: set[Path] = set()
+    for start in starts:
+        for folder in [start, *list(start.parents)[:SYNTH_SEARCH_DEPTH]]:
+            if folder in seen:
+                continue
+            seen.add(folder)
+            settings = _synth_record(folder)
+            if settings is None:
+                continue
+            details = ", ".join(text for key, text in (("kind", f"kind {settings.get('kind')}"),
+                                                       ("patients", f"{settings.get('patients')} patients"),
+                                                       ("seed", f"seed {settings.get('seed')}"))
+                                if settings.get(key) is not None)
+            return {"synthetic": True,
+                    "evidence": f"{details}; {SYNTH_RECORD} of {settings.get('generator')} beside the scans",
+                    "generator": settings.get("generator"), "kind": settings.get("kind"),
+                    "patients": settings.get("patients"), "seed": settings.get("seed")}
+    return None
+
+
 def _versions() -> dict[str, str]:
     versions = {}
     for name in LIBRARIES:
@@ -849,35 +1064,61 @@ def _fingerprint_text(value: object) -> str:
     return f"sha256:{digest}" + (f" ({', '.join(details)})" if details else "")
 
 
-def _training_summary(run_dir: Path | None, limit: int = 24) -> dict[str, str]:
-    """Scalar settings of the run's config.yaml as dotted keys (paths left out: they name local folders)."""
+PATH_WORDS: tuple[str, ...] = ("path", "dir", "root", "file", "scans", "labels", "manifest", "splits", "lesions",
+                               "masks", "pretrained")
+
+
+def _flatten_settings(node: object, prefix: str, settings: dict[str, str], left_out: list[str]) -> None:
+    """Every setting under ``node`` as ``{dotted key: text}``; paths go to ``left_out`` (they name local folders)."""
+    if isinstance(node, Mapping):
+        if not node and prefix:
+            settings[prefix] = "{}"
+        for key, value in node.items():
+            _flatten_settings(value, f"{prefix}.{key}" if prefix else str(key), settings, left_out)
+        return
+    if isinstance(node, list | tuple):
+        if any(isinstance(item, Mapping | list | tuple) for item in node):
+            for index, item in enumerate(node):
+                _flatten_settings(item, f"{prefix}[{index}]", settings, left_out)
+            return
+        node = ", ".join(str(item) for item in node) if node else "[]"
+    text = "none" if node is None else str(node)
+    last = prefix.rsplit(".", 1)[-1].lower()
+    if node is not None and (any(word in last for word in PATH_WORDS) or "/" in text or "\\" in text):
+        left_out.append(prefix)
+        return
+    settings[prefix] = text
+
+
+def _training_summary(run_dir: Path | None) -> tuple[dict[str, str], list[str]]:
+    """Every setting of the run's resolved config.yaml as dotted keys, and the path settings left out.
+
+    Nothing is cut: the report prints the whole resolved configuration (``auto`` values are
+    resolved in the preprocessing plan, :func:`_plan_summary`); paths are named, not printed.
+    """
     if run_dir is None or not (run_dir / "config.yaml").is_file():
-        return {}
+        return {}, []
     try:
         config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError):
-        return {"config.yaml": "unreadable"}
-    summary: dict[str, str] = {}
+        return {"config.yaml": "unreadable"}, []
+    settings: dict[str, str] = {}
+    left_out: list[str] = []
+    _flatten_settings(config if isinstance(config, Mapping) else {}, "", settings, left_out)
+    return settings, left_out
 
-    def walk(node: object, prefix: str) -> None:
-        if len(summary) >= limit:
-            return
-        if isinstance(node, Mapping):
-            for key, value in node.items():
-                walk(value, f"{prefix}.{key}" if prefix else str(key))
-        elif isinstance(node, list):
-            if all(isinstance(v, int | float | str) for v in node) and len(node) <= 8:
-                walk(", ".join(str(v) for v in node), prefix)
-        elif node is not None:
-            text = str(node)
-            if any(word in prefix.lower() for word in ("path", "dir", "root", "file", "scans", "labels", "manifest")):
-                return
-            if "/" in text or "\\" in text:
-                return
-            summary[prefix] = text
 
-    walk(config, "")
-    return summary
+def _plan_summary(model_json: Mapping | None) -> tuple[dict[str, str], list[str]]:
+    """The run's preprocessing plan as model.json records it (resolved spacing, input size, ...), and the
+    reason for each choice; the data fingerprint the plan was made from is given separately."""
+    plan = (model_json or {}).get("plan")
+    if not isinstance(plan, Mapping):
+        return {}, []
+    settings: dict[str, str] = {}
+    left_out: list[str] = []
+    _flatten_settings({k: v for k, v in plan.items() if k not in ("reasons", "fingerprint")}, "", settings, left_out)
+    reasons = [doc_model.scrub_paths(str(reason), limit=300) for reason in plan.get("reasons") or []]
+    return settings, reasons
 
 
 def _sha256(path: Path) -> str:
@@ -924,6 +1165,8 @@ def provenance_block(
     else:
         model_name, architecture_text = model.get("name") or str(architecture), str(architecture)
     calibration = model.get("calibration")
+    training, training_paths = _training_summary(run_dir)
+    plan, plan_reasons = _plan_summary(model)
     return {
         "report_date": date,
         "medrec_version": __version__,
@@ -953,7 +1196,11 @@ def provenance_block(
         "pseudonymised: keyed SHA-256 HMAC, key derived from the predictions file (medrec.report.pseudonym)",
         "library_versions": _versions(),
         "training_library_versions": model.get("library_versions") or model.get("versions") or {},
-        "training": _training_summary(run_dir),
+        "training": training,
+        "training_paths_left_out": training_paths,
+        "plan": plan,
+        "plan_reasons": plan_reasons,
+        "plan_hash": model.get("plan_hash"),
     }
 
 
@@ -1046,6 +1293,9 @@ def draw_figures(report: Mapping, other_curves: Mapping | None = None) -> dict[s
     if multiclass.get("confusion_matrix") and multiclass.get("classes"):
         figures["confusion_multiclass.png"] = figs.confusion_heatmap(multiclass["confusion_matrix"],
                                                                     multiclass["classes"])
+    stages, outcomes = doc_model.flow_figure_input(report)
+    if stages:
+        figures["flow.png"] = figs.flow_diagram(stages, outcomes)
     froc = (report.get("lesion_level") or {}).get("froc") or {}
     curve = froc.get("curve") or {}
     if curve.get("fp_per_study") and all(doc_model.is_number(v) for v in curve.get("sensitivity") or [None]):
@@ -1202,6 +1452,10 @@ def write_report(
     labels: str | os.PathLike[str] | None = None,
     match_on: str | None = None,
     label_column: str = "label",
+    prevalence_source: str | None = None,
+    acceptance: AcceptanceCriteria | None = None,
+    acceptance_source: str = "",
+    context: StudyContext | None = None,
     **analysis_kw,
 ) -> dict:
     """Analyse a predictions file and write report.html, report.pdf, report.json and figures/.
@@ -1236,6 +1490,13 @@ def write_report(
         match_on: the labels key (``patient_id``, ``study_uid``, ``accession``, ``path``); None: the
             key that matches most samples.
         label_column: the labels file's label column.
+        prevalence_source: where ``prevalence`` came from (``--prevalence``, ``recipe
+            evaluation.prevalence``), printed beside every PPV / NPV at it.
+        acceptance: pre-specified acceptance criteria, judged PASS / FAIL on the report's metrics
+            (page 1 and ``report.json`` ``acceptance``; :mod:`medrec.report.acceptance`).
+        acceptance_source: where the criteria came from, for the report.
+        context: the study's context (intended use, target condition, reference standard, data
+            source, sites, dates), printed on page 1.
         **analysis_kw: passed on to :func:`medrec.report.analysis.analyse_predictions`.
 
     Returns:
@@ -1379,6 +1640,7 @@ def write_report(
         manifest=pseudonymiser.frame(manifest_frame),
         subgroups=tuple(subgroups),
         prevalence=prevalence,
+        prevalence_source=prevalence_source if prevalence is not None else None,
         ci_method=ci_method,
         n_boot=n_boot,
         seed=seed,
@@ -1418,6 +1680,10 @@ def write_report(
                                   also_scored=training_rows, level=level).items():
         cohort.setdefault(name, item)
     report["cohort"] = cohort
+    report["context"] = {key: value for key, value in (context.model_dump() if context is not None else {}).items()
+                         if value} or None
+    report["data_origin"] = synthetic_origin(manifest_frame, [scanned_folder(record)])
+    report["acceptance"] = judge_acceptance(acceptance, report, acceptance_source or "given to the report")
     report["limitations"] = doc_model.limitations(report)
     date = report_date()
     report["provenance"] = provenance_block(

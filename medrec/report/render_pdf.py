@@ -47,6 +47,9 @@ ACCENT = colors.HexColor("#0072B2")
 WARN_BG = colors.HexColor("#fff4e0")
 WARN_INK = colors.HexColor("#8a4b00")
 WARN_RULE = colors.HexColor("#D55E00")
+ALERT_BG = colors.HexColor("#fde8e8")
+ALERT_INK = colors.HexColor("#9b1c1c")
+ALERT_RULE = colors.HexColor("#c81e1e")
 
 MARGIN_X = 16 * mm
 MARGIN_TOP = 16 * mm
@@ -97,6 +100,7 @@ def _styles() -> dict[str, ParagraphStyle]:
         "cell_muted_right": ParagraphStyle("cell_muted_right", base, fontName=italic, fontSize=7.8, leading=9.8,
                                            textColor=colors.HexColor("#8a929b"), alignment=2),
         "banner": ParagraphStyle("banner", base, fontName=bold, fontSize=9.5, leading=12.5, textColor=WARN_INK),
+        "alert": ParagraphStyle("alert", base, fontName=bold, fontSize=10, leading=13, textColor=ALERT_INK),
         "summary": ParagraphStyle("summary", base, fontSize=9.2, leading=12.8),
         "key_name": ParagraphStyle("key_name", base, fontSize=6.8, leading=8.5, textColor=MUTED),
         "key_value": ParagraphStyle("key_value", base, fontName=bold, fontSize=13, leading=16),
@@ -306,6 +310,9 @@ def render_pdf(document: doc_model.Document) -> bytes:
         Paragraph(_text(document.title), styles["title"]),
         Paragraph(_text(doc_model.subtitle(document)), styles["meta"]),
     ]
+    if document.alert:
+        story += [_boxed([Paragraph(_text(document.alert), styles["alert"])], ALERT_BG, ALERT_RULE, frame_width, 2.2),
+                  Spacer(1, 6)]
     if document.banner:
         story += [_boxed([Paragraph(_text(document.banner), styles["banner"])], WARN_BG, WARN_RULE, frame_width,
                          1.6), Spacer(1, 6)]
