@@ -15,7 +15,7 @@ import pandas as pd
 from medrec.atomicio import write_csv
 from medrec.errors import InputError
 from medrec.index.headers import DicomHeader, FileProblem, ReadOptions, read_headers, resolve_workers, walk_files
-from medrec.index.labels import LabelMatch, LabelsTable, match_labels, read_labels
+from medrec.index.labels import LabelMatch, LabelsTable, attribute_columns, match_labels, read_labels
 from medrec.index.nifti import NiftiSample
 from medrec.index.selection import SelectionRules, select_candidates
 from medrec.index.series import Candidate, build_dicom_candidates
@@ -117,6 +117,8 @@ def index_folder(
         problems.extend(label_problems)
 
     manifest = pd.DataFrame([c.manifest_row() for c in kept], columns=list(MANIFEST_COLUMNS))
+    if label_match is not None and table is not None:
+        manifest = _with_attributes(manifest, label_match, attribute_columns(table))
     manifest = manifest.sort_values(["patient_id", "study_uid", "sample_id"], kind="stable").reset_index(drop=True)
     qc = pd.DataFrame(
         [{"path": p.path, "series_uid": p.series_uid, "reason": p.reason, "code": p.code} for p in problems],
@@ -305,6 +307,31 @@ def _apply_labels(
             candidate.series_uid = result.series_uids.get(candidate.sample_id, candidate.series_uid)
         labelled.append(candidate)
     return labelled, problems, result
+
+
+def _with_attributes(manifest: pd.DataFrame, match: LabelMatch, columns: list[str]) -> pd.DataFrame:
+    """The labels file's other columns (``lesion_type``, ``site``, ...) as manifest columns, for subgroups.
+
+    A column the manifest already has is filled only where the scan left it empty (a NIfTI file's
+    ``sex`` or ``age``); identifiers and geometry are never taken from a labels file.
+    """
+    protected = {"sample_id", "patient_id", "study_uid", "series_uid", "accession", "modality", "format", "path",
+                 "files", "label", "n_slices", "rows", "cols", "spacing_x", "spacing_y", "spacing_z",
+                 "slice_thickness", "orientation", "selection", "warnings"}
+    manifest = manifest.copy()
+    ids = manifest["sample_id"].astype(str)
+    for column in columns:
+        if column in protected:
+            continue
+        values = ids.map(lambda sample_id, column=column: match.attributes.get(sample_id, {}).get(column, ""))
+        if column in manifest.columns:
+            empty = manifest[column].isna() | manifest[column].astype(str).str.strip().eq("")
+            if column == "age":
+                values = pd.to_numeric(values, errors="coerce")
+            manifest.loc[empty, column] = values[empty]
+        else:
+            manifest[column] = values
+    return manifest
 
 
 def _summary(

@@ -23,7 +23,7 @@ import csv
 import os
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +66,8 @@ class LabelMatch:
     patient_ids: dict[str, str] = field(default_factory=dict)  # sample_id -> patient_id from the labels
     study_uids: dict[str, str] = field(default_factory=dict)  # sample_id -> study_uid, when its rows agree on one
     series_uids: dict[str, str] = field(default_factory=dict)  # sample_id -> series_uid, when its rows agree on one
+    # sample_id -> {column: value} for the labels file's other columns (lesion_type, site, ...), when its rows agree
+    attributes: dict[str, dict[str, str]] = field(default_factory=dict)
     unmatched_rows: pd.DataFrame = field(default_factory=pd.DataFrame)
     empty_label_rows: int = 0
 
@@ -244,6 +246,7 @@ def _match_on_key(table: LabelsTable, rows: Sequence[dict], scans_root: Path, ke
                     identities[name][sample_id].add(table.frame[identity_column].iat[index])
 
     result = LabelMatch(match_on=key, empty_label_rows=empty_labels, patient_ids=patient_of)
+    result.attributes = _attributes(table, found)
     result.study_uids = {sample: next(iter(uids)) for sample, uids in identities["study_uid"].items() if len(uids) == 1}
     result.series_uids = {sample: next(iter(uids)) for sample, uids in identities["series_uid"].items() if len(uids) == 1}
     for sample_id, by_label in found.items():
@@ -256,6 +259,34 @@ def _match_on_key(table: LabelsTable, rows: Sequence[dict], scans_root: Path, ke
     unmatched_frame.insert(0, "line", [i + 2 for i in unmatched])
     result.unmatched_rows = unmatched_frame
     return result
+
+
+# Columns of a labels file that are never carried into the manifest as attributes.
+_NOT_ATTRIBUTES = frozenset({"mask", "files", "format", "sample_id", "series_uid"})
+
+
+def attribute_columns(table: LabelsTable) -> list[str]:
+    """The labels file's columns other than its keys, label and mask (e.g. ``lesion_type``, ``site``)."""
+    taken = {*table.key_columns.values(), table.label_column}
+    return [c for c in table.frame.columns if c not in taken and _normalise(c) not in _NOT_ATTRIBUTES]
+
+
+def _attributes(table: LabelsTable, found: Mapping[str, Mapping[str, list[int]]]) -> dict[str, dict[str, str]]:
+    """Each matched sample's values of the attribute columns, where all its labels rows agree on one."""
+    columns = attribute_columns(table)
+    out: dict[str, dict[str, str]] = {}
+    if not columns:
+        return out
+    for sample_id, by_label in found.items():
+        lines = [line for rows in by_label.values() for line in rows]
+        values = {}
+        for column in columns:
+            cells = {str(table.frame[column].iat[line - 2]).strip() for line in lines} - {""}
+            if len(cells) == 1:
+                values[column] = next(iter(cells))
+        if values:
+            out[sample_id] = values
+    return out
 
 
 def match_samples(

@@ -100,3 +100,38 @@ def test_labels_file_without_key_column(scans: Path, tmp_path: Path, cohort: dic
     path = _write(tmp_path / "labels.csv", pd.DataFrame([{"name": "x", "label": "1"}]))
     with pytest.raises(LabelsError, match="no column to match samples on"):
         _run(scans, tmp_path, path)
+
+
+def test_other_labels_columns_become_manifest_columns_for_subgroups(scans: Path, tmp_path: Path, cohort: dict) -> None:
+    """A labels file's extra columns (lesion_type, site, sex) reach the manifest; identifiers never come from it."""
+    frame = pd.DataFrame(
+        [
+            {"patient_id": "P1", "label": "1", "lesion_type": "hyperdense", "site": "north", "sex": "F", "modality": "MR"},
+            {"patient_id": "P2", "label": "0", "lesion_type": "none", "site": "south", "sex": "F", "modality": "MR"},
+            # one row for both of P3's studies
+            {"patient_id": "P3", "label": "1", "lesion_type": "hypodense", "site": "north", "sex": "", "modality": ""},
+        ]
+    )
+    result = _run(scans, tmp_path, _write(tmp_path / "labels.csv", frame))
+    manifest = pd.read_csv(tmp_path / "out" / "manifest.csv", dtype=str, keep_default_na=False)
+    by_patient = {row["patient_id"]: row for row in manifest.to_dict("records")}
+    assert by_patient["P1"]["lesion_type"] == "hyperdense" and by_patient["P1"]["site"] == "north"
+    assert by_patient["P2"]["lesion_type"] == "none" and by_patient["P2"]["site"] == "south"
+    assert set(manifest.loc[manifest["patient_id"] == "P3", "lesion_type"]) == {"hypodense"}
+    # the scan's own header values win over the labels file (the DICOM series say sex and modality)
+    assert set(manifest["modality"]) == set(result.manifest["modality"]) == {"CT"}
+    assert set(manifest.loc[manifest["patient_id"] == "P3", "site"]) == {"north"}
+
+
+def test_conflicting_attribute_rows_give_no_value(scans: Path, tmp_path: Path, cohort: dict) -> None:
+    frame = pd.DataFrame(
+        [
+            {"study_uid": cohort["s3"]["study_uid"], "label": "1", "site": "north"},
+            {"study_uid": cohort["s3"]["study_uid"], "label": "1", "site": "south"},
+            {"study_uid": cohort["s1"]["study_uid"], "label": "0", "site": "east"},
+        ]
+    )
+    _run(scans, tmp_path, _write(tmp_path / "labels.csv", frame))
+    manifest = pd.read_csv(tmp_path / "out" / "manifest.csv", dtype=str, keep_default_na=False)
+    sites = dict(zip(manifest["study_uid"], manifest["site"], strict=True))
+    assert sites[cohort["s3"]["study_uid"]] == "" and sites[cohort["s1"]["study_uid"]] == "east"
