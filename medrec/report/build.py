@@ -1325,14 +1325,30 @@ def _forest_rows(report: Mapping) -> list[dict]:
     return rows
 
 
+def _explain_folders(predictions_path: Path, record: Mapping | None) -> list[Path]:
+    """Where the maps of ``medrec score --explain`` may lie: the folder its sidecar names (as given,
+    or beside the predictions), then ``explain/`` beside the predictions."""
+    folders = []
+    named = (record or {}).get("explain_dir")
+    if named:
+        folders += [Path(named)] if Path(named).is_absolute() else [predictions_path.parent / named, Path(named)]
+    folders.append(predictions_path.parent / "explain")
+    return folders
+
+
 def _case_picture(
     raw_sample_id: str | None,
     manifest_rows: Mapping[str, Mapping],
-    explain_dir: Path,
+    explain_dirs: Sequence[Path],
+    member: str | None = None,
 ) -> tuple[np.ndarray | None, str]:
-    """The picture of one flagged case and a note on where it came from (never a path)."""
-    if raw_sample_id and is_safe_file_token(raw_sample_id):
-        overlay = explain_dir / f"{raw_sample_id}.png"
+    """The picture of one flagged case and a note on where it came from (never a path).
+
+    A study or patient row (``raw_sample_id`` a study / patient id) is shown by the map of
+    ``member``, its highest-scoring sample, when the row itself has none.
+    """
+    names = [name for name in (raw_sample_id, member) if name and is_safe_file_token(name)]
+    for overlay in (folder / f"{name}.png" for name in names for folder in explain_dirs):
         if overlay.is_file():
             try:
                 if overlay.read_bytes()[:8] == PNG_SIGNATURE:
@@ -1370,7 +1386,8 @@ def draw_thumbnails(
     report: Mapping,
     shown_to_raw: Mapping[str, str],
     manifest_rows: Mapping[str, Mapping],
-    explain_dir: Path,
+    explain_dirs: Path | Sequence[Path],
+    representatives: Mapping[str, str] | None = None,
 ) -> dict[str, list[doc_model.Case]]:
     """The flagged cases, each with its picture when one can be made.
 
@@ -1378,7 +1395,8 @@ def draw_thumbnails(
         report: the report dict (``flagged``, ``classes``).
         shown_to_raw: sample id as shown in the report (pseudonym) -> raw sample id.
         manifest_rows: raw sample id -> manifest row (for :func:`medrec.loader.load_sample`).
-        explain_dir: the folder of saliency overlays ``<raw sample id>.png``.
+        explain_dirs: the folder(s) of saliency / finding-map overlays ``<raw sample id>.png``.
+        representatives: study / patient id -> its highest-scoring sample (whose overlay stands for it).
 
     Returns:
         ``{"false_negatives": [Case, ...], "false_positives": [...]}`` in the order of ``flagged``;
@@ -1388,11 +1406,13 @@ def draw_thumbnails(
     classes = report.get("classes") or ["", ""]
     truth = {"false_negatives": classes[-1], "false_positives": classes[0]}
     result: dict[str, list[doc_model.Case]] = {}
+    folders = [explain_dirs] if isinstance(explain_dirs, Path) else list(explain_dirs)
     for key, prefix in (("false_negatives", "fn"), ("false_positives", "fp")):
         cases = []
         for index, entry in enumerate(list(flagged.get(key) or [])[:MAX_THUMBNAILS], start=1):
             shown_id = str(entry.get("sample_id", ""))
-            picture, note = _case_picture(shown_to_raw.get(shown_id), manifest_rows, explain_dir)
+            raw = shown_to_raw.get(shown_id)
+            picture, note = _case_picture(raw, manifest_rows, folders, (representatives or {}).get(raw or ""))
             score = entry.get("score")
             label = f"{prefix.upper()} {index}"
             figure = None
@@ -1614,9 +1634,10 @@ def write_report(
     shown_to_raw = {pseudonymiser.pseudonym(s, "sample_id"): str(s) for s in predictions["sample_id"]}
     manifest_rows = ({str(r["sample_id"]): r for r in manifest_frame.to_dict("records")}
                      if manifest_frame is not None else {})
-    # a study / patient row is pictured by its highest-scoring member sample
-    for group, member in _representative_members(predictions, scoring_samples_file(predictions_path, record),
-                                                 manifest_rows).items():
+    # a study / patient row is pictured by its highest-scoring member sample (its scan and its map)
+    representatives = _representative_members(predictions, scoring_samples_file(predictions_path, record),
+                                               manifest_rows)
+    for group, member in representatives.items():
         manifest_rows.setdefault(group, manifest_rows[member])
     keep_columns = {*PREDICTION_ID_COLUMNS, "prediction", "label", "error", "split", *subgroups}
     predictions_view = pseudonymiser.frame(predictions)
@@ -1693,7 +1714,8 @@ def write_report(
     )
 
     figures = draw_figures(report, compare_curves(compare_view, report))
-    cases = draw_thumbnails(report, shown_to_raw, manifest_rows, predictions_path.parent / "explain")
+    cases = draw_thumbnails(report, shown_to_raw, manifest_rows, _explain_folders(predictions_path, record),
+                            representatives)
     all_figures = dict(figures)
     for flagged_cases in cases.values():
         all_figures.update({c.figure.name: c.figure.png for c in flagged_cases if c.figure is not None})

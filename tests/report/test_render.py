@@ -347,6 +347,29 @@ def test_thumbnails_prefer_the_saliency_overlay(report_inputs, tmp_path) -> None
     assert cases["false_positives"][1].figure is None
 
 
+def test_study_rows_show_their_top_sample_overlay_from_the_folder_the_sidecar_names(report_inputs, tmp_path) -> None:
+    """At study level the flagged row is a study: its picture is the map of its highest-scoring sample, found in
+    the folder 'medrec score --explain DIR' recorded, not only in explain/ beside the predictions."""
+    from medrec.report.build import _explain_folders
+
+    manifest = pd.read_csv(report_inputs.manifest, dtype=str, keep_default_na=False)
+    rows = {r["sample_id"]: r for r in manifest.to_dict("records")}
+    member = manifest["sample_id"].iloc[0]
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    (maps / f"{member}.png").write_bytes(figures.thumbnail_figure(np.eye(8), "overlay"))
+    predictions = tmp_path / "out" / "new.csv"
+    folders = _explain_folders(predictions, {"explain_dir": str(maps)})
+    assert folders == [maps, tmp_path / "out" / "explain"]
+    report = {"classes": ["0", "1"], "flagged": {
+        "false_negatives": [{"sample_id": "S-1", "patient_id": "P-1", "score": 0.1}], "false_positives": []}}
+    cases = draw_thumbnails(report, {"S-1": "1.2.3.study"}, rows, folders, {"1.2.3.study": member})
+    assert cases["false_negatives"][0].picture_note == "saliency overlay"
+    # without the member, the study has no picture of its own
+    cases = draw_thumbnails(report, {"S-1": "1.2.3.study"}, rows, folders)
+    assert cases["false_negatives"][0].figure is None
+
+
 def test_metric_formatting() -> None:
     metric = {"value": 0.875, "ci95": [0.8, 0.92], "method": "Wilson"}
     assert fmt_metric(metric, "sensitivity") == "87.5% (95% CI 80.0\u201392.0%)"
@@ -363,7 +386,8 @@ def test_every_qc_code_the_index_writes_has_a_flow_text():
 
     source = "\n".join(p.read_text() for p in Path(medrec.index.__file__).parent.glob("*.py"))
     # a reason is written as a code literal on its own line (or after `return`) followed by an f-string message
-    codes = set(re.findall(r'(?:^\s*|return\s+|\(\s*)"([a-z][a-z_]+)",\s*\n?\s*f?"', source, flags=re.M))
+    pattern = r'^\s*"([a-z][a-z_]+)",[ \t]*\n\s*f?"|(?:return\s+|\(\s*)"([a-z][a-z_]+)",\s*f?"'
+    codes = {a or b for a, b in re.findall(pattern, source, flags=re.M)}
     codes -= {"dicom", "nifti", "label", "files", "accession", "dataset", "path", "patient_id", "study_uid",
               "series_uid", "modalities", "min_slices", "sagittal", "by_swapped_tag"}
     assert {"truncated", "no_pixel_data", "non_image_object", "no_geometry"} <= codes
