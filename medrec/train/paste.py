@@ -48,14 +48,15 @@ class LesionPiece:
 
 def cut_lesions(volume: np.ndarray, mask: np.ndarray) -> list[LesionPiece]:
     """The connected lesions of ``mask`` on ``volume`` ``(C, X, Y, Z)`` as pieces (tiny ones skipped)."""
-    components, count = ndimage.label(mask > 0)
+    components, _ = ndimage.label(mask > 0)
     pieces = []
     for index, box in enumerate(ndimage.find_objects(components), start=1):
         if box is None:
             continue
+        margins = (MARGIN, MARGIN, 0)[: len(box)]  # in-plane only: the stack's neighbours give depth
         grown = tuple(
-            slice(max(0, axis.start - (MARGIN if dim < 2 else 0)), min(mask.shape[dim], axis.stop + (MARGIN if dim < 2 else 0)))
-            for dim, axis in enumerate(box)
+            slice(max(0, axis.start - margin), min(mask.shape[dim], axis.stop + margin))
+            for dim, (axis, margin) in enumerate(zip(box, margins, strict=True))
         )
         lesion = components[grown] == index
         if lesion.sum() < 4:
@@ -86,8 +87,8 @@ def paste_lesion(
 
     Returns:
         ``(image, target, (x, y))`` (the stack, the pasted lesion's mask on slice ``z`` and the
-        lesion's in-plane centre; the caller adds the study's own target), or None when no place in ``TRIES`` looked like the piece's
-        surroundings.
+        lesion's in-plane centre; the caller adds the study's own target), or None when no place
+        in ``TRIES`` looked like the piece's surroundings.
     """
     channels = volume.shape[0]
     sx, sy, sz = piece.mask.shape
@@ -117,7 +118,8 @@ def paste_lesion(
         weight = piece.weight[None, :, :, k]
         # The lesion replaces the tissue under it: its own values, moved to this tissue's level.
         region = image[rows, x:x + sx, y:y + sy]
-        image[rows, x:x + sx, y:y + sy] = region * (1.0 - weight) + weight * median[:, None, None] + piece.delta[:, :, :, k]
+        pasted = region * (1.0 - weight) + weight * median[:, None, None] + piece.delta[:, :, :, k]
+        image[rows, x:x + sx, y:y + sy] = pasted
     target = np.zeros((1, *extent), dtype=np.float32)
     target[0, x:x + sx, y:y + sy] = core
     return image, target, (x + sx // 2, y + sy // 2)
