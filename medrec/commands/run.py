@@ -107,4 +107,7 @@ def register(app: typer.Typer) -> None:
         if result.report:
             title = "pooled out-of-fold predictions" if result.folds else "locked test split"
             print_summary(title, metric_rows(result.report), ("metric", "value", "95% CI"))
+            from medrec.commands.report import print_acceptance
+
+            print_acceptance(result.report.get("acceptance"))
         console.print(f"report: {result.report_dir / 'report.html'}")

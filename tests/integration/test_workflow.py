@@ -27,7 +27,7 @@ RECIPE = {
     "preprocessing": {"preset": "ct", "voxel_budget": 32 * 32 * 24, "augment": False},
     "model": {"name": "cnn_small", "kwargs": {"channels": [8, 16, 32], "dropout": 0.0}},
     "training": {"epochs": 12, "batch_size": 4, "lr": 0.003, "device": "cpu", "patience": 6},
-    "evaluation": {"bootstrap": 500, "prevalence": 0.1},
+    "evaluation": {"bootstrap": 500, "prevalence": 0.1, "acceptance": {"auc": {"lower_ci": 0.5}}},
 }
 
 
@@ -111,6 +111,9 @@ def test_rerun_trains_nothing_and_gives_the_same_report(finished_run):
     again = _medrec("run", "recipe.yaml", "-o", "run", cwd=root)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("unchanged, skipped") == 4
+    # the pre-specified criteria's verdict is on the console, as in the report
+    verdict = json.loads(report_before)["acceptance"]["overall"]
+    assert f"Acceptance criteria (recipe evaluation.acceptance): {verdict}" in " ".join(again.stderr.split())
     assert (run / "model.safetensors").read_bytes() == weights_before
     assert (run / "metrics.jsonl").read_bytes() == metrics_before
     assert (run / "evaluation" / "report.json").read_bytes() == report_before
