@@ -25,7 +25,9 @@ demo: $(STAMP)
 publish-demo: $(STAMP)
 	$(BIN)/medrec demo -o medrec-demo --publish reports/demo
 
+# best effort: installs the Debian packages of the PACS tests (tests/pacs), which skip without them
 test: $(STAMP)
+	-@bash scripts/install-pacs-deps.sh
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)

@@ -20,19 +20,6 @@ SHIPPED = {"ct_lesion_annotated", "ct_lesion_3d", "mri_tumor_annotated", "mri_tu
            "brats_mgmt_nifti"}
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    """Run ``medrec`` in-process; return (exit code, stdout, stderr)."""
-    from medrec.cli import main
-
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
 
 def test_packaged_recipes_are_listed_with_their_descriptions() -> None:
     recipes = {recipe.name: recipe for recipe in packaged_recipes()}
@@ -89,8 +76,8 @@ def test_a_missing_path_to_an_old_recipe_copy_points_at_the_packaged_one(tmp_pat
         load_workflow("workflows/ct_lesion_3d.yaml")
 
 
-def test_recipes_command_lists_names_and_descriptions(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _cli(capsys, "recipes")
+def test_recipes_command_lists_names_and_descriptions(medrec_cli) -> None:
+    code, out, _ = medrec_cli("recipes")
     assert code == 0
     rows = [[cell.strip() for cell in line.strip().strip("│").split("│")] for line in out.splitlines()]
     for recipe in packaged_recipes():
@@ -98,9 +85,9 @@ def test_recipes_command_lists_names_and_descriptions(capsys: pytest.CaptureFixt
         assert row[1].startswith(" ".join(recipe.description.split()[:3])), out
 
 
-def test_recipes_show_prints_the_recipe_to_stdout_for_editing(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+def test_recipes_show_prints_the_recipe_to_stdout_for_editing(medrec_cli, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    code, out, _ = _cli(capsys, "recipes", "show", "ct_lesion_3d")
+    code, out, _ = medrec_cli("recipes", "show", "ct_lesion_3d")
     assert code == 0
     assert out == (PACKAGED / "ct_lesion_3d.yaml").read_text(encoding="utf-8")
     (tmp_path / "my.yaml").write_text(out, encoding="utf-8")
@@ -109,21 +96,21 @@ def test_recipes_show_prints_the_recipe_to_stdout_for_editing(capsys: pytest.Cap
     assert load_workflow("my.yaml") == load_workflow("ct_lesion_3d")
 
 
-def test_recipes_show_unknown_name_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = _cli(capsys, "recipes", "show", "mri_tumour_2d")
+def test_recipes_show_unknown_name_is_a_one_line_error(medrec_cli) -> None:
+    code, out, err = medrec_cli("recipes", "show", "mri_tumour_2d")
     assert code != 0 and out == ""
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "did you mean 'mri_tumor_2d'" in lines[0], err
 
 
-def test_run_reaches_a_packaged_recipe_by_name(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+def test_run_reaches_a_packaged_recipe_by_name(medrec_cli, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    code, _, err = _cli(capsys, "run", "ct_lesion_annotated", "--scans", "elsewhere", "-o", "run")
+    code, _, err = medrec_cli("run", "ct_lesion_annotated", "--scans", "elsewhere", "-o", "run")
     assert code != 0
     assert "not found" not in err
     assert f"data.scans: {tmp_path / 'elsewhere'} does not exist" in " ".join(err.split()), err
-    code, _, err = _cli(capsys, "run", "ct_lesion_3d", "-o", "run")
+    code, _, err = medrec_cli("run", "ct_lesion_3d", "-o", "run")
     assert code != 0 and f"{tmp_path / 'data' / 'ct-lesion'} does not exist" in " ".join(err.split()), err
     assert not (tmp_path / "run").exists()
 
@@ -148,8 +135,8 @@ def test_the_wheel_ships_every_recipe(tmp_path: Path) -> None:
     assert shipped == {path.name for path in PACKAGED.glob("*.yaml")}
 
 
-def test_train_given_a_packaged_recipe_name_points_at_medrec_run(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+def test_train_given_a_packaged_recipe_name_points_at_medrec_run(medrec_cli, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    code, _, err = _cli(capsys, "train", "ct_lesion_annotated", "-o", "run")
+    code, _, err = medrec_cli("train", "ct_lesion_annotated", "-o", "run")
     assert code != 0 and "'medrec run ct_lesion_annotated'" in " ".join(err.split()), err

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import typer
 
+from medrec.commands import dicomweb_options
+from medrec.console import print_summary
+
 
 class MatchOn(str, Enum):
     """Key columns a labels file can be matched on."""
@@ -31,7 +34,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("index")
     def index_command(
-        scans: Path = typer.Argument(..., help="Folder of scans (any nesting, any file names) or a single file."),
+        scans_arg: str = typer.Argument(..., metavar="SCANS",
+                                        help="Folder of scans (any nesting, any file names), a single file, or "
+                                             "dicomweb:URL (a PACS)."),
         out_dir: Path = typer.Option(..., "-o", "--out", help="Output folder for manifest.csv and qc.csv."),
         labels: Path | None = typer.Option(
             None, "--labels", help="CSV/TSV with a label column and a patient_id / study_uid / accession / path column."
@@ -76,8 +81,17 @@ def register(app: typer.Typer) -> None:
         nifti_value_check: bool = typer.Option(
             True, "--nifti-value-check/--no-nifti-value-check", help="Scan float NIfTI voxels for NaN / inf."
         ),
+        study_uid: list[str] = dicomweb_options.STUDY_UID,
+        patient_id: list[str] = dicomweb_options.PATIENT_ID,
+        accession: list[str] = dicomweb_options.ACCESSION,
+        since: str | None = dicomweb_options.SINCE,
+        until: str | None = dicomweb_options.UNTIL,
+        cache: Path | None = typer.Option(None, "--cache", metavar="DIR",
+                                          help="dicomweb SCANS: where the fetched series are kept [OUT/dicomweb]."),
     ) -> None:
         """Index a scan folder: group DICOM files into series, pick one series per study, check quality.
+
+        A PACS as SCANS: dicomweb:URL fetches the studies the filters select (QIDO-RS, then WADO-RS of their image series in the stored encoding) into --cache, then indexes it like a folder; series the server could not deliver whole are qc rows; series already in the cache are not fetched again. Credentials from MEDREC_DICOMWEB_TOKEN, or MEDREC_DICOMWEB_USER + MEDREC_DICOMWEB_PASSWORD, else ~/.netrc (never the command line); TLS certificates verified (MEDREC_DICOMWEB_CA_BUNDLE); MEDREC_DICOMWEB_TIMEOUT seconds per request (default 60).
 
         Writes OUT/manifest.csv (one row per sample) and OUT/qc.csv (every file left out, with the reason); pixels are never decoded. Non-image objects (segmentations, dose grids, structure sets, reports, presentation states) are left out unless --include-non-image is given. Problems that leave a series usable (slight spacing jitter, gantry tilt, missing preamble) are listed in the manifest's warnings column. The command always completes: bad files end up in qc.csv. Label rows that match no sample go to OUT/labels_unmatched.csv.
 
@@ -92,6 +106,8 @@ def register(app: typer.Typer) -> None:
             medrec index BraTS2021/ --include '*_flair.nii.gz' --labels labels.csv -o index/
 
             medrec index ct/ --labels ct/labels.csv --lesions ct/ground_truth.csv -o index/   (manifest gains an annotation column; a mask column in the labels file counts too)
+
+            medrec index dicomweb:https://pacs.example.org/dicom-web --modality CT --since 2026-11-01 -o index/
         """
         from medrec.index import SelectionRules, index_folder, print_index_summary
 
@@ -108,15 +124,19 @@ def register(app: typer.Typer) -> None:
             exclude=tuple(exclude),
             include_non_image=include_non_image,
         )
-        result = index_folder(
-            scans,
-            out_dir,
-            labels=labels,
-            match_on=match_on.value if match_on is not None else None,
-            rules=rules,
-            workers=workers,
-            label_column=label_column,
-            check_nifti_values=nifti_value_check,
-            lesions=lesions,
-        )
+        options = {"labels": labels, "match_on": match_on.value if match_on is not None else None, "rules": rules,
+                   "workers": workers, "label_column": label_column, "check_nifti_values": nifti_value_check,
+                   "lesions": lesions}
+        filters = dicomweb_options.filters_from(study_uid, patient_id, accession, modality, since, until, scans_arg)
+        if filters is None:
+            result = index_folder(Path(scans_arg), out_dir, **options)
+            print_index_summary(result.summary)
+            return
+        from medrec.index.dicomweb import fetch_and_index
+
+        result, fetched = fetch_and_index(scans_arg, out_dir, cache or out_dir / "dicomweb", filters, **options)
         print_index_summary(result.summary)
+        print_summary("DICOMweb", [("server", fetched.url), ("studies matched", fetched.studies),
+                                   ("series fetched", fetched.fetched), ("series already cached", fetched.cached),
+                                   ("series not delivered (qc.csv)", fetched.describe()["series_failed"]),
+                                   ("cache", fetched.cache)])

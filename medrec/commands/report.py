@@ -69,6 +69,11 @@ def register(app: typer.Typer) -> None:
                                        "and 'specificity: {value: 0.85}' (as a recipe's evaluation.acceptance): "
                                        "PASS / FAIL on page 1 and in report.json, with the sample size each "
                                        "lower-CI criterion needs; the exit status does not change."),
+        dicom_out: Path | None = typer.Option(
+            None, "--dicom-out", metavar="DIR",
+            help="Also write report.pdf as a DICOM Encapsulated PDF into DIR, linked to the studies it describes."),
+        store: str | None = typer.Option(None, "--store", metavar="dicomweb:URL",
+                                         help="Send the --dicom-out object to a PACS (STOW-RS)."),
     ) -> None:
         """Write a clinical validation report (HTML, PDF, JSON, figures) for a predictions file.
 
@@ -129,6 +134,8 @@ def register(app: typer.Typer) -> None:
             medrec report new.csv -o reports/new --labels new_labels.csv --match-on study_uid
 
             medrec report predictions.csv -o reports/test --run runs/ct1 --acceptance acceptance.yaml
+
+            medrec report predictions.csv -o reports/test --run runs/ct1 --dicom-out dicom/ --store dicomweb:https://pacs/dicom-web
         """
         from medrec.report.build import write_report
         from medrec.report.document import METRICS, KEY_METRICS, fmt_ci, fmt_mm, fmt_threshold, fmt_value
@@ -141,6 +148,8 @@ def register(app: typer.Typer) -> None:
             from medrec.config import load_acceptance  # deferred: medrec.config imports torch
 
             criteria = load_acceptance(acceptance)
+        if store is not None and dicom_out is None:
+            raise ConfigError("--store sends the DICOM Encapsulated PDF: give --dicom-out DIR too")
         with console.status("Analysing predictions and drawing the report"):
             result = write_report(
                 predictions, out, run_dir=run, manifest=manifest, qc=qc,
@@ -187,6 +196,15 @@ def register(app: typer.Typer) -> None:
                 f"{lesion.get('n_lesions')} lesions (tolerance {fmt_mm(lesion.get('tolerance_mm'))})"
             )
         console.print(f"Report: {Path(out) / 'report.html'} (also report.pdf, report.json)")
+        if dicom_out is not None:
+            from medrec.score.dicom_results import store_objects, write_report_dicom
+
+            written = write_report_dicom(predictions, Path(out) / "report.pdf", dicom_out, title=title or
+                                         "medrec validation report", manifest=manifest, run_dir=run)
+            console.print(f"DICOM Encapsulated PDF: {written}")
+            if store is not None:
+                store_objects(store, [written])
+                console.print(f"Stored on {store}")
 
 
 def print_acceptance(acceptance: dict | None) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from medrec.commands import dicomweb_options
 from medrec.commands.index import MatchOn
 from medrec.console import console, print_summary
 from medrec.errors import ConfigError, InputError
@@ -80,6 +81,21 @@ sha256(sample_id) mod K == I (at study / patient level the hash of the study
 --merge -o predictions.csv part*.csv' checks the parts (same model, all K
 present, no sample twice) and combines them.
 
+DICOM results (--dicom-out DIR): one Comprehensive 3D SR per study
+(TID 1500: finding present / absent at the operating threshold, the
+calibrated score, the model's name, version and weights sha256, the
+threshold and its source; finding-map runs add the top finding as a circle
+on the source slice and a SEG of the finding map, whose maps go to
+--explain, default DIR/maps). UIDs are stable: writing again replaces. DIR/
+dicom_out.csv lists what was written per study; a rerun writes only the
+studies whose results changed. --store dicomweb:URL sends the objects to a
+PACS (STOW-RS, same credentials as a dicomweb INPUT).
+
+PACS: INPUT dicomweb:URL fetches the selected studies into <output
+stem>.dicomweb/ (a study already scored in the output is not fetched again)
+and scores them like a folder. See 'medrec index --help' for the filters,
+credentials and caching.
+
 Exit code 0 when at least one sample is scored in the output; non-zero when
 none could be.
 
@@ -91,6 +107,8 @@ Examples:
   medrec score runs/ct01 index/manifest.csv -o preds.csv --explain gradcam/
   medrec score runs/ct01 index/manifest.csv -o part0.csv --num-parts 4 --part-id 0
   medrec score --merge -o predictions.csv part0.csv part1.csv part2.csv part3.csv
+  medrec score runs/ct01 dicomweb:https://pacs/dicom-web --modality CT --since 2026-11-01 -o new.csv
+  medrec score runs/ct01 dicomweb:https://pacs/dicom-web -o new.csv --dicom-out results/ --store dicomweb:https://pacs/dicom-web
 """
 
 
@@ -125,6 +143,20 @@ def on_interrupt(params: Mapping[str, Any], args: Sequence[str]) -> tuple[str, l
             resume_args)
 
 
+def _finding_run(run_dir: Path) -> bool:
+    """Whether RUN holds a finding-map model (read from its model.json; False when that cannot be read)."""
+    import json
+
+    try:
+        name = json.loads((run_dir / "model.json").read_text(encoding="utf-8"))["architecture"]["name"]
+        from medrec.errors import ModelError
+        from medrec.models.registry import model_family
+
+        return model_family(str(name)) == "finding-map"
+    except (OSError, ValueError, KeyError, TypeError, LookupError, ModelError):
+        return False
+
+
 def _default_workers() -> int:
     from medrec.score import default_workers
 
@@ -136,9 +168,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("score", help=HELP, no_args_is_help=True)
     def score_command(
-        paths: list[Path] = typer.Argument(
+        arguments: list[str] = typer.Argument(
             ..., metavar="RUN INPUT | PART.csv...",
-            help="RUN directory and INPUT (scan folder or manifest CSV); with --merge: the part files.",
+            help="RUN directory and INPUT (scan folder, manifest CSV or dicomweb:URL); with --merge: the part files.",
         ),
         output: Path = typer.Option(..., "-o", "--output", help="Predictions CSV to write (or resume)."),
         level: str = typer.Option("series", "--level", help="series | study | patient."),
@@ -166,7 +198,20 @@ def register(app: typer.Typer) -> None:
         merge: bool = typer.Option(False, "--merge", help="Combine part files (given as arguments) into -o."),
         allow_incomplete: bool = typer.Option(False, "--allow-incomplete",
                                               help="--merge: accept missing or unfinished parts."),
+        study_uid: list[str] = dicomweb_options.STUDY_UID,
+        patient_id: list[str] = dicomweb_options.PATIENT_ID,
+        accession: list[str] = dicomweb_options.ACCESSION,
+        modality: list[str] = typer.Option([], "--modality",
+                                           help="dicomweb INPUT: only studies / series of this modality (repeatable)."),
+        since: str | None = dicomweb_options.SINCE,
+        until: str | None = dicomweb_options.UNTIL,
+        dicom_out: Path | None = typer.Option(
+            None, "--dicom-out", metavar="DIR",
+            help="Also write the results as DICOM: an SR (TID 1500) per study, a SEG per finding map."),
+        store: str | None = typer.Option(None, "--store", metavar="dicomweb:URL",
+                                         help="Send the --dicom-out objects to a PACS (STOW-RS)."),
     ) -> None:
+        paths = [Path(a) for a in arguments]
         if merge:
             _merge(paths, output, allow_incomplete, overwrite)
             return
@@ -175,6 +220,17 @@ def register(app: typer.Typer) -> None:
                 f"medrec score takes RUN and INPUT (got {len(paths)} argument(s)); to combine part files use "
                 "'medrec score --merge -o predictions.csv part*.csv'"
             )
+        if modality and not arguments[1].startswith("dicomweb:"):
+            raise ConfigError("--modality selects studies of a dicomweb:URL INPUT; a folder or manifest is taken whole")
+        filters = dicomweb_options.filters_from(study_uid, patient_id, accession, modality, since, until, arguments[1])
+        if store is not None and dicom_out is None:
+            raise ConfigError("--store sends the DICOM results: give --dicom-out DIR too")
+        if store is not None:
+            from medrec.index.dicomweb import service_url
+
+            service_url(store)  # a malformed address fails before scoring, not after
+        if dicom_out is not None and explain is None and _finding_run(paths[0]):
+            explain = dicom_out / "maps"  # the SEG objects are made from the finding maps
         from medrec.score import ScoreOptions, score
 
         options = ScoreOptions(
@@ -183,8 +239,8 @@ def register(app: typer.Typer) -> None:
             amp=amp, explain_dir=explain, retry_errors=retry_errors, overwrite=overwrite,
             num_parts=num_parts, part_id=part_id,
         )
-        result = score(paths[0], paths[1], output, options, labels=labels,
-                       match_on=match_on.value if match_on is not None else None)
+        result = score(paths[0], arguments[1] if filters is not None else paths[1], output, options, labels=labels,
+                       match_on=match_on.value if match_on is not None else None, filters=filters)
         rows = [
             ("scored", result.scored),
             ("failed", result.failed),
@@ -204,6 +260,13 @@ def register(app: typer.Typer) -> None:
         if explain is not None:
             rows.append(("Grad-CAM maps", explain))
         print_summary("medrec score", rows)
+        if dicom_out is not None and result.rows_ok:
+            from medrec.score.dicom_results import write_dicom_results
+
+            written = write_dicom_results(output, dicom_out, store=store, explain_dir=explain)
+            print_summary("DICOM results", written.rows())
+            for study, reason in written.failures[:5]:
+                console.print(f"[yellow]DICOM result not written for study {study}:[/] {reason}")
         if result.failures:
             top_reasons = [(reason[:160], count) for reason, count in result.failures.most_common(5)]
             print_summary("Top failure reasons", top_reasons, columns=("reason", "samples"))

@@ -49,6 +49,7 @@ def index_folder(
     check_nifti_values: bool = True,
     show_progress: bool = True,
     lesions: str | Path | None = None,
+    extra_problems: Sequence[FileProblem] = (),
 ) -> IndexResult:
     """Index a folder of DICOM and NIfTI files; write ``out_dir/manifest.csv`` and ``out_dir/qc.csv``.
 
@@ -66,6 +67,7 @@ def index_folder(
             ``diameter_mm``). With it, or with a ``mask`` column in ``labels``, the manifest gains an
             ``annotation`` column (:func:`annotation_kinds`), the summary counts the annotated samples
             and ``out_dir/annotations_qc.csv`` lists every annotation that could not be used.
+        extra_problems: qc rows found before indexing (e.g. series a PACS could not deliver).
 
     Returns:
         :class:`IndexResult` with the manifest and qc frames and a summary dict.
@@ -103,7 +105,8 @@ def index_folder(
 
     headers = [r for r in results if isinstance(r, DicomHeader)]
     niftis = [r for r in results if isinstance(r, NiftiSample)]
-    problems: list[FileProblem] = pattern_problems + [r for r in results if isinstance(r, FileProblem)]
+    problems: list[FileProblem] = [*extra_problems, *pattern_problems]
+    problems += [r for r in results if isinstance(r, FileProblem)]
 
     dicom_candidates, series_problems, n_series = build_dicom_candidates(headers, rules)
     problems.extend(series_problems)

@@ -652,6 +652,9 @@ def _representative_members(predictions: pd.DataFrame, samples_file: Path | None
 
 # qc.csv reason codes (medrec index) as the cohort-flow table names them.
 QC_CODE_TEXT: dict[str, str] = {
+    "dicomweb_series_gone": "listed by the PACS but gone when fetched",
+    "dicomweb_fetch_failed": "could not be fetched from the PACS",
+    "dicomweb_incomplete": "arrived incomplete from the PACS",
     "localizer": "localizer / scout series",
     "not_best_series": "another series of the same study was chosen",
     "derived": "derived / secondary series",

@@ -605,11 +605,14 @@ def _base_row(sample: Mapping[str, Any]) -> dict[str, Any]:
 
 def load_input(
     input_path: str | Path, output: str | Path, rules: Any = None, labels: str | Path | None = None,
-    workers: int | None = None, match_on: str | None = None,
+    workers: int | None = None, match_on: str | None = None, filters: Any = None,
+    skip_studies: Sequence[str] = (),
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The manifest to score: a manifest CSV as is, or a scan folder indexed into ``<output stem>.index/``.
 
     ``labels`` (and its key ``match_on``) label the samples of a scan folder, as ``medrec index --labels``.
+    A ``dicomweb:URL`` INPUT is fetched (the studies ``filters`` select, except ``skip_studies``) into
+    ``<output stem>.dicomweb/`` and indexed from there like a scan folder.
 
     Returns:
         ``(manifest, description)`` where description goes into the sidecar.
@@ -617,6 +620,13 @@ def load_input(
     Raises:
         InputError: INPUT does not exist, or is a file that is not a manifest CSV.
     """
+    from medrec.index.dicomweb import is_dicomweb
+
+    if is_dicomweb(input_path):
+        return _load_dicomweb(str(input_path), output, rules, labels, workers, match_on, filters, skip_studies)
+    if filters is not None:
+        raise ConfigError("--study-uid / --patient-id / --modality / --accession / --since / --until select "
+                          "studies of a dicomweb:URL INPUT")
     source = Path(input_path)
     if source.is_dir():
         from medrec.index import index_folder
@@ -642,6 +652,45 @@ def load_input(
 
         return read_manifest(source), {"kind": "manifest", "path": str(source.resolve())}
     raise InputError(f"{source}: INPUT not found; give a scan folder or a manifest CSV (from 'medrec index')")
+
+
+def dicomweb_cache(output: str | Path) -> Path:
+    """Where the studies of a ``dicomweb:URL`` INPUT are fetched: ``<output stem>.dicomweb/``."""
+    target = Path(output)
+    return target.with_name(f"{target.stem}.dicomweb")
+
+
+def _load_dicomweb(source: str, output: str | Path, rules: Any, labels: str | Path | None, workers: int | None,
+                   match_on: str | None, filters: Any,
+                   skip_studies: Sequence[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    from medrec.index.dicomweb import fetch_and_index
+
+    target, cache = index_dir(output), dicomweb_cache(output)
+    index, fetched = fetch_and_index(source, target, cache, filters, skip_studies=skip_studies, labels=labels,
+                                     match_on=match_on, rules=rules, workers=workers)
+    description = {"kind": "dicomweb", "path": str(cache.resolve()), "index_dir": str(target.resolve()),
+                   "dicomweb": {**fetched.describe(), "filters": filters.describe() if filters else {}},
+                   "rules": _describe_rules(rules)}
+    if labels is not None:
+        description["labels"] = {"file": Path(labels).name, "match_on": (index.summary.get("labels") or {})
+                                 .get("match_on", match_on)}
+    return index.manifest, description
+
+
+def studies_done(output: str | Path, level: str, retry_errors: bool) -> list[str]:
+    """The studies an existing output already scored (not fetched again from a PACS); with ``retry_errors``
+    a study with a failed row counts as not done."""
+    rows_file = Path(output) if level == "series" else samples_path(output)
+    if not rows_file.is_file():
+        return []
+    from medrec.score.writer import read_rows
+
+    done: dict[str, bool] = {}
+    for row in read_rows(rows_file)[1]:
+        study = str(row.get("study_uid") or "")
+        if study:
+            done[study] = done.get(study, True) and not (retry_errors and row.get("error"))
+    return sorted(study for study, ok in done.items() if ok)
 
 
 def _describe_rules(rules: Any) -> Any:
@@ -731,8 +780,9 @@ def score(
     labels: str | Path | None = None,
     show_progress: bool = True,
     match_on: str | None = None,
+    filters: Any = None,
 ) -> ScoreResult:
-    """Score a scan folder or a manifest CSV with a run directory (what ``medrec score RUN INPUT`` does).
+    """Score a scan folder, a manifest CSV or a DICOMweb service with a run directory (``medrec score RUN INPUT``).
 
     A scan folder is indexed with the run's own series-selection rules (else the defaults) into
     ``<output stem>.index/``; a manifest CSV is used as is. With ``labels``, a rerun also refreshes
@@ -740,13 +790,15 @@ def score(
 
     Args:
         run_dir: the run directory (``model.safetensors`` + ``model.json``).
-        input_path: a scan folder or a manifest CSV.
+        input_path: a scan folder, a manifest CSV or ``dicomweb:URL`` (studies already scored in the output
+            are not fetched again).
         output: the predictions CSV.
         options: see :class:`ScoreOptions`.
         labels: labels file for a scan folder (adds the ``label`` column).
         show_progress: draw progress bars.
         match_on: the labels key (``patient_id``, ``study_uid``, ``accession``, ``path``); None: the
             key that matches most samples.
+        filters: :class:`medrec.index.dicomweb.DicomwebFilters` choosing the studies of a DICOMweb INPUT.
 
     Returns:
         A :class:`ScoreResult`.
@@ -760,8 +812,10 @@ def score(
     options.validate()
     run, model_hash = load_scoring_run(run_dir)
     rules = selection_rules_of(run, run_dir)
+    skip = [] if options.overwrite else studies_done(output, options.level, options.retry_errors)
     manifest, description = load_input(input_path, output, rules=rules, labels=labels,
-                                       workers=options.workers or None, match_on=match_on)
+                                       workers=options.workers or None, match_on=match_on, filters=filters,
+                                       skip_studies=skip)
     if manifest.empty:
         raise InputError(f"{input_path}: holds no sample to score (see the index's qc.csv for what was left out)")
     description["run_dir"] = str(Path(run_dir).resolve())

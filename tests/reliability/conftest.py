@@ -71,19 +71,12 @@ def ct_series() -> Callable[..., list[Path]]:
 
 
 @pytest.fixture
-def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[[list[str]], tuple[int, str]]:
-    """Run ``medrec.cli.main(args)`` in-process; return (exit code, captured stdout + stderr)."""
-    from medrec.cli import main
+def run_cli(medrec_cli: Callable[..., tuple[int, str, str]]) -> Callable[[list[str]], tuple[int, str]]:
+    """``f(args) -> (exit code, stdout + stderr)``: :func:`medrec_cli` with the two streams together."""
 
     def _run(args: list[str]) -> tuple[int, str]:
-        capsys.readouterr()
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        captured = capsys.readouterr()
-        return code, captured.out + captured.err
+        code, out, err = medrec_cli(*args)
+        return code, out + err
 
     return _run
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -21,23 +22,10 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 TRAIN_SECTIONS = ("split", "preprocessing", "model", "training", "threshold", "calibration")
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    """Run ``medrec`` in-process; return (exit code, stdout, stderr with its lines joined)."""
-    from medrec.cli import main
 
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def _show(capsys: pytest.CaptureFixture[str], name: str, target: Path) -> Path:
+def _show(medrec_cli: Callable[..., tuple[int, str, str]], name: str, target: Path) -> Path:
     """``medrec recipes show NAME > target``."""
-    code, out, _ = _cli(capsys, "recipes", "show", name)
+    code, out, _ = medrec_cli("recipes", "show", name)
     assert code == 0
     target.write_text(out, encoding="utf-8")
     return target
@@ -48,9 +36,9 @@ def _error_lines(err: str) -> list[str]:
 
 
 @pytest.mark.parametrize("name", [recipe.name for recipe in packaged_recipes()])
-def test_every_packaged_recipe_copy_is_a_training_config(name, tmp_path, capsys, monkeypatch) -> None:
+def test_every_packaged_recipe_copy_is_a_training_config(name, tmp_path, medrec_cli, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    copy = _show(capsys, name, tmp_path / "my.yaml")
+    copy = _show(medrec_cli, name, tmp_path / "my.yaml")
     recipe = load_train_recipe(copy, manifest=Path("work/index/manifest.csv"))
 
     config, source = recipe.config, yaml.safe_load(copy.read_text(encoding="utf-8"))
@@ -65,9 +53,9 @@ def test_every_packaged_recipe_copy_is_a_training_config(name, tmp_path, capsys,
     assert "ignores name, description, data.scans" in recipe.describe()
 
 
-def test_splits_given_the_split_section_only_chooses_the_fold(tmp_path, capsys, monkeypatch) -> None:
+def test_splits_given_the_split_section_only_chooses_the_fold(tmp_path, medrec_cli, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    copy = _show(capsys, "ct_lesion_3d", tmp_path / "my.yaml")
+    copy = _show(medrec_cli, "ct_lesion_3d", tmp_path / "my.yaml")
     recipe = load_train_recipe(copy, manifest=Path("m.csv"), splits=Path("work/splits.csv"))
     assert recipe.config.data.splits == tmp_path / "work" / "splits.csv"
     assert "data.splits" in recipe.used and "split (fold, check_pixels)" in recipe.used
@@ -90,32 +78,32 @@ def test_readme_example_recipe_is_the_packaged_one() -> None:
     assert documented == yaml.safe_load(packaged.path.read_text(encoding="utf-8"))
 
 
-def test_unknown_key_is_one_line_naming_the_dotted_key(tmp_path, capsys, monkeypatch) -> None:
+def test_unknown_key_is_one_line_naming_the_dotted_key(tmp_path, medrec_cli, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    copy = _show(capsys, "ct_lesion_3d", tmp_path / "my.yaml")
+    copy = _show(medrec_cli, "ct_lesion_3d", tmp_path / "my.yaml")
     copy.write_text(copy.read_text(encoding="utf-8").replace("  epochs: 30", "  epoch: 30"), encoding="utf-8")
-    code, _, err = _cli(capsys, "train", copy, "-o", "run", "--manifest", "m.csv")
+    code, _, err = medrec_cli("train", copy, "-o", "run", "--manifest", "m.csv")
     lines = _error_lines(err)
     assert code != 0 and len(lines) == 1, err
     assert "unknown key 'training.epoch' (did you mean 'epochs'?)" in lines[0]
     assert not (tmp_path / "run").exists()
 
 
-def test_train_without_a_manifest_says_how_to_give_one(tmp_path, capsys, monkeypatch) -> None:
+def test_train_without_a_manifest_says_how_to_give_one(tmp_path, medrec_cli, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    copy = _show(capsys, "ct_lesion_3d", tmp_path / "my.yaml")
-    code, _, err = _cli(capsys, "train", copy, "-o", "run")
+    copy = _show(medrec_cli, "ct_lesion_3d", tmp_path / "my.yaml")
+    code, _, err = medrec_cli("train", copy, "-o", "run")
     lines = _error_lines(err)
     assert code != 0 and len(lines) == 1, err
     assert "--manifest" in lines[0] and "data.manifest" in lines[0] and "'medrec run" in lines[0]
 
 
-def test_run_refuses_train_keys_in_one_line(tmp_path, capsys, monkeypatch) -> None:
+def test_run_refuses_train_keys_in_one_line(tmp_path, medrec_cli, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    copy = _show(capsys, "ct_lesion_3d", tmp_path / "my.yaml")
+    copy = _show(medrec_cli, "ct_lesion_3d", tmp_path / "my.yaml")
     copy.write_text(copy.read_text(encoding="utf-8").replace("data:\n", "data:\n  manifest: m.csv\n", 1),
                     encoding="utf-8")
-    code, _, err = _cli(capsys, "run", copy, "-o", "run")
+    code, _, err = medrec_cli("run", copy, "-o", "run")
     lines = _error_lines(err)
     assert code != 0 and len(lines) == 1, err
     assert "data.manifest is for 'medrec train'" in lines[0] and "medrec train" in lines[0]
@@ -138,7 +126,7 @@ def _local(words: list[str], root: Path) -> list[str]:
     return [str(root / word.lstrip("/")) if word.startswith("/data/") else word for word in words]
 
 
-def test_readme_index_split_train_with_a_copied_recipe(tmp_path, capsys, monkeypatch) -> None:
+def test_readme_index_split_train_with_a_copied_recipe(tmp_path, medrec_cli, monkeypatch) -> None:
     """``recipes show > my_recipe.yaml``, ``index``, ``split``, ``train`` as the README writes them (1 short epoch)."""
     from medrec.synth import generate_cohort
 
@@ -157,15 +145,15 @@ def test_readme_index_split_train_with_a_copied_recipe(tmp_path, capsys, monkeyp
     monkeypatch.chdir(tmp_path)
 
     assert show[:2] == ["recipes", "show"] and show[3] == ">"
-    recipe = _show(capsys, show[2], tmp_path / show[4])
+    recipe = _show(medrec_cli, show[2], tmp_path / show[4])
     # The user edits the copy: here, one short epoch on the CPU (the README's recipe trains 30).
     text = recipe.read_text(encoding="utf-8").replace("  epochs: 30", "  epochs: 1\n  device: cpu")
     recipe.write_text(text.replace("voxel_budget: 24576", "voxel_budget: 4096"), encoding="utf-8")
 
     for words in (index, split):
-        code, _, err = _cli(capsys, *words)
+        code, _, err = medrec_cli(*words)
         assert code == 0, err
-    code, _, err = _cli(capsys, *train)
+    code, _, err = medrec_cli(*train)
     said = " ".join(err.split())
     assert code == 0, said
     assert ("uses data.manifest, data.splits, split (fold, check_pixels), preprocessing, model, training, "
