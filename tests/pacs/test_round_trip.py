@@ -132,3 +132,36 @@ def test_every_object_the_round_trip_writes_passes_dciodvfy(tmp_path, ct_dicom, 
         check = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
         errors = [line for line in (check.stdout + check.stderr).splitlines() if line.startswith("Error")]
         assert not errors, f"{path.name}: {errors}"
+
+
+def test_a_pacs_failing_mid_batch_loses_nothing_already_scored(
+        empty_orthanc, pacs_env, pacs_proxy, ct_dicom, annotated_ct_run, medrec_cli, tmp_path):
+    """Scored rows survive a PACS that then refuses (401) or loses a series; the next good run completes the batch."""
+    orthanc = empty_orthanc
+    studies = sorted({pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID for p in ct_dicom["files"]})
+    first = [p for p in ct_dicom["files"] if pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID
+             in studies[:3]]
+    orthanc.stow(first)
+    source = f"dicomweb:{pacs_proxy.dicomweb_url}"
+    out = tmp_path / "pacs.csv"
+    code, _, err = medrec_cli("score", annotated_ct_run, source, "-o", out, "--workers", "0")
+    assert code == 0, err
+    scored = out.read_text()
+    assert len(pd.read_csv(out)) == 3
+
+    orthanc.stow([p for p in ct_dicom["files"] if p not in first])  # three more studies arrive
+    pacs_proxy.faults = "status:401"
+    code, _, err = medrec_cli("score", annotated_ct_run, source, "-o", out, "--workers", "0")
+    assert code != 0 and "HTTP 401" in err
+    assert out.read_text() == scored  # nothing lost, nothing half-written
+
+    pacs_proxy.faults = None
+    before = len(pacs_proxy.seen)
+    code, _, err = medrec_cli("score", annotated_ct_run, source, "-o", out, "--workers", "0")
+    assert code == 0, err
+    done = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert len(done) == 6 and (done["error"] == "").all()
+    assert out.read_text().startswith(scored)  # the first rows kept as they were, the new ones appended
+    fetched = [r.path for r in pacs_proxy.seen[before:] if r.method == "GET" and "/series/" in r.path
+               and not r.path.endswith(("/series", "/metadata"))]
+    assert fetched and all(any(study in path for study in studies[3:]) for path in fetched)  # no scored study again
