@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
@@ -256,6 +257,14 @@ def _all_pages(search: Callable[..., list[dict[str, Any]]], key: str, **query: A
         found.update(new)
 
 
+def is_uid(text: str) -> bool:
+    """A valid DICOM UID: at most 64 characters, digit groups separated by single dots."""
+    return len(text) <= 64 and _UID.fullmatch(text) is not None
+
+
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
 def _series_address(url: str, study_uid: str, series_uid: str) -> str:
     return f"{SCHEME}{describe_url(url)}/studies/{study_uid}/series/{series_uid}"
 
@@ -302,6 +311,12 @@ def fetch(
             series_uid, modality = _value(item, _SERIES_UID), _value(item, _MODALITY).upper()
             address = _series_address(url, study_uid, series_uid)
             if not series_uid:
+                continue
+            if not (is_uid(study_uid) and is_uid(series_uid)):
+                # the UIDs name cache folders: '..' or '/' from a faulty server must not leave the cache
+                result.problems.append(FileProblem(
+                    address, "dicomweb_fetch_failed", "the server listed a study / series UID that is not a valid "
+                                                      "DICOM UID (digits and dots): not fetched", series_uid))
                 continue
             if modality in NON_IMAGE_MODALITIES and not include_non_image:
                 result.problems.append(FileProblem(

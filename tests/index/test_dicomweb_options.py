@@ -12,6 +12,7 @@ from medrec.index.dicomweb import (
     DicomwebFilters,
     describe_url,
     explain_http_error,
+    is_uid,
     open_session,
     parse_date,
     service_url,
@@ -124,3 +125,9 @@ def test_index_and_score_refuse_study_filters_for_a_folder(tmp_path, medrec_cli)
     assert code != 0 and "select studies of a dicomweb:URL INPUT" in err
     code, _, err = medrec_cli("score", tmp_path / "run", tmp_path, "-o", tmp_path / "p.csv", "--modality", "CT")
     assert code != 0 and "selects studies of a dicomweb:URL INPUT" in err
+
+
+def test_only_valid_uids_name_cache_folders():
+    assert is_uid("1.2.826.0.1.3680043.8.498.1") and is_uid("2.25.1234")
+    for bad in ("..", "../../etc", "1.2/3", "1..2", ".1", "1.2.", "", "1" * 65, "1.2.abc"):
+        assert not is_uid(bad), bad
