@@ -812,7 +812,11 @@ def score(
     options.validate()
     run, model_hash = load_scoring_run(run_dir)
     rules = selection_rules_of(run, run_dir)
-    skip = [] if options.overwrite else studies_done(output, options.level, options.retry_errors)
+    from medrec.index.dicomweb import is_dicomweb
+
+    # only a PACS input needs them: its scored studies are not fetched again (a folder is read whole anyway)
+    skip = [] if options.overwrite or not is_dicomweb(input_path) else studies_done(
+        output, options.level, options.retry_errors)
     manifest, description = load_input(input_path, output, rules=rules, labels=labels,
                                        workers=options.workers or None, match_on=match_on, filters=filters,
                                        skip_studies=skip)
