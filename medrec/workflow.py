@@ -91,6 +91,8 @@ STEPS: tuple[str, ...] = ("index", "split", "train", "evaluate")
 STATE_FILE = "workflow.json"
 FOLDS_DIR = "folds"  # RUN/folds/fold_i/: one full run per cross-validation fold
 CV_DIR = "cv"  # RUN/cv/: pooled out-of-fold predictions, per-fold table, report
+CV_ACCEPTANCE_CAVEAT = ("judged on the pooled out-of-fold predictions of {folds} models (cross-validation, a "
+                        "development estimate); criteria written for a locked test split are judged there")
 CV_REPORT_DIR = "report"
 CV_PREDICTIONS_CSV = "predictions.csv"
 CV_FOLDS_CSV = "folds.csv"
@@ -622,7 +624,9 @@ def _train_step(config: WorkflowConfig, run_dir: Path, fold: int | None = None) 
         resume = has_started(train_dir) and not is_complete(train_dir)
         result = train(train_config, train_dir, resume=resume)
         auc = result.val_metrics.get("auc")
-        return f"best epoch {result.best_epoch}, val AUC {auc:.3f}" if auc is not None else f"best epoch {result.best_epoch}"
+        if auc is None:
+            return f"best epoch {result.best_epoch}"
+        return f"best epoch {result.best_epoch}, val AUC {auc:.3f}"
 
     return fingerprint, run, train_config
 
@@ -827,6 +831,7 @@ def _cv_step(config: WorkflowConfig, run_dir: Path) -> tuple[str, Callable[[], s
     def run() -> str:
         import pandas as pd
 
+        from medrec.evaluate import RECIPE_ACCEPTANCE
         from medrec.report.build import write_report
         from medrec.score import read_sidecar
         from medrec.score.writer import write_sidecar
@@ -853,7 +858,9 @@ def _cv_step(config: WorkflowConfig, run_dir: Path) -> tuple[str, Callable[[], s
                               subgroups=options.subgroups, prevalence=options.prevalence, ci_method=options.ci_method,
                               n_boot=options.bootstrap, seed=options.seed,
                               title=f"Cross-validation report: pooled out-of-fold predictions of {folds} folds",
-                              prevalence_source="recipe evaluation.prevalence", context=config.context)
+                              prevalence_source="recipe evaluation.prevalence", context=config.context,
+                              acceptance=options.acceptance, acceptance_source=RECIPE_ACCEPTANCE,
+                              acceptance_caveat=CV_ACCEPTANCE_CAVEAT.format(folds=folds))
         table = pd.DataFrame(rows, columns=["fold", "n_samples", "n_patients", "n_positive", "threshold",
                                             *FOLD_METRICS])
         spread = fold_spread(rows)

@@ -53,7 +53,8 @@ def register(app: typer.Typer) -> None:
         lesions: Path | None = typer.Option(
             None, "--lesions", help="Lesion table (study_uid or series_uid, center_x/y/z LPS mm, diameter_mm, "
                                     "optional contrast): adds lesion-level results (hit rate, FROC, CPM) for the "
-                                    "predictions of a finding-map run."),
+                                    "predictions of a finding-map run, and shows each false negative / positive on "
+                                    "its lesion's slice with the lesion circled."),
         lesion_tolerance: float | None = typer.Option(
             None, "--lesion-tolerance", min=0.0, help="mm added to a lesion's radius when matching a finding "
                                                       "(default: one voxel of the scoring grid)."),
@@ -138,7 +139,7 @@ def register(app: typer.Typer) -> None:
             medrec report predictions.csv -o reports/test --run runs/ct1 --dicom-out dicom/ --store dicomweb:https://pacs/dicom-web
         """
         from medrec.report.build import write_report
-        from medrec.report.document import METRICS, KEY_METRICS, fmt_ci, fmt_mm, fmt_threshold, fmt_value
+        from medrec.report.document import KEY_METRICS, METRICS, fmt_ci, fmt_mm, fmt_threshold, fmt_value
 
         if ci_method not in ("wilson", "clopper-pearson"):
             raise ConfigError(f"--ci-method {ci_method!r} is not known; use wilson or clopper-pearson")
@@ -221,3 +222,5 @@ def print_acceptance(acceptance: dict | None) -> None:
         verdict = entry.get("verdict")
         console.print(f"  [{colour.get(verdict, 'yellow')}]{verdict}[/] {entry.get('metric')}: "
                       f"{'; '.join(entry.get('reasons') or [])}{needed}")
+    if acceptance.get("caveat"):
+        console.print(f"  Note: {acceptance['caveat']}")

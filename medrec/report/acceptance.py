@@ -179,7 +179,8 @@ def _unreachable(observed: float | None, bound: float) -> str:
     return f"more than {MAX_SAMPLE_SIZE:,} needed: the observed value is too close to the bound"
 
 
-def judge_acceptance(criteria: AcceptanceCriteria, report: Mapping, source: str) -> dict[str, Any] | None:
+def judge_acceptance(criteria: AcceptanceCriteria, report: Mapping, source: str,
+                     caveat: str = "") -> dict[str, Any] | None:
     """Judge pre-specified criteria on a report's sample-level metrics.
 
     Args:
@@ -187,6 +188,8 @@ def judge_acceptance(criteria: AcceptanceCriteria, report: Mapping, source: str)
         report: the report dict (``metrics``, ``n_samples``, ``n_positive``, ``n_negative``,
             ``threshold_kind``).
         source: where the criteria came from (``recipe evaluation.acceptance``, ``--acceptance FILE``).
+        caveat: what the reader must know about the data judged (e.g. pooled cross-validation
+            predictions rather than a locked test split); printed beside the verdict.
 
     Returns:
         ``{"source", "overall", "n_pass", "n_fail", "criteria": [CRITERION], "power", "confidence",
@@ -234,10 +237,10 @@ def judge_acceptance(criteria: AcceptanceCriteria, report: Mapping, source: str)
         })
     verdicts = [entry["verdict"] for entry in judged]
     overall = FAIL if FAIL in verdicts else (NOT_EVALUABLE if NOT_EVALUABLE in verdicts else PASS)
-    caveat = ""
+    caveats = [caveat] if caveat else []
     if report.get("threshold_kind") == "exploratory":
-        caveat = ("the operating threshold was chosen on these data (exploratory): criteria on threshold-dependent "
-                  "metrics are judged at an optimistic operating point")
+        caveats.append("the operating threshold was chosen on these data (exploratory): criteria on threshold-"
+                       "dependent metrics are judged at an optimistic operating point")
     return {
         "source": source,
         "overall": overall,
@@ -249,5 +252,5 @@ def judge_acceptance(criteria: AcceptanceCriteria, report: Mapping, source: str)
         "confidence": CONFIDENCE,
         "rule": "a criterion passes when each bound it sets is reached (>=): 'value' by the point estimate, "
                 "'lower_ci' by the lower bound of the 95% CI printed in this report",
-        "caveat": caveat,
+        "caveat": "; ".join(caveats),
     }

@@ -50,7 +50,7 @@ Schema (``schema_version`` 1)::
     GROUP   = {group, n, n_positive, n_negative, n_patients, small: bool,
                metrics: {sensitivity, specificity, auc: METRIC}}   # auc value None with one class
     comparison = {n_samples, n_unusable_in_compare, threshold_b,
-                  auc: {auc_a, auc_b, difference, se, z, p_value, ci95, method} | None,
+                  auc: {auc_a, auc_b, difference, se, z, p_value, ci95, ci_method, method} | None,
                   sensitivity: MCNEMAR, specificity: MCNEMAR}
               MCNEMAR = {value_a, value_b, n, b, c, statistic, p_value, method}
               (b: correct by A only, c: correct by B only)
@@ -63,7 +63,8 @@ Schema (``schema_version`` 1)::
                decision: {thresholds, treat_none, test_set: DCA, stated: DCA | None} | None}
                                                   # binary; multi-class: {} except roc per class {class: {fpr, tpr}}
     DCA     = {prevalence, prevalence_source, net_benefit: [float], treat_all: [float]}
-    FLAG    = {sample_id, patient_id, score}
+    FLAG    = {sample_id, patient_id, score}; the written report adds picture (what the case's picture
+              shows) and other_studies ([{sample_id, score, label}]: the patient's other analysed rows)
 
 Statistical choices (also written into each metric's ``method``):
 
@@ -80,6 +81,12 @@ Statistical choices (also written into each metric's ``method``):
 * PR-AUC, Brier, ECE, scaled Brier: patient-clustered, outcome-stratified percentile bootstrap
   (:func:`medrec.report.stats.cluster_bootstrap`).
 * PPV / NPV at a stated prevalence: Mercaldo, Lau & Zhou (2007) logit intervals.
+* Multi-class macro sensitivity (= balanced accuracy), specificity, PPV, NPV: the MOVER interval of
+  the mean of the per-class proportions from their one-vs-rest intervals above
+  (:func:`medrec.report.stats.mover_mean_ci`); it holds the estimate and keeps a width at 0 and 1.
+* Comparison of two models' AUCs: paired DeLong / Obuchowski test, Wald interval of the difference;
+  where its variance is 0 (identical rankings) a paired bootstrap, else an exact bound
+  (:func:`medrec.report.stats.paired_auc_difference_fallback`).
 * Calibration intercept and slope (logistic recalibration, Wald intervals; clustered sandwich
   standard errors), observed / expected, scaled Brier (:func:`medrec.report.stats.logistic_calibration`);
   decision curve (:func:`medrec.report.stats.decision_curve`).
@@ -265,12 +272,6 @@ _PROPORTIONS = {
 _BOOTSTRAP_ONLY = ("balanced_accuracy", "f1", "mcc", "pr_auc", "brier", "ece")
 
 
-def _union(first: Sequence[float], second: Sequence[float]) -> tuple[float, float]:
-    lows = [value for value in (first[0], second[0]) if value is not None and math.isfinite(value)]
-    highs = [value for value in (first[1], second[1]) if value is not None and math.isfinite(value)]
-    return (min(lows) if lows else math.nan, max(highs) if highs else math.nan)
-
-
 def _boot_names(y: np.ndarray, patients: np.ndarray, settings: _Settings,
                 names: Sequence[str] | None = None) -> list[str]:
     """The metrics whose interval needs the bootstrap on these samples.
@@ -449,7 +450,7 @@ def _calibration(y: np.ndarray, s: np.ndarray, patients: np.ndarray,
         "n_clipped": fit["n_clipped"],
         "brier": fit["brier"],
         "intercept": part("intercept", se=fit["intercept"]["se"]),
-        "slope": part("slope", se=fit["slope"]["se"]),
+        "slope": part("slope", se=fit["slope"]["se"], intercept=fit["slope"].get("intercept", math.nan)),
         "oe_ratio": part("oe_ratio", observed=fit["oe_ratio"]["observed"], expected=fit["oe_ratio"]["expected"]),
         "scaled_brier": _metric(scaled, scaled_ci, scaled_method),
     }
@@ -657,21 +658,31 @@ def _clean(predictions: pd.DataFrame, score_columns: Sequence[str]) -> tuple[pd.
     frame["patient_id"] = _text(frame["patient_id"])
     # A sample without a patient id is its own patient.
     frame.loc[frame["patient_id"].eq(""), "patient_id"] = "sample:" + frame["sample_id"]
-    reasons: dict[str, int] = {}
-    keep = pd.Series(True, index=frame.index)
-    if "error" in frame.columns:
-        failed = ~_is_blank(frame["error"])
-        reasons["error"] = int(failed.sum())
-        keep &= ~failed
-    unlabelled = keep & _is_blank(frame["label"])
-    reasons["no label"] = int(unlabelled.sum())
-    keep &= ~unlabelled
-    numeric = frame[list(score_columns)].apply(pd.to_numeric, errors="coerce")
-    unscored = keep & ~np.isfinite(numeric.to_numpy(dtype=np.float64)).all(axis=1)
-    reasons["no score"] = int(unscored.sum())
-    keep &= ~unscored
-    frame[list(score_columns)] = numeric
+    excluded = _exclusions(frame, score_columns)
+    keep = ~pd.concat(list(excluded.values()), axis=1).any(axis=1)
+    frame[list(score_columns)] = frame[list(score_columns)].apply(pd.to_numeric, errors="coerce")
+    reasons = {reason: int(mask.sum()) for reason, mask in excluded.items()}
     return frame[keep].reset_index(drop=True), {key: value for key, value in reasons.items() if value}
+
+
+def _exclusions(frame: pd.DataFrame, score_columns: Sequence[str]) -> dict[str, pd.Series]:
+    """Rows excluded from the metrics by reason, each reason counting rows no earlier reason took."""
+    keep = pd.Series(True, index=frame.index)
+    reasons: dict[str, pd.Series] = {}
+    if "error" in frame.columns:
+        reasons["error"] = ~_is_blank(frame["error"])
+        keep &= ~reasons["error"]
+    reasons["no label"] = keep & _is_blank(frame["label"])
+    keep &= ~reasons["no label"]
+    numeric = frame[list(score_columns)].apply(pd.to_numeric, errors="coerce")
+    reasons["no score"] = keep & ~np.isfinite(numeric.to_numpy(dtype=np.float64)).all(axis=1)
+    return reasons
+
+
+def analysed_rows(predictions: pd.DataFrame, score_columns: Sequence[str] = ("score",)) -> pd.Series:
+    """True for the rows the analysis keeps: no error, a reference label and finite scores."""
+    excluded = _exclusions(predictions, score_columns)
+    return ~pd.concat(list(excluded.values()), axis=1).any(axis=1)
 
 
 def _join_manifest(data: pd.DataFrame, manifest: pd.DataFrame | None) -> pd.DataFrame:
@@ -848,18 +859,20 @@ def analyse_predictions(
         "calibration": section.pop("calibration"),
         "subgroups": _subgroups(joined, subgroup_columns, settings, _binary_group(y, s, pred, patients, settings)),
         "comparison": (_comparison(data, y, s, pred, patients, _text(predictions["sample_id"]), compare,
-                                   threshold if compare_threshold is None else float(compare_threshold))
+                                   threshold if compare_threshold is None else float(compare_threshold), settings)
                        if compare is not None else None),
         "multiclass": None,
         "curves": _curves(y, s, settings.n_bins, prevalence, prevalence_source),
         "flagged": _flagged(data, y, s, pred),
-        "methods": _methods(settings, section["n_patients"] < section["n_samples"], prevalence is not None),
+        "methods": _methods(settings, section["n_patients"] < section["n_samples"], prevalence is not None,
+                            compare is not None),
         "warnings": warnings,
     }
     return _jsonable(report)
 
 
-def _methods(settings: _Settings, clustered: bool, stated_prevalence: bool = False) -> dict[str, str]:
+def _methods(settings: _Settings, clustered: bool, stated_prevalence: bool = False,
+             compared: bool = False) -> dict[str, str]:
     """One sentence per statistical method (each metric's ``method`` says which one gave its interval)."""
     boot = stats.bootstrap_method_text(settings.n_boot, True, True)
     bca = stats.bca_method_text(settings.n_boot, True, True)
@@ -902,6 +915,15 @@ def _methods(settings: _Settings, clustered: bool, stated_prevalence: bool = Fal
         "threshold_table": "rows at the operating threshold, a grid 0.1..0.9, and the thresholds reaching "
                            "sensitivity 0.90 / 0.95 on these data (exploratory)",
     }
+    if compared:
+        methods["comparison"] = (
+            "AUC difference: paired DeLong test (Obuchowski's clustered covariance where a patient has several "
+            "samples) with the Wald interval of the difference; where the variance of the difference is 0 (the "
+            "models rank the samples alike) the paired percentile bootstrap of the difference on the same "
+            f"resamples ({settings.n_boot} replicates, patients resampled), and where every resample gives the same "
+            "difference d the exact bound [d - pi (1 + d), d + pi (1 - d)], pi the Clopper-Pearson upper bound for no "
+            "differently ordered pair among the disjoint pairs of distinct patients (p-value by inverting it, 1 when "
+            "d is 0); sensitivity and specificity: McNemar's test on the discordant pairs (exact binomial below 25)")
     return methods
 
 
@@ -911,7 +933,7 @@ def _methods(settings: _Settings, clustered: bool, stated_prevalence: bool = Fal
 
 
 def _comparison(data: pd.DataFrame, y: np.ndarray, s: np.ndarray, pred: np.ndarray, patients: np.ndarray,
-                all_ids: pd.Series, compare: pd.DataFrame, threshold_b: float) -> dict[str, Any]:
+                all_ids: pd.Series, compare: pd.DataFrame, threshold_b: float, settings: _Settings) -> dict[str, Any]:
     if not isinstance(compare, pd.DataFrame) or "sample_id" not in compare.columns or "score" not in compare.columns:
         raise InputError("compare: needs a binary predictions table with sample_id and score columns")
     other_ids = _text(compare["sample_id"])
@@ -940,14 +962,13 @@ def _comparison(data: pd.DataFrame, y: np.ndarray, s: np.ndarray, pred: np.ndarr
         pa_ids = patients[rows]
         n_patients = int(np.unique(pa_ids).size)
         if n_patients < rows.size:
-            result["auc"] = {**stats.obuchowski_paired_test(ya, sa, sb, pa_ids),
-                             "method": f"paired test of AUC(first) - AUC(second) with the Obuchowski (1997) clustered "
-                                       f"covariance, the {n_patients} patients as clusters ({rows.size} samples); "
-                                       "Wald interval of the difference"}
+            paired = stats.obuchowski_paired_test(ya, sa, sb, pa_ids, n_boot=settings.n_boot, seed=settings.seed)
+            test = (f"paired test of AUC(first) - AUC(second) with the Obuchowski (1997) clustered covariance, the "
+                    f"{n_patients} patients as clusters ({rows.size} samples)")
         else:
-            result["auc"] = {**stats.delong_paired_test(ya, sa, sb),
-                             "method": "paired DeLong test (Sun & Xu 2014) of AUC(first) - AUC(second); one sample "
-                                       "per patient; Wald interval of the difference"}
+            paired = stats.delong_paired_test(ya, sa, sb, n_boot=settings.n_boot, seed=settings.seed)
+            test = "paired DeLong test (Sun & Xu 2014) of AUC(first) - AUC(second); one sample per patient"
+        result["auc"] = {**paired, "method": f"{test}; {paired['ci_method']}"}
     else:
         result["auc"] = None
     for name, subset in (("sensitivity", ya == 1), ("specificity", ya == 0)):
@@ -966,30 +987,46 @@ def _comparison(data: pd.DataFrame, y: np.ndarray, s: np.ndarray, pred: np.ndarr
 # --------------------------------------------------------------------------------------------------
 
 
-def _macro_proportions(confusion: np.ndarray, boot: dict[str, stats.BootstrapResult]) -> dict[str, dict[str, Any]]:
+_MACRO_PROPORTIONS: tuple[str, ...] = ("sensitivity", "specificity", "ppv", "npv")
+
+
+def _macro_proportion_text(settings: _Settings) -> str:
+    """The rule for a macro-averaged proportion, for its metric's method and the methods list."""
+    return (f"MOVER interval of the mean of the per-class proportions (Zou & Donner 2008; Zou, Huang & Zhang 2009), "
+            f"from each class's one-vs-rest {settings.proportion_name} (at the effective sample size n / DE where a "
+            "patient contributes several samples to it), the classes taken as independent: mean - sqrt(sum_k "
+            "(p_k - l_k)^2) / K to mean + sqrt(sum_k (u_k - p_k)^2) / K")
+
+
+def _macro_proportions(y: np.ndarray, pred: np.ndarray, codes: np.ndarray, n_classes: int,
+                       settings: _Settings) -> dict[str, dict[str, Any]]:
     """Macro sensitivity, specificity, PPV and NPV with an interval that keeps its width at 0 and 1.
 
     A percentile bootstrap of a macro average has no width when every class's proportion is 0 or 1
     (a model that predicts one class for everything, or a perfect one), which reads as certainty.
-    The interval is the union of the bootstrap's (which sees patient clustering) and the Jeffreys
-    interval of the mean of the per-class proportions (:func:`~medrec.report.stats.mean_proportion_ci`).
+    The interval is the MOVER of the per-class intervals (:func:`~medrec.report.stats.mover_mean_ci`),
+    each the one a binary report gives that proportion (Wilson or Clopper-Pearson, at the effective
+    sample size where patients contribute several samples): one closed-form rule, which holds the
+    estimate and keeps a width wherever the per-class intervals have one. Taking the classes as
+    independent is exact for sensitivity and PPV (disjoint samples, given the class and prediction
+    counts) and errs on the wide side for specificity and NPV, whose classes' errors exclude each
+    other within a sample (negative covariance); a patient with samples of several classes links
+    them, which it ignores.
     """
-    n_classes = confusion.shape[0]
-    tp = np.diag(confusion)
-    counts = {"tp": tp, "fn": confusion.sum(axis=1) - tp, "fp": confusion.sum(axis=0) - tp}
-    counts["tn"] = confusion.sum() - counts["tp"] - counts["fn"] - counts["fp"]
-    out = {}
-    for name in ("sensitivity", "specificity", "ppv", "npv"):
-        result = boot.get(name)
-        numerator, denominator = _PROPORTIONS[name]
-        successes = counts[numerator]
-        totals = sum(counts[key] for key in denominator)
-        if result is None or np.any(totals == 0):
-            continue  # undefined for some class: the bootstrap's nan stands
-        interval = stats.mean_proportion_ci(successes, totals)
-        out[name] = _metric(result.value, _union(interval, result.ci),
-                            f"macro average over {n_classes} classes (one-vs-rest); the union of the Jeffreys "
-                            f"interval of the mean of the {n_classes} per-class proportions and a {result.method}")
+    out: dict[str, dict[str, Any]] = {}
+    for name in _MACRO_PROPORTIONS:
+        per_class = []
+        for k in range(n_classes):
+            yk, pk = (y == k).astype(np.int8), (pred == k).astype(np.int8)
+            success, denominator = _PROPORTION_MASKS[name](yk, pk)
+            value = np.sum(success & denominator) / denominator.sum() if denominator.any() else math.nan
+            per_class.append(_proportion_metric(name, float(value), yk, pk, codes, settings))
+        values = np.array([metric["value"] for metric in per_class], dtype=np.float64)
+        if not np.isfinite(values).all():
+            continue  # undefined for some class (no sample, or no prediction): the bootstrap's nan stands
+        bounds = np.array([metric["ci95"] for metric in per_class], dtype=np.float64)
+        out[name] = _metric(float(values.mean()), stats.mover_mean_ci(values, bounds[:, 0], bounds[:, 1]),
+                            f"macro average over {n_classes} classes (one-vs-rest); {_macro_proportion_text(settings)}")
     return out
 
 
@@ -1084,9 +1121,9 @@ def _analyse_multiclass(predictions: pd.DataFrame, class_columns: list[str], thr
         for metric, result in boot["macro"].items()
     }
     macro.update(_macro_without_width(macro, per_class, confusion, y, patients, settings))
-    macro.update(_macro_proportions(confusion, boot["macro"]))
-    accuracy_hits = int(np.trace(confusion))
     _, patient_codes = np.unique(patients, return_inverse=True)
+    macro.update(_macro_proportions(y, pred, patient_codes.reshape(-1), n_classes, settings))
+    accuracy_hits = int(np.trace(confusion))
     accuracy_metric = _proportion_metric("accuracy", accuracy_hits / y.size, y, pred, patient_codes.reshape(-1),
                                          settings)
     # Top level: true multi-class accuracy; every other metric is its one-vs-rest macro average
@@ -1145,7 +1182,22 @@ def _analyse_multiclass(predictions: pd.DataFrame, class_columns: list[str], thr
                                  if name in macro}},
         "curves": curves,
         "flagged": {"false_negatives": [], "false_positives": []},
-        "methods": _methods(settings, clustered),
+        "methods": _multiclass_methods(settings, clustered),
         "warnings": warnings,
     }
     return _jsonable(report)
+
+
+def _multiclass_methods(settings: _Settings, clustered: bool) -> dict[str, str]:
+    """The binary methods (per class, one-vs-rest) with the macro averages' rules."""
+    methods = _methods(settings, clustered)
+    boot = stats.bootstrap_method_text(settings.n_boot, True, True)
+    bca = stats.bca_method_text(settings.n_boot, True, True)
+    methods["bootstrap"] = (f"per-class F1: {bca}, seed {settings.seed}, with the Jeffreys-posterior interval of the "
+                            "2x2 table where every replicate is equal; macro F1, MCC, AUC, PR-AUC, Brier and ECE: "
+                            f"{boot} of the macro average, patients (not images) resampled within strata of the "
+                            "classes they hold, and where every replicate is equal the posterior interval of the "
+                            "confusion matrix (F1, MCC) or the mean of the per-class bounds (AUC, PR-AUC, Brier, ECE)")
+    methods["macro_average"] = ("macro sensitivity (= balanced accuracy), specificity, PPV and NPV: "
+                                + _macro_proportion_text(settings))
+    return methods

@@ -32,15 +32,22 @@ import pandas as pd
 import yaml
 
 from medrec import __version__
+from medrec.annotations import Annotations
 from medrec.atomicio import write_bytes, write_text
 from medrec.errors import ConfigError, InputError, MedrecError, ModelError, OutputError
 from medrec.labels import map_to_classes, mapping_text
 from medrec.manifest import read_manifest
 from medrec.report import document as doc_model
+from medrec.report import failures
 from medrec.report import figures as figs
 from medrec.report.acceptance import judge_acceptance
-from medrec.report.pseudonym import Pseudonymiser, check_no_identifiers, is_safe_file_token, key_from_file, \
-    raw_identifiers
+from medrec.report.pseudonym import (
+    Pseudonymiser,
+    check_no_identifiers,
+    is_safe_file_token,
+    key_from_file,
+    raw_identifiers,
+)
 from medrec.report.reference import PREDICTIONS_REFERENCE, attach_labels
 from medrec.report.render_html import render_html
 from medrec.report.render_pdf import render_pdf
@@ -1284,8 +1291,11 @@ def draw_figures(report: Mapping, other_curves: Mapping | None = None) -> dict[s
     if binary and isinstance(calibration, Mapping) and calibration.get("mean_predicted") is not None:
         figures["calibration.png"] = figs.calibration_figure(
             calibration["mean_predicted"], calibration.get("observed_fraction") or [], calibration.get("count") or [],
-            histogram.get("bin_edges"), counts_by_class or None,
+            histogram.get("bin_edges"), counts_by_class or None, report.get("calibration"),
         )
+    decision = curves.get("decision")
+    if binary and isinstance(decision, Mapping) and decision.get("thresholds"):
+        figures["decision.png"] = figs.decision_curve_figure(decision)
     if binary and counts_by_class:
         figures["scores.png"] = figs.score_distribution_figure(
             histogram["bin_edges"], counts_by_class, threshold if doc_model.is_number(threshold) else None)
@@ -1344,12 +1354,30 @@ def _case_picture(
     manifest_rows: Mapping[str, Mapping],
     explain_dirs: Sequence[Path],
     member: str | None = None,
+    *,
+    annotations: Annotations | None = None,
+    finding: failures.Point | None = None,
 ) -> tuple[np.ndarray | None, str]:
     """The picture of one flagged case and a note on where it came from (never a path).
 
-    A study or patient row (``raw_sample_id`` a study / patient id) is shown by the map of
-    ``member``, its highest-scoring sample, when the row itself has none.
+    In this order (:mod:`medrec.report.failures`): the slice of the sample's annotated lesion, the
+    slice of the model's top finding (``finding``, LPS mm), both marked; the saliency overlay
+    ``<sample id>.png`` of an explain folder; the middle slice. A study or patient row
+    (``raw_sample_id`` a study / patient id) is shown by the scan and the map of ``member``, its
+    highest-scoring sample, when the row itself has none.
     """
+    row = manifest_rows.get(raw_sample_id or "")
+    scan, reason = None, ""  # reason: why the scan could not be loaded, once it was tried
+    pictured = str(row.get("sample_id", "")) if row is not None else ""
+    lesions = failures.case_lesions(annotations, pictured)
+    masked = failures.has_mask(annotations, pictured)
+    if row is not None and (lesions or masked or finding is not None):
+        scan, reason = failures.load_scan(row, THUMBNAIL_MAX_BYTES)
+        if scan is not None:
+            mask = failures.case_mask(annotations, pictured, scan) if masked else None
+            choice = failures.review_slice(scan.array.shape, scan.affine_ras, lesions, mask, finding)
+            if choice.kind != "middle":
+                return failures.review_picture(scan, choice), choice.note
     names = [name for name in (raw_sample_id, member) if name and is_safe_file_token(name)]
     for overlay in (folder / f"{name}.png" for name in names for folder in explain_dirs):
         if overlay.is_file():
@@ -1360,29 +1388,14 @@ def _case_picture(
                     return np.asarray(mpimg.imread(overlay)), "saliency overlay"
             except (OSError, ValueError, SyntaxError):
                 pass
-    row = manifest_rows.get(raw_sample_id or "")
     if row is None:
         return None, "not in the manifest"
-    try:
-        from medrec.loader import load_sample
-    except ImportError:
-        return None, "loader unavailable"
-    try:
-        image = load_sample(row, max_bytes=THUMBNAIL_MAX_BYTES)
-    except MedrecError as e:
-        return None, f"unreadable ({type(e).__name__})"
-    except Exception as e:  # noqa: BLE001 - one bad case must not stop the report
-        return None, f"unreadable ({type(e).__name__})"
-    array = np.asarray(image.detach().cpu().numpy() if hasattr(image, "detach") else image)
-    if array.ndim in (3, 4) and array.shape[0] == 1:
-        array = array[0]
-    modality = str(row.get("modality", ""))
-    try:
-        picture = figs.display_slice(array, modality)
-    except ValueError:
-        return None, "unsupported image shape"
-    note = f"middle slice {array.shape[2] // 2 + 1}/{array.shape[2]}" if array.ndim == 3 else "image"
-    return picture, note
+    if scan is None and not reason:
+        scan, reason = failures.load_scan(row, THUMBNAIL_MAX_BYTES)
+    if scan is None:
+        return None, reason
+    choice = failures.review_slice(scan.array.shape, scan.affine_ras)
+    return failures.review_picture(scan, choice), choice.note
 
 
 def draw_thumbnails(
@@ -1391,15 +1404,25 @@ def draw_thumbnails(
     manifest_rows: Mapping[str, Mapping],
     explain_dirs: Path | Sequence[Path],
     representatives: Mapping[str, str] | None = None,
+    *,
+    lesions: str | os.PathLike[str] | None = None,
+    masks: str | os.PathLike[str] | None = None,
+    findings: Mapping[str, failures.Point] | None = None,
+    analysed: pd.DataFrame | None = None,
 ) -> dict[str, list[doc_model.Case]]:
-    """The flagged cases, each with its picture when one can be made.
+    """The flagged cases, each with its picture when one can be made and the patient's other studies.
 
     Args:
         report: the report dict (``flagged``, ``classes``).
         shown_to_raw: sample id as shown in the report (pseudonym) -> raw sample id.
-        manifest_rows: raw sample id -> manifest row (for :func:`medrec.loader.load_sample`).
+        manifest_rows: raw sample id -> manifest row (for :func:`medrec.loader.load_volume`).
         explain_dirs: the folder(s) of saliency / finding-map overlays ``<raw sample id>.png``.
         representatives: study / patient id -> its highest-scoring sample (whose overlay stands for it).
+        lesions: the lesion table (``--lesions``): a false negative is shown on its lesion's slice.
+        masks: a labels file with a ``mask`` column: lesion masks, used as the lesion table is.
+        findings: raw row id -> the model's top finding (LPS mm), shown when no lesion is.
+        analysed: the predictions as the report shows them (pseudonymised): the patient's other rows
+            are listed from them; None leaves them unlisted.
 
     Returns:
         ``{"false_negatives": [Case, ...], "false_positives": [...]}`` in the order of ``flagged``;
@@ -1408,14 +1431,31 @@ def draw_thumbnails(
     flagged = report.get("flagged") or {}
     classes = report.get("classes") or ["", ""]
     truth = {"false_negatives": classes[-1], "false_positives": classes[0]}
-    result: dict[str, list[doc_model.Case]] = {}
     folders = [explain_dirs] if isinstance(explain_dirs, Path) else list(explain_dirs)
+    entries = {key: list(flagged.get(key) or [])[:MAX_THUMBNAILS] for key in truth}
+    references: dict[str, str] = {}  # pictured sample -> reference label: only a positive may carry a lesion
+    for key, items in entries.items():
+        for entry in items:
+            row = manifest_rows.get(shown_to_raw.get(str(entry.get("sample_id", ""))) or "")
+            if row is not None:
+                references[str(row["sample_id"])] = truth[key]
+    annotations = None
+    if references and (lesions is not None or masks is not None):
+        try:
+            annotations = failures.case_annotations(
+                (row for sample_id, row in manifest_rows.items() if str(row.get("sample_id")) == sample_id),
+                references, truth["false_negatives"], lesions=lesions, masks=masks)
+        except MedrecError:
+            annotations = None  # the lesion-level results report a bad lesion table; pictures fall back
+    result: dict[str, list[doc_model.Case]] = {}
     for key, prefix in (("false_negatives", "fn"), ("false_positives", "fp")):
         cases = []
-        for index, entry in enumerate(list(flagged.get(key) or [])[:MAX_THUMBNAILS], start=1):
+        for index, entry in enumerate(entries[key], start=1):
             shown_id = str(entry.get("sample_id", ""))
+            patient = str(entry.get("patient_id") or "")
             raw = shown_to_raw.get(shown_id)
-            picture, note = _case_picture(raw, manifest_rows, folders, (representatives or {}).get(raw or ""))
+            picture, note = _case_picture(raw, manifest_rows, folders, (representatives or {}).get(raw or ""),
+                                          annotations=annotations, finding=(findings or {}).get(raw or ""))
             score = entry.get("score")
             label = f"{prefix.upper()} {index}"
             figure = None
@@ -1423,8 +1463,9 @@ def draw_thumbnails(
                 png = figs.thumbnail_figure(picture, f"{label} \u00b7 score {doc_model.fmt_value(score)}", note)
                 caption = f"{label}: sample {shown_id}, score {doc_model.fmt_value(score)} ({note})"
                 figure = doc_model.Figure(f"{prefix}_{index:02d}.png", png, caption, width=0.24)
-            cases.append(doc_model.Case(label, shown_id, str(entry.get("patient_id") or ""), score,
-                                        str(entry.get("label", truth[key])), note, figure))
+            others = failures.other_studies(analysed, shown_id, patient) if analysed is not None else None
+            cases.append(doc_model.Case(label, shown_id, patient, score, str(entry.get("label", truth[key])), note,
+                                        figure, others))
         result[key] = cases
     return result
 
@@ -1478,6 +1519,7 @@ def write_report(
     prevalence_source: str | None = None,
     acceptance: AcceptanceCriteria | None = None,
     acceptance_source: str = "",
+    acceptance_caveat: str = "",
     context: StudyContext | None = None,
     **analysis_kw,
 ) -> dict:
@@ -1505,7 +1547,9 @@ def write_report(
         lesions: a lesion table (``study_uid`` / ``series_uid``, ``center_x/y/z`` LPS mm, ``diameter_mm``,
             optional ``contrast``): adds the lesion-level results of a finding-map run (hit rate, FROC,
             sensitivity by size and contrast; :mod:`medrec.report.lesions`). Needs the candidate
-            findings file that ``medrec score`` writes beside the predictions of such a run.
+            findings file that ``medrec score`` writes beside the predictions of such a run. The
+            failure review shows each flagged case on the slice of its largest lesion, circled
+            (:mod:`medrec.report.failures`); a ``mask`` column of ``labels`` serves the same way.
         lesion_tolerance_mm: added to a lesion's radius when matching a finding; default one voxel of
             the scoring grid (from the predictions sidecar).
         labels: a labels file whose labels replace the predictions' label column
@@ -1518,6 +1562,7 @@ def write_report(
         acceptance: pre-specified acceptance criteria, judged PASS / FAIL on the report's metrics
             (page 1 and ``report.json`` ``acceptance``; :mod:`medrec.report.acceptance`).
         acceptance_source: where the criteria came from, for the report.
+        acceptance_caveat: what a reader of the verdicts must know about the data judged.
         context: the study's context (intended use, target condition, reference standard, data
             source, sites, dates), printed on page 1.
         **analysis_kw: passed on to :func:`medrec.report.analysis.analyse_predictions`.
@@ -1707,7 +1752,8 @@ def write_report(
     report["context"] = {key: value for key, value in (context.model_dump() if context is not None else {}).items()
                          if value} or None
     report["data_origin"] = synthetic_origin(manifest_frame, [scanned_folder(record)])
-    report["acceptance"] = judge_acceptance(acceptance, report, acceptance_source or "given to the report")
+    report["acceptance"] = judge_acceptance(acceptance, report, acceptance_source or "given to the report",
+                                            acceptance_caveat)
     report["limitations"] = doc_model.limitations(report)
     date = report_date()
     report["provenance"] = provenance_block(
@@ -1718,7 +1764,13 @@ def write_report(
 
     figures = draw_figures(report, compare_curves(compare_view, report))
     cases = draw_thumbnails(report, shown_to_raw, manifest_rows, _explain_folders(predictions_path, record),
-                            representatives)
+                            representatives, lesions=lesions, masks=failures.masks_file(labels),
+                            findings=failures.top_findings(predictions), analysed=predictions_view)
+    for key, flagged_cases in cases.items():  # report.json records what each case's picture shows
+        for entry, case in zip((report.get("flagged") or {}).get(key) or [], flagged_cases, strict=False):
+            entry["picture"] = case.picture_note
+            entry["other_studies"] = [{"sample_id": sample_id, "score": score, "label": label}
+                                      for sample_id, score, label in case.other_studies or ()]
     all_figures = dict(figures)
     for flagged_cases in cases.values():
         all_figures.update({c.figure.name: c.figure.png for c in flagged_cases if c.figure is not None})

@@ -106,8 +106,10 @@ class Case:
     patient_id: str
     score: float | None
     reference: str
-    picture_note: str  # where the picture came from, or why there is none
+    picture_note: str  # which slice the picture shows and what is marked on it, or why there is none
     figure: Figure | None = None
+    # the patient's other analysed rows: (sample id, score, reference label); None when not looked up
+    other_studies: tuple[tuple[str, float | None, str], ...] | None = None
 
 
 Block = Paragraph | Callout | BulletList | Table | Figure | FigureRow | Gallery
@@ -934,8 +936,13 @@ FIGURE_CAPTIONS: dict[str, tuple[str, float]] = {
     "pr.png": ("Precision-recall curve; the dotted line is the precision without skill (the prevalence). The "
                "marker is the operating point with the 95% CIs of sensitivity and PPV.", 0.6),
     "calibration.png": ("Reliability diagram (top: observed fraction of positives per bin of predicted "
-                        "probability; perfect calibration lies on the diagonal) and the score histogram (bottom).",
-                        0.5),
+                        "probability; perfect calibration lies on the diagonal; the dashed curve is the logistic "
+                        "recalibration fit, whose slope and calibration-in-the-large intercept are printed with "
+                        "their 95% CIs) and the score histogram (bottom).", 0.5),
+    "decision.png": ("Decision curve (Vickers & Elkin 2006): net benefit of acting on the model's score at each "
+                     "threshold probability, against treating every patient and treating none. The model helps "
+                     "where its curve lies above both; only the range of threshold probabilities a clinician would "
+                     "accept matters. Read it only if the scores are calibrated probabilities.", 0.7),
     "scores.png": ("Distribution of the scores by reference class, with the operating threshold.", 0.75),
     "roc_multiclass.png": ("One-vs-rest ROC curve of each class.", 0.6),
     "froc.png": ("FROC curve: lesion sensitivity against mean false-positive findings per study, sweeping the "
@@ -945,13 +952,13 @@ FIGURE_CAPTIONS: dict[str, tuple[str, float]] = {
 
 
 def curves_section(report: Mapping, figures: Mapping[str, bytes]) -> Section:
-    section = Section("curves", "ROC, precision-recall and calibration")
+    section = Section("curves", "ROC, precision-recall, calibration and decision curve")
     pair = [Figure(n, figures[n], FIGURE_CAPTIONS[n][0], width=0.5) for n in ("roc.png", "pr.png") if n in figures]
     if len(pair) == 2:
         section.blocks.append(FigureRow(pair))
     else:
         section.blocks.extend(pair)
-    for name in ("calibration.png", "scores.png", "roc_multiclass.png"):
+    for name in ("calibration.png", "decision.png", "scores.png", "roc_multiclass.png"):
         if name in figures:
             caption, width = FIGURE_CAPTIONS[name]
             section.blocks.append(Figure(name, figures[name], caption, width=width))
@@ -1006,7 +1013,8 @@ def threshold_section(report: Mapping) -> Section | None:
     section.blocks.append(Table(
         ["Threshold", "Sensitivity", "Specificity", "PPV", "NPV", "TP", "FP", "TN", "FN", "Note"], rows,
         caption="Metrics at other thresholds, for orientation only (no confidence intervals); the operating "
-                "threshold is in bold. Thresholds found on these data are exploratory.",
+                "threshold is in bold. Thresholds found on these data are exploratory. PPV and NPV are at the "
+                f"test set's prevalence {fmt_value(report.get('prevalence'), 'pct')}, not at a clinical one.",
         strong_rows=frozenset(strong)))
     return section
 
@@ -1181,20 +1189,35 @@ def failure_section(report: Mapping, cases: Mapping[str, Sequence[Case]]) -> Sec
         return None
     section = Section("failures", "Failure analysis")
     section.blocks.append(Paragraph(
-        "The missed positives with the lowest scores and the false alarms with the highest scores. A picture is "
-        "the middle slice of the sample (from the manifest), or its saliency overlay when one was exported to "
-        "explain/. Identifiers are pseudonyms unless the report was made with --keep-identifiers."))
+        "The missed positives with the lowest scores and the false alarms with the highest scores. Each picture shows"
+        " one slice of the sample's scan (from the manifest), chosen in this order: the slice through the centre of "
+        "its annotated lesion (a lesion of the --lesions table, the largest one, circled in yellow at its radius; or "
+        "a lesion mask named by the labels file, outlined in yellow where it is largest); else the slice of the "
+        "model's top finding (finding_x/y/z of the predictions, a blue cross); else its saliency overlay when one was"
+        " exported by 'medrec score --explain'; else the middle slice. A top finding that lies on a lesion's slice is"
+        " marked there too. The note under each picture names the slice shown and what is marked; a "
+        "reference-negative case has no annotated lesion. The last column lists the same patient's other analysed "
+        "rows with their scores and reference labels. Identifiers are pseudonyms unless the report was made with "
+        "--keep-identifiers."))
     titles = {"false_negatives": "False negatives (lowest scores first)",
               "false_positives": "False positives (highest scores first)"}
+
+    def others_text(others: Sequence[tuple[str, float | None, str]] | None) -> str:
+        if others is None:
+            return "n/a"
+        return "; ".join(f"{sample}: score {fmt_value(score)}, reference {reference}"
+                         for sample, score, reference in others) or "none"
+
     for key, title in titles.items():
         items = list(cases.get(key) or [])
         if not items:
             section.blocks.append(Paragraph(f"{title}: none at the operating threshold."))
             continue
         rows = [[c.label, c.sample_id, c.patient_id, fmt_value(c.score), c.reference,
-                 "shown below" if c.figure is not None else c.picture_note] for c in items]
-        section.blocks.append(Table(["Case", "Sample", "Patient", "Score", "Reference", "Picture"], rows,
-                                    caption=title))
+                 f"shown below: {c.picture_note}" if c.figure is not None else c.picture_note,
+                 others_text(c.other_studies)] for c in items]
+        section.blocks.append(Table(["Case", "Sample", "Patient", "Score", "Reference", "Picture",
+                                     "Patient's other studies"], rows, caption=title))
         pictured = [c.figure for c in items if c.figure is not None]
         if pictured:
             section.blocks.append(Gallery(pictured))

@@ -18,9 +18,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
 
 # Okabe & Ito (2008), "Color Universal Design".
 OKABE_ITO: dict[str, str] = {
@@ -189,6 +189,7 @@ def calibration_figure(
     counts: Sequence[int],
     histogram_edges: Sequence[float] | None = None,
     histogram_counts: Mapping[str, Sequence[float]] | None = None,
+    recalibration: Mapping | None = None,
 ) -> bytes:
     """Reliability diagram (observed vs predicted risk per bin) over a histogram of the scores.
 
@@ -199,6 +200,9 @@ def calibration_figure(
         histogram_edges: bin edges of ``histogram_counts``.
         histogram_counts: class label -> samples per histogram bin (stacked); when None the
             lower panel shows ``counts`` per calibration bin.
+        recalibration: the report's calibration ``slope`` entry (``value``, ``ci95`` and the joint
+            fit's ``intercept``) and ``intercept`` entry (calibration-in-the-large): the fitted
+            logistic recalibration curve ``expit(a + b logit(p))`` is drawn and both are printed.
     """
     fig, axes = _new_figure(4.6, 5.2, nrows=2, ncols=1, sharex=True, gridspec_kw={"height_ratios": [3, 1.2]})
     ax, hist_ax = axes[0, 0], axes[1, 0]
@@ -214,6 +218,7 @@ def calibration_figure(
         ax.plot(x[keep], y[keep], color=OKABE_ITO["blue"], linewidth=1.5)
         ax.scatter(x[keep], y[keep], s=sizes, color=OKABE_ITO["blue"], edgecolor="white", zorder=3,
                    label="observed (marker area ~ n)")
+    _recalibration_curve(ax, recalibration)
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("observed fraction positive")
@@ -229,6 +234,72 @@ def calibration_figure(
         _stacked_bars(hist_ax, edges, {"samples": n})
     hist_ax.set_xlabel("predicted probability")
     hist_ax.set_ylabel("count")
+    return png_bytes(fig)
+
+
+def _estimate_text(entry: Mapping | None) -> str | None:
+    point = _ci(entry)
+    if point is None:
+        return None
+    return f"{point[0]:.2f} ({point[1]:.2f} to {point[2]:.2f})"
+
+
+def _recalibration_curve(ax, recalibration: Mapping | None) -> None:
+    """The logistic recalibration curve and a box with the calibration slope and intercept."""
+    if not recalibration:
+        return
+    slope, intercept = recalibration.get("slope"), recalibration.get("intercept")
+    lines = []
+    slope_text = _estimate_text(slope)
+    if slope_text is not None:
+        a, b = float(slope.get("intercept", math.nan)), float(slope["value"])
+        if math.isfinite(a):
+            p = np.linspace(0.001, 0.999, 200)
+            ax.plot(p, 1.0 / (1.0 + np.exp(-(a + b * np.log(p / (1 - p))))), color=OKABE_ITO["vermillion"],
+                    linestyle="--", linewidth=1.2, label="logistic recalibration fit")
+        lines.append(f"slope {slope_text}")
+    else:
+        lines.append("slope not estimable")
+    intercept_text = _estimate_text(intercept)
+    lines.append(f"intercept {intercept_text}" if intercept_text else "intercept not estimable")
+    ax.text(0.98, 0.04, "\n".join(lines), transform=ax.transAxes, ha="right", va="bottom", fontsize=7.5,
+            bbox={"boxstyle": "round,pad=0.3", "facecolor": "white", "edgecolor": OKABE_ITO["grey"]})
+
+
+def decision_curve_figure(decision: Mapping) -> bytes:
+    """Net benefit against threshold probability: the model, treat-all and treat-none.
+
+    Args:
+        decision: the analysis' decision-curve dict: ``thresholds``, ``treat_none`` and ``test_set``
+            (and ``stated`` when a prevalence was given), each with ``prevalence``, ``net_benefit``
+            and ``treat_all``. With a stated prevalence its curves are drawn solid and the test
+            set's dashed.
+    """
+    fig, axes = _new_figure(5.6, 4.2)
+    ax = axes[0, 0]
+    t = np.asarray(decision["thresholds"], dtype=float)
+    ax.plot(t, np.asarray(decision["treat_none"], dtype=float), color=OKABE_ITO["grey"], linewidth=1.2,
+            label="treat none")
+    sets = [(decision.get("stated"), "-", "stated"), (decision.get("test_set"), "--" if decision.get("stated")
+                                                      else "-", "test set")]
+    values = [0.0]
+    for entry, style, name in sets:
+        if not entry:
+            continue
+        prevalence = float(entry["prevalence"])
+        model, everyone = np.asarray(entry["net_benefit"], dtype=float), np.asarray(entry["treat_all"], dtype=float)
+        ax.plot(t, model, color=OKABE_ITO["blue"], linestyle=style, linewidth=1.8,
+                label=f"model, {name} prevalence {prevalence:.1%}")
+        ax.plot(t, everyone, color=OKABE_ITO["orange"], linestyle=style, linewidth=1.2,
+                label=f"treat all, {name} prevalence {prevalence:.1%}")
+        values.extend([float(np.nanmax(model)), prevalence])
+    top = max(max(values), 0.02)
+    ax.set_ylim(-0.25 * top, top * 1.08)  # far below treat-none nothing is worth reading
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("threshold probability")
+    ax.set_ylabel("net benefit")
+    ax.set_title("Decision curve")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=2, fontsize=7.5)
     return png_bytes(fig)
 
 
@@ -404,7 +475,11 @@ def thumbnail_figure(image: np.ndarray | None, title: str, note: str = "") -> by
         ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect="equal")
     ax.set_title(title, fontsize=7.5)
     if note:
-        ax.set_xlabel(note, fontsize=7, color="#444444")
+        import textwrap
+
+        # the note names the slice and the marks ("lesion slice 14/40, annotated lesion 12 mm; ..."):
+        # wrapped to the thumbnail's width rather than cut off by it
+        ax.set_xlabel("\n".join(textwrap.wrap(note, width=44, break_on_hyphens=False)), fontsize=7, color="#444444")
     return png_bytes(fig)
 
 
@@ -438,6 +513,68 @@ def display_slice(volume: np.ndarray, modality: str = "", mode: str = "middle") 
     if high <= low:
         high = low + 1
     return np.clip((plane - low) / (high - low), 0, 1)
+
+
+LESION_MARK = OKABE_ITO["yellow"]  # circle / outline of an annotated lesion on a case picture
+FINDING_MARK = OKABE_ITO["sky"]  # crosshair on the model's top finding
+
+
+def mark_width(shape: tuple[int, ...]) -> int:
+    """Line width in pixels of the marks on a picture of ``shape``: one pixel per 100 pixels across (at
+    least one), so that a mark on a large picture survives the thumbnail's downscaling."""
+    return max(1, round(max(shape[:2]) / 100))
+
+
+def mark_slice(
+    picture: np.ndarray,
+    circles: Sequence[tuple[float, float, float, float]] = (),
+    crosses: Sequence[tuple[float, float]] = (),
+    outline: np.ndarray | None = None,
+) -> np.ndarray:
+    """A windowed picture (:func:`display_slice`) in colour, with the marks of the failure review burnt in.
+
+    The marks are drawn into the pixels rather than as matplotlib patches so that they sit on exactly
+    the pixels they name whatever the thumbnail's size (and a test can find them there).
+
+    Args:
+        picture: ``(rows, cols)`` values in [0, 1].
+        circles: ``(row, col, radius_rows, radius_cols)`` in pixels: a ring around an annotated lesion
+            (an ellipse in pixels when the pixels are not square, a circle in mm); drawn in
+            :data:`LESION_MARK`, at least 2 pixels in radius.
+        crosses: ``(row, col)``: a crosshair with an open centre (the finding itself stays visible),
+            drawn in :data:`FINDING_MARK`.
+        outline: ``(rows, cols)`` boolean lesion mask: the pixels just outside it are drawn in
+            :data:`LESION_MARK`.
+
+    Returns:
+        ``(rows, cols, 3)`` float32 RGB values in [0, 1].
+    """
+    from matplotlib.colors import to_rgb
+    from scipy import ndimage
+
+    grey = np.clip(np.nan_to_num(np.asarray(picture, dtype=np.float32)), 0, 1)
+    if grey.ndim != 2:
+        raise ValueError(f"mark_slice expects a 2D picture, got shape {grey.shape}")
+    image = np.repeat(grey[..., None], 3, axis=2)
+    width = mark_width(grey.shape)
+    rows, cols = np.mgrid[0 : grey.shape[0], 0 : grey.shape[1]].astype(np.float64)
+    lesion_colour, finding_colour = to_rgb(LESION_MARK), to_rgb(FINDING_MARK)
+    if outline is not None and np.any(outline):
+        inside = np.asarray(outline, dtype=bool)
+        image[ndimage.binary_dilation(inside, iterations=width) & ~inside] = lesion_colour
+    for row, col, radius_rows, radius_cols in circles:
+        radius_rows, radius_cols = max(float(radius_rows), 2.0), max(float(radius_cols), 2.0)
+        # distance from the centre in radii; the ring is the band of `width` pixels across radius 1
+        distance = np.hypot((rows - row) / radius_rows, (cols - col) / radius_cols)
+        image[np.abs(distance - 1.0) * min(radius_rows, radius_cols) <= max(width / 2, 0.5)] = lesion_colour
+    gap, arm = max(2.0, 0.04 * max(grey.shape)), max(5.0, 0.12 * max(grey.shape))
+    half = width // 2  # the arms are centred on the finding's pixel: 1, 3, 5 ... pixels thick
+    for row, col in crosses:
+        across, down = np.abs(cols - col), np.abs(rows - row)
+        horizontal = (down <= half) & (across >= gap) & (across <= arm)
+        vertical = (across <= half) & (down >= gap) & (down <= arm)
+        image[horizontal | vertical] = finding_colour
+    return image
 
 
 FLOW_WIDTH_IN = 7.4

@@ -29,6 +29,7 @@ import hmac
 import os
 import re
 from collections.abc import Iterable, Mapping
+
 import pandas as pd
 
 from medrec.errors import SecurityError

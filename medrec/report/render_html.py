@@ -16,6 +16,7 @@ import jinja2
 from medrec import __version__
 from medrec.report.document import Document, subtitle
 
+
 def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 

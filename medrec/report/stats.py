@@ -6,7 +6,9 @@ What lives here and why it is hand-written:
   quantiles; the Wald interval is deliberately absent, it fails at 0/n and n/n).
 * :func:`delong_auc_variance`, :func:`delong_ci`, :func:`delong_paired_test`: the fast DeLong
   algorithm of Sun & Xu (2014, IEEE Signal Processing Letters 21:1389), O(n log n) through midranks.
-  Neither scipy nor scikit-learn offers DeLong.
+  Neither scipy nor scikit-learn offers DeLong. Where the variance of a paired AUC difference is 0
+  (identical rankings), :func:`paired_auc_difference_fallback`: a paired bootstrap, else an exact
+  bound from the pairs the two models order alike.
 * :func:`mcnemar`, :func:`mcnemar_exact`, :func:`mcnemar_test`: McNemar's test on discordant pairs.
 * :func:`brier_score`, :func:`expected_calibration_error`, :func:`reliability_curve`.
 * :func:`adjusted_ppv_npv`: predictive values at another prevalence (Bayes' rule), and
@@ -23,9 +25,10 @@ What lives here and why it is hand-written:
   expected, scaled Brier; :func:`decision_curve`: net benefit (Vickers & Elkin 2006).
   Neither scipy nor scikit-learn has these (statsmodels, which would fit the recalibration
   models, is not a dependency; two-parameter Newton iterations do not justify one).
-* :func:`mean_proportion_ci`: the interval of a macro average of proportions (multi-class
-  sensitivity, ...): neither scipy nor statsmodels has one, and a percentile bootstrap collapses to
-  a point when every class's proportion is 0 or 1.
+* :func:`mover_mean_ci`, :func:`mean_proportion_ci`: the interval of a macro average of proportions
+  (multi-class sensitivity, ...) by the MOVER from each proportion's own Wilson interval (Zou &
+  Donner 2008): neither scipy nor statsmodels has one, and a percentile bootstrap collapses to a
+  point when every class's proportion is 0 or 1.
 * :func:`cluster_bootstrap`: a patient-clustered, outcome-stratified percentile bootstrap that
   evaluates all replicates at once from one integer weight matrix. scikit-learn's metrics accept
   ``sample_weight`` but would need one Python call per replicate, far too slow for 2000 replicates of
@@ -90,11 +93,13 @@ __all__ = [
     "mean_proportion_ci",
     "metrics_from_counts",
     "midranks",
+    "mover_mean_ci",
     "multiclass_posterior_ci",
     "newcombe_auc_ci",
     "newcombe_auc_variance",
     "obuchowski_auc_variance",
     "obuchowski_paired_test",
+    "paired_auc_difference_fallback",
     "predictive_values_ci",
     "proportion_ci",
     "ratio_design_effect",
@@ -176,58 +181,80 @@ def _proportion_interval(x: float, n: float, method: str, level: float) -> tuple
     return (lower, upper)
 
 
-def mean_proportion_ci(successes: Sequence[int], totals: Sequence[int], level: float = 0.95,
-                       bins: int = 1000) -> tuple[float, float]:
-    """Interval of the unweighted mean of several binomial proportions (a macro average over classes).
+def mover_mean_ci(estimates: Sequence[float] | np.ndarray, lowers: Sequence[float] | np.ndarray,
+                  uppers: Sequence[float] | np.ndarray) -> tuple[float, float]:
+    """Interval of the unweighted mean of independent estimates, recovered from their own intervals.
 
-    Each proportion ``x_k / n_k`` gets its Jeffreys distribution ``Beta(x_k + 1/2, n_k - x_k + 1/2)``;
-    the distribution of their mean is the convolution of these, each discretised into ``bins`` equal
-    bins of [0, 1] (so the bounds are exact to about ``1 / bins``), and the interval is its
-    equal-tailed quantiles. For one proportion this is the Jeffreys interval (Brown, Cai & DasGupta
-    2001, Statistical Science 16:101), with its edge rule: the lower bound is 0 when every ``x_k`` is
-    0 and the upper bound 1 when every ``x_k`` is ``n_k``. Brodersen et al. (2010, ICPR) derive the
-    interval of balanced accuracy in the same way. Unlike a percentile bootstrap it keeps a width when
-    every proportion is 0 or 1 (a model that always predicts one class, or a perfect one).
+    The MOVER (method of variance estimates recovery; Zou & Donner 2008, Stat Med 27:1693; for linear
+    functions of binomial proportions with Wilson limits, Zou, Huang & Zhang 2009, Comput Stat Data
+    Anal 53:1080): with estimates ``p_k``, bounds ``(l_k, u_k)`` and ``K`` of them,
+    ``L = mean - sqrt(sum (p_k - l_k)^2) / K`` and ``U = mean + sqrt(sum (u_k - p_k)^2) / K``. Each
+    side takes the variance of ``p_k`` from the distance to its own bound on that side, so the
+    asymmetry of a score interval near 0 or 1 carries over, and the interval keeps a width whenever
+    one component's interval has one (a Wilson interval always does). ``L >= mean(l_k)`` and
+    ``U <= mean(u_k)`` (the root of a sum of squares is at most the sum), so the bounds stay within
+    the components' range, and ``L <= mean <= U`` when every ``l_k <= p_k <= u_k``. Neither scipy nor
+    statsmodels has it.
+
+    Args:
+        estimates, lowers, uppers: one entry per component.
+
+    Returns:
+        ``(lower, upper)``; ``(nan, nan)`` when there is no component or any entry is not finite.
+
+    Raises:
+        ValueError: mismatched lengths, or a bound on the wrong side of its estimate.
+    """
+    p = np.asarray(estimates, dtype=np.float64)
+    lower = np.asarray(lowers, dtype=np.float64)
+    upper = np.asarray(uppers, dtype=np.float64)
+    if not (p.shape == lower.shape == upper.shape) or p.ndim != 1:
+        raise ValueError(f"need one lower and one upper bound per estimate, got shapes {p.shape}, {lower.shape}, "
+                         f"{upper.shape}")
+    if p.size == 0 or not (np.isfinite(p).all() and np.isfinite(lower).all() and np.isfinite(upper).all()):
+        return (math.nan, math.nan)
+    if np.any(lower > p) or np.any(upper < p):
+        raise ValueError(f"every interval must hold its estimate; got estimates {p.tolist()} with bounds "
+                         f"{lower.tolist()} and {upper.tolist()}")
+    k, mean = p.size, float(p.mean())
+    return (mean - math.sqrt(float(np.sum((p - lower) ** 2))) / k,
+            mean + math.sqrt(float(np.sum((upper - p) ** 2))) / k)
+
+
+def mean_proportion_ci(successes: Sequence[int], totals: Sequence[int], method: str = "wilson",
+                       level: float = 0.95) -> tuple[float, float]:
+    """Interval of the unweighted mean of independent binomial proportions (a macro average).
+
+    :func:`mover_mean_ci` of the proportions ``x_k / n_k`` with their Wilson (or Clopper-Pearson)
+    intervals. Unlike a percentile bootstrap it keeps a width when every proportion is 0 or 1 (a
+    perfect model, or one that predicts one class for everything): three classes of 5 with every
+    sample right give ``1 - sqrt(3) (1 - 5 / (5 + z^2)) / 3`` = 0.749 as the lower bound.
 
     Args:
         successes: ``x_k`` per proportion.
-        totals: ``n_k`` per proportion (the proportions are taken as independent, as the
-            sensitivities of disjoint classes are).
+        totals: ``n_k`` per proportion.
+        method: ``"wilson"`` or ``"clopper-pearson"``, as in :func:`proportion_ci`.
         level: confidence level.
-        bins: grid resolution per proportion.
 
     Returns:
         ``(lower, upper)`` within [0, 1]; ``(nan, nan)`` when there is no proportion or some ``n_k`` is 0.
 
     Raises:
-        ValueError: counts out of range, mismatched lengths or a level outside (0, 1).
+        ValueError: counts out of range, mismatched lengths, an unknown method or a level outside (0, 1).
     """
-    from scipy.signal import fftconvolve
-
     x = np.asarray(successes, dtype=np.int64)
     n = np.asarray(totals, dtype=np.int64)
     if x.shape != n.shape or x.ndim != 1:
         raise ValueError(f"need one success count per total, got {x.shape} and {n.shape}")
     if np.any(x < 0) or np.any(x > n):
         raise ValueError(f"proportions need 0 <= successes <= total, got {x.tolist()} of {n.tolist()}")
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"confidence level must lie in (0, 1), got {level}")
+    if method not in PROPORTION_METHODS:
+        raise ValueError(f"unknown proportion CI method {method!r}; use one of {', '.join(PROPORTION_METHODS)}")
+    _z(level)
     if x.size == 0 or np.any(n == 0):
         return (math.nan, math.nan)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    total = np.ones(1)
-    for successes_k, total_k in zip(x, n, strict=True):
-        mass = np.diff(sps.beta.cdf(edges, successes_k + 0.5, total_k - successes_k + 0.5))
-        total = np.clip(fftconvolve(total, mass), 0.0, None)
-    cumulative = np.cumsum(total) / total.sum()
-    alpha = 1.0 - level
-    k = x.size
-    # Index j of the summed grid stands for the sum of the K bin centres: (j + K / 2) / bins.
-    lower_index = int(np.searchsorted(cumulative, alpha / 2.0))
-    upper_index = int(np.searchsorted(cumulative, 1.0 - alpha / 2.0))
-    lower = 0.0 if np.all(x == 0) else min(1.0, (lower_index + k / 2.0) / bins / k)
-    upper = 1.0 if np.all(x == n) else min(1.0, (upper_index + k / 2.0) / bins / k)
-    return (lower, upper)
+    bounds = np.array([_proportion_interval(float(xk), float(nk), method, level) for xk, nk in zip(x, n, strict=True)])
+    return mover_mean_ci(x / n, bounds[:, 0], bounds[:, 1])
 
 
 def adjusted_ppv_npv(sensitivity: float, specificity: float, prevalence: float) -> tuple[float, float]:
@@ -646,44 +673,128 @@ def delong_ci(labels: np.ndarray, scores: np.ndarray, level: float = 0.95) -> tu
     return auc, max(0.0, auc - half), min(1.0, auc + half)
 
 
-def delong_paired_test(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray,
-                       level: float = 0.95) -> dict[str, float]:
+def delong_paired_test(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, level: float = 0.95,
+                       n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """DeLong test of two correlated AUCs (both models scored on the same samples).
+
+    The interval of the difference is the Wald interval from the 2x2 DeLong covariance; where the
+    variance of the difference is 0 (e.g. both models rank the samples alike) it is that of
+    :func:`paired_auc_difference_fallback` (``n_boot`` and ``seed`` serve it).
 
     Returns:
         dict with ``auc_a, auc_b, difference`` (a - b), ``se`` of the difference (from the 2x2
-        DeLong covariance), ``z``, two-sided ``p_value`` and ``ci95`` ``[lo, hi]`` of the difference
-        (at ``level``; the key keeps its name).
+        DeLong covariance), ``z``, two-sided ``p_value`` (nan where not computed, ``ci_method`` says
+        why), ``ci95`` ``[lo, hi]`` of the difference (at ``level``; the key keeps its name) and
+        ``ci_method``, a sentence on how the interval was obtained.
     """
     a = _score_array(scores_a, "scores_a")
     b = _score_array(scores_b, "scores_b")
     if a.shape != b.shape:
         raise ValueError(f"scores_a and scores_b differ in length: {a.size} vs {b.size}")
     auc, v10, v01 = _delong_components(labels, np.vstack([a, b]))
-    return _paired_auc_result(auc, _delong_covariance(v10, v01), level)
+    return _paired_auc_result(labels, np.vstack([a, b]), None, auc, _delong_covariance(v10, v01), level, n_boot,
+                              seed)
 
 
-def _paired_auc_result(auc: np.ndarray, cov: np.ndarray, level: float) -> dict[str, float]:
+def _paired_auc_result(labels: np.ndarray, scores: np.ndarray, clusters: np.ndarray | Sequence | None,
+                       auc: np.ndarray, cov: np.ndarray, level: float, n_boot: int, seed: int) -> dict[str, Any]:
     """The test of AUC(a) - AUC(b) from the two AUCs and their 2x2 covariance."""
     difference = float(auc[0] - auc[1])
     variance = float(cov[0, 0] + cov[1, 1] - 2.0 * cov[0, 1])
-    se = math.sqrt(max(variance, 0.0))
-    if se > 0:
-        z = difference / se
-        p_value = float(2.0 * sps.norm.sf(abs(z)))
-    else:  # identical rankings: no evidence of a difference
-        z = 0.0 if difference == 0 else math.copysign(math.inf, difference)
-        p_value = 1.0 if difference == 0 else 0.0
-    half = _z(level) * se
-    return {
-        "auc_a": float(auc[0]),
-        "auc_b": float(auc[1]),
-        "difference": difference,
-        "se": se,
-        "z": float(z),
-        "p_value": p_value,
-        "ci95": [difference - half, difference + half],
-    }
+    result: dict[str, Any] = {"auc_a": float(auc[0]), "auc_b": float(auc[1]), "difference": difference,
+                              "se": math.sqrt(max(variance, 0.0))}
+    # Zero up to rounding: the same placement values enter both variances and the covariance.
+    if variance > 1e-12 * float(cov[0, 0] + cov[1, 1]):
+        z = difference / result["se"]
+        half = _z(level) * result["se"]
+        return {**result, "z": z, "p_value": float(2.0 * sps.norm.sf(abs(z))),
+                "ci95": [difference - half, difference + half],
+                "ci_method": f"Wald {level:.0%} interval of the difference"}
+    result["se"] = 0.0
+    return {**result, **paired_auc_difference_fallback(labels, scores[0], scores[1], clusters, level, n_boot, seed)}
+
+
+def _disjoint_patient_pairs(labels: np.ndarray, codes: np.ndarray, n_clusters: int) -> int:
+    """The most pairs of distinct clusters, one holding a positive and one a negative sample, with
+    no cluster in two pairs: ``min(|P|, |N|, floor(|P u N| / 2))`` for the sets P and N of clusters
+    holding positives and negatives (a cluster in both fills either role)."""
+    holds_positive = np.zeros(n_clusters, dtype=bool)
+    holds_negative = np.zeros(n_clusters, dtype=bool)
+    holds_positive[codes[labels == 1]] = True
+    holds_negative[codes[labels == 0]] = True
+    return int(min(holds_positive.sum(), holds_negative.sum(), (holds_positive | holds_negative).sum() // 2))
+
+
+def paired_auc_difference_fallback(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray,
+                                   clusters: np.ndarray | Sequence | None = None, level: float = 0.95,
+                                   n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Interval and test of AUC(a) - AUC(b) where its DeLong / Obuchowski variance is 0.
+
+    That variance is 0 when every positive's and every negative's placement value differs between
+    the models by the same amount, above all when the models rank the samples alike (the same
+    scores, or monotone transforms of each other): the Wald interval is then [d, d], which claims a
+    certainty no finite sample gives. Two steps, the first that has a width:
+
+    1. The paired percentile bootstrap of the difference (both models on the same resamples;
+       patients resampled when ``clusters`` is given, positive-holding and other patients
+       separately), widened to hold the estimate ``d``. It has a width when the kernel
+       ``D = psi_a - psi_b`` of the pairs (``psi`` = 1, 1/2 or 0 as the positive scores above, level
+       with or below the negative) varies between pairs.
+    2. Where it has none (every resample gives ``d``: the models order every positive-negative pair
+       alike up to the constant shift ``d``, 0 for identical rankings), a bound: a pair's ``D``
+       differs from ``d`` with probability ``pi``, so ``Delta = E D`` lies in
+       ``[d - pi (1 + d), d + pi (1 - d)]`` (``D`` lies in [-1, 1]). No such pair was seen among the
+       ``N`` disjoint pairs of distinct patients (one holding a positive, one a negative sample; no
+       patient in two pairs), which are independent, so ``pi`` is below the Clopper-Pearson bound
+       for 0 events in ``N`` trials, ``1 - (alpha / 2)^(1 / N)`` (the "rule of three" is its
+       approximation, ``3.7 / N`` at 95%). The two-sided p-value inverts this interval:
+       ``min(1, 2 (1 + |d|)^-N)``, 1 when ``d`` is 0.
+
+    In step 1 the p-value is 1 when ``d`` is 0 and not computed (nan) otherwise.
+
+    Returns:
+        ``{"z", "p_value", "ci95", "ci_method"}``.
+    """
+    y = _binary_array(labels, "labels")
+    a = _score_array(scores_a, "scores_a")
+    b = _score_array(scores_b, "scores_b")
+    rows = np.vstack([a, b])
+    auc, _, _ = _delong_components(y, rows)
+    difference = float(auc[0] - auc[1])
+    alpha = 1.0 - level
+    codes, n_clusters = _cluster_codes(clusters, y.size)
+    clustered = clusters is not None and n_clusters < y.size
+    unit = "patients" if clustered else "samples"
+    head = f"the {'Obuchowski' if clustered else 'DeLong'} variance of the difference is 0 here"
+    tasks = [{"statistics": ["auc"], "labels": y, "scores": row, "clusters": clusters if clustered else None}
+             for row in rows]
+    first, second = cluster_bootstrap_shared(tasks, n_boot=n_boot, seed=seed, level=level)
+    replicates = first["auc"].replicates - second["auc"].replicates
+    low, high = _percentile_interval(replicates, level)
+    low, high = min(low, difference), max(high, difference)
+    if high - low > 1e-12:
+        text = bootstrap_method_text(n_boot, clustered, True, level)
+        return {"z": 0.0 if difference == 0 else math.nan, "p_value": 1.0 if difference == 0 else math.nan,
+                "ci95": [low, high],
+                "ci_method": (head + f", so the paired {text} of the difference (both models on the same resamples), "
+                              "widened to hold the estimate" + ("" if difference == 0 else
+                                                               "; p-value not computed (no variance for a z test)"))}
+    pairs = _disjoint_patient_pairs(y, codes, n_clusters)
+    bound = 1.0 - (alpha / 2.0) ** (1.0 / pairs) if pairs > 0 else 1.0
+    lower, upper = difference - bound * (1.0 + difference), difference + bound * (1.0 - difference)
+    p_value = 1.0 if difference == 0 else min(1.0, 2.0 * (1.0 + abs(difference)) ** -pairs)
+    valid = replicates[np.isfinite(replicates)]
+    if valid.size and np.ptp(valid) <= 1e-12:
+        seen = ("every paired bootstrap resample gives the same difference (as when the two models order every "
+                "positive-negative pair alike" + ("" if difference == 0 else
+                                                  f" up to a constant shift of {difference:+g} on every pair") + ")")
+    else:
+        seen = f"the paired bootstrap's percentile interval has no width either ({level:.0%} of resamples give d)"
+    return {"z": 0.0 if difference == 0 else math.nan, "p_value": p_value, "ci95": [lower, upper],
+            "ci_method": (head + f" and {seen}, so the bound [d - pi (1 + d), d + pi (1 - d)] with pi = {bound:.4f}, "
+                          f"the Clopper-Pearson {level:.0%} upper bound for no pair off d in N = {pairs} trials "
+                          f"(the disjoint pairs of distinct {unit}, one with a positive and one with a negative "
+                          "sample); p-value min(1, 2 (1 + |d|)^-N) by inverting it")}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -743,12 +854,14 @@ def obuchowski_auc_variance(labels: np.ndarray, scores: np.ndarray,
 
 
 def obuchowski_paired_test(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray,
-                           clusters: np.ndarray | Sequence, level: float = 0.95) -> dict[str, float]:
+                           clusters: np.ndarray | Sequence, level: float = 0.95, n_boot: int = 2000,
+                           seed: int = 0) -> dict[str, Any]:
     """Test of two correlated AUCs (both models on the same samples) with patients as clusters.
 
     The 2x2 covariance of Obuchowski (1997), including the cross-model terms ``S10^(12)``,
     ``S01^(12)``, ``S11^(12)`` and ``S11^(21)``; equals :func:`delong_paired_test` with one sample
-    per cluster.
+    per cluster. Where the variance of the difference is 0, the interval and p-value of
+    :func:`paired_auc_difference_fallback`, patients resampled.
 
     Returns:
         The keys of :func:`delong_paired_test`.
@@ -758,7 +871,7 @@ def obuchowski_paired_test(labels: np.ndarray, scores_a: np.ndarray, scores_b: n
     if a.shape != b.shape:
         raise ValueError(f"scores_a and scores_b differ in length: {a.size} vs {b.size}")
     auc, cov, _ = _obuchowski_covariance(labels, np.vstack([a, b]), clusters)
-    return _paired_auc_result(auc, cov, level)
+    return _paired_auc_result(labels, np.vstack([a, b]), clusters, auc, cov, level, n_boot, seed)
 
 
 def newcombe_auc_variance(auc: float, n_positive: float, n_negative: float) -> float:

@@ -27,7 +27,7 @@ RECIPE = {
     "model": {"name": "cnn_small", "kwargs": {"channels": [4, 8]}},
     "training": {"epochs": 1, "batch_size": 2, "device": "cpu", "patience": None},
     "calibration": "none",  # 2-3 validation patients per fold: too few to fit a temperature
-    "evaluation": {"bootstrap": 200},
+    "evaluation": {"bootstrap": 200, "acceptance": {"auc": {"lower_ci": 0.99}, "specificity": {"value": 0.0}}},
 }
 # index, split, then train + score per fold, then the pooling step
 N_STEPS = 2 + 2 * FOLDS + 1
@@ -165,6 +165,17 @@ def test_folds_table_and_pooled_report(cross_validated) -> None:
     said = " ".join(first.stderr.split())
     assert "no locked test split" in said
     assert "mean ± SD" in said and "pooled out-of-fold predictions" in said
+
+    # the recipe's acceptance criteria are judged on the pooled predictions, and say so
+    acceptance = report["acceptance"]
+    verdicts = {c["metric"]: c["verdict"] for c in acceptance["criteria"]}
+    auc_lower = report["metrics"]["auc"]["ci95"][0]
+    assert verdicts == {"auc": "PASS" if auc_lower >= 0.99 else "FAIL", "specificity": "PASS"}
+    assert acceptance["source"] == "recipe evaluation.acceptance"
+    assert "pooled out-of-fold predictions of 3 models" in acceptance["caveat"]
+    assert f"Acceptance criteria (recipe evaluation.acceptance): {acceptance['overall']}" in said
+    assert "pooled out-of-fold predictions of 3 models" in said
+    assert "pooled out-of-fold predictions of 3 models" in " ".join((report_dir / "report.html").read_text().split())
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import numpy as np
@@ -310,10 +311,28 @@ def test_figures_are_deterministic_png_without_metadata() -> None:
 
 def test_report_figures_exist_with_fixed_names(cli_report, report: dict) -> None:
     names = sorted(p.name for p in (cli_report.out / "figures").glob("*.png"))
-    for expected in ("roc.png", "pr.png", "calibration.png", "scores.png", "subgroups.png"):
+    for expected in ("roc.png", "pr.png", "calibration.png", "decision.png", "scores.png", "subgroups.png"):
         assert expected in names
     assert all(re.fullmatch(r"[a-z_]+(_\d\d)?\.png", n) for n in names)
     assert sorted(report["figures"]) == sorted(f"figures/{n}" for n in names)
+
+
+def test_decision_curve_figure_draws_the_stated_prevalence_too(report: dict) -> None:
+    decision = report["curves"]["decision"]
+    assert decision["stated"]["prevalence"] == pytest.approx(0.05)  # the fixture's --prevalence
+    both = figures.decision_curve_figure(decision)
+    alone = figures.decision_curve_figure(dict(decision, stated=None))
+    assert alone.startswith(b"\x89PNG") and both.startswith(b"\x89PNG") and alone != both
+
+
+def test_calibration_figure_draws_the_recalibration_fit(report: dict) -> None:
+    calibration = report["curves"]["calibration"]
+    fit = report["calibration"]
+    assert math.isfinite(fit["slope"]["intercept"])  # the joint fit's intercept travels with the slope
+    args = (calibration["mean_predicted"], calibration["observed_fraction"], calibration["count"])
+    assert figures.calibration_figure(*args) != figures.calibration_figure(*args, recalibration=fit)
+    not_estimable = {"slope": {"value": None, "ci95": [None, None]}, "intercept": {"value": None, "ci95": [None, None]}}
+    assert figures.calibration_figure(*args, recalibration=not_estimable).startswith(b"\x89PNG")
 
 
 def test_display_slice_follows_the_volume_convention() -> None:
@@ -378,13 +397,14 @@ def test_metric_formatting() -> None:
 
 
 def test_every_qc_code_the_index_writes_has_a_flow_text():
-    """The cohort-flow table names each qc.csv reason code in words; a new code without words shows up as a bare code."""
+    """The cohort-flow table names each qc.csv reason code in words (a new code without words shows up bare)."""
     from pathlib import Path
 
     import medrec.index
     from medrec.report.build import QC_CODE_TEXT
 
-    source = "\n".join(p.read_text() for p in Path(medrec.index.__file__).parent.glob("*.py"))
+    modules = [p for p in Path(medrec.index.__file__).parent.glob("*.py") if p.name != "__init__.py"]  # __all__
+    source = "\n".join(p.read_text() for p in modules)
     # a reason is written as a code literal on its own line (or after `return`) followed by an f-string message
     pattern = r'^\s*"([a-z][a-z_]+)",[ \t]*\n\s*f?"|(?:return\s+|\(\s*)"([a-z][a-z_]+)",\s*f?"'
     codes = {a or b for a, b in re.findall(pattern, source, flags=re.M)}

@@ -2,7 +2,8 @@
 
 Newcombe's AUC interval is checked against the roots of its polynomial form, BCa against Efron &
 Tibshirani's formulas, and every interval of reports on perfect, all-wrong and one-error fixtures
-is swept for width.
+is swept for width; so are comparisons of two models that rank alike (the variance of the AUC
+difference is 0) and multi-class reports of perfect and one-class models.
 """
 
 from __future__ import annotations
@@ -142,6 +143,88 @@ def test_no_interval_of_width_zero_in_any_report(kind, clustered):
     if kind == "perfect":
         for group in report["subgroups"]["manufacturer"]:
             assert group["metrics"]["auc"]["ci95"][0] < 0.9
+
+
+def _compare_scores(kind: str, first: pd.DataFrame) -> pd.DataFrame:
+    """A second model on the same samples: the same scores, a monotone transform, or a constant."""
+    scores = {"identical": first["score"], "monotone": first["score"] ** 3,
+              "constant": pd.Series(0.5, index=first.index)}[kind]
+    return pd.DataFrame({"sample_id": first["sample_id"], "score": scores})
+
+
+@pytest.mark.parametrize("clustered", [False, True])
+@pytest.mark.parametrize("kind", ["identical", "monotone", "constant"])
+def test_no_interval_of_width_zero_in_a_comparison(kind, clustered):
+    # The perfect model against itself, a monotone transform of itself (the same ranking: the DeLong /
+    # Obuchowski variance of the difference is 0), and a constant model (AUC 0.5; the difference 0.5 on
+    # every positive-negative pair, so again variance 0).
+    first = _predictions("perfect", clustered)
+    report = analyse_predictions(first, 0.5, "given", compare=_compare_scores(kind, first), n_boot=200, seed=1)
+    degenerate = [(path, lower, upper) for path, lower, upper, _ in _intervals(report) if not upper > lower]
+    assert not degenerate, degenerate
+    auc = report["comparison"]["auc"]
+    # N disjoint pairs of distinct units, one with a positive and one with a negative sample: 15 positives
+    # against 16 negatives; clustered, patients P00-P07 hold positives and P07-P15 negatives (16 in all), so 8.
+    n_pairs = 8 if clustered else 15
+    bound = 1 - 0.025 ** (1 / n_pairs)  # Clopper-Pearson 97.5% upper bound for 0 events in n_pairs trials
+    d = 0.5 if kind == "constant" else 0.0
+    assert auc["difference"] == d and auc["se"] == 0.0
+    assert auc["ci95"] == pytest.approx([d - bound * (1 + d), d + bound * (1 - d)], abs=1e-12)
+    assert auc["ci95"][0] < d < auc["ci95"][1]
+    assert auc["p_value"] == (1.0 if d == 0 else pytest.approx(2 * 1.5 ** -n_pairs, rel=1e-12))
+    assert ("Obuchowski" if clustered else "DeLong") in auc["method"] and "Clopper-Pearson" in auc["method"]
+    assert "comparison" in report["methods"] and "Clopper-Pearson" in report["methods"]["comparison"]
+
+
+def test_paired_difference_with_zero_variance_but_discordant_pairs_uses_the_bootstrap():
+    # Three positives, three negatives: every placement value differs between the models by the same
+    # -1/3, so the DeLong variance of the difference is 0, yet the pairs' differences vary
+    # (psi_a - psi_b = [[-1/2, -1/2, 0], [0, 0, -1], [-1/2, -1/2, 0]]): the paired bootstrap has a width.
+    labels = np.array([1, 1, 1, 0, 0, 0])
+    first, second = np.array([0.0, 1, 0, 0, 0, 3]), np.array([1.0, 3, 1, 0, 0, 2])
+    result = stats.delong_paired_test(labels, first, second, n_boot=500, seed=0)
+    assert result["se"] == 0.0 and result["difference"] == pytest.approx(-1 / 3)
+    lower, upper = result["ci95"]
+    assert lower <= result["difference"] <= upper and upper - lower > 0.1
+    assert math.isnan(result["p_value"]) and "bootstrap" in result["ci_method"]
+    assert "not computed" in result["ci_method"]
+
+
+def test_paired_difference_keeps_the_wald_interval_where_it_has_a_variance():
+    frame = _predictions("one-error")
+    labels = frame["label"].eq("tumor").astype(int).to_numpy()
+    result = stats.delong_paired_test(labels, frame["score"], np.linspace(0, 1, labels.size))
+    assert result["se"] > 0 and result["ci_method"].startswith("Wald")
+    assert result["ci95"] == pytest.approx([result["difference"] - Z95 * result["se"],
+                                            result["difference"] + Z95 * result["se"]])
+
+
+def _multiclass_frame(kind: str) -> pd.DataFrame:
+    """Three classes of five samples: all right, or every sample called the last class; "clustered":
+    all right with two studies per patient (six per class)."""
+    classes = ["benign", "glioma", "meningioma"]
+    truth = np.repeat(np.arange(9) % 3, 2) if kind == "perfect-clustered" else np.arange(15) % 3
+    called = np.full(truth.size, 2) if kind == "one-class" else truth
+    probs = np.eye(3)[called] * 0.8 + 0.1
+    return pd.DataFrame({
+        "sample_id": [f"s{i}" for i in range(truth.size)],
+        "patient_id": [f"p{i // 2 if kind == 'perfect-clustered' else i}" for i in range(truth.size)],
+        **{f"score_{name}": probs[:, k] for k, name in enumerate(classes)},
+        "label": [classes[k] for k in truth]})
+
+
+@pytest.mark.parametrize("kind", ["perfect", "one-class", "perfect-clustered"])
+def test_no_interval_of_width_zero_in_a_multiclass_report(kind):
+    report = analyse_predictions(_multiclass_frame(kind), None, "", n_boot=200, seed=1)
+    found = list(_intervals(report))
+    degenerate = [(path, lower, upper) for path, lower, upper, _ in found if not upper > lower]
+    assert not degenerate, degenerate
+    for name in ("sensitivity", "specificity", "ppv", "npv", "balanced_accuracy"):
+        metric = report["metrics"][name]
+        if metric["value"] is None:  # PPV of a class never predicted (one-class model)
+            continue
+        assert metric["ci95"][0] <= metric["value"] <= metric["ci95"][1], (name, metric)
+        assert "MOVER" in metric["method"] and "union" not in metric["method"], name
 
 
 def test_multiclass_perfect_model_keeps_its_widths():
