@@ -1,10 +1,10 @@
-# medrec: make demo | make test | make install | make bench | make fuzz | make publish-demo
+# medrec: make demo | make test | make check | make install | make bench | make fuzz | make publish-demo
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo publish-demo test test-fast bench fuzz clean
+.PHONY: install demo publish-demo test test-fast check bench fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# lint (ruff, rules in pyproject.toml) and type-check (mypy: the strictly typed modules listed in
+# pyproject.toml's [tool.mypy] files)
+check: $(STAMP)
+	$(BIN)/ruff check medrec tests
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

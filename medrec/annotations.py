@@ -265,7 +265,8 @@ def _read_lesion_table(source: Path, samples: pd.DataFrame, result: Annotations)
         if not study_uid and not series_uid:
             reason = "no study_uid or series_uid"
         elif not all(math.isfinite(value) for value in center):
-            reason = f"centre ({', '.join(row[columns[n]] or 'empty' for n in CENTER_COLUMNS)}) is not a finite position"
+            given = ", ".join(row[columns[n]] or "empty" for n in CENTER_COLUMNS)
+            reason = f"centre ({given}) is not a finite position"
         elif not math.isfinite(diameter) or diameter <= 0:
             reason = f"diameter_mm {row[columns[DIAMETER_COLUMN]] or 'empty'} is not a positive number"
         if reason:

@@ -13,7 +13,6 @@ from typing import IO
 
 from medrec.errors import OutputError
 
-
 TEMP_SUFFIX = ".tmp"
 # Folders already cleared of stale temp files by this process (once per folder: a folder of
 # thousands of outputs is listed once, not once per write).
@@ -124,7 +123,7 @@ def write_bytes(path: str | os.PathLike[str], data: bytes, fsync: bool = True) -
         handle.write(data)
 
 
-def write_csv(path: str | os.PathLike[str], frame) -> None:  # noqa: ANN001 - pandas.DataFrame
+def write_csv(path: str | os.PathLike[str], frame) -> None:  # pandas.DataFrame
     """Write a pandas DataFrame as CSV atomically (no index column)."""
     with atomic_open(path, "w") as handle:
         frame.to_csv(handle, index=False, lineterminator="\n")

@@ -135,7 +135,8 @@ class SplitConfig(_Section):
     @model_validator(mode="after")
     def _check_fractions(self) -> SplitConfig:
         if self.val + self.test >= 1.0:
-            raise ValueError(f"val + test must be < 1 so that patients remain for training; got {self.val} + {self.test}")
+            raise ValueError(
+                f"val + test must be < 1 so that patients remain for training; got {self.val} + {self.test}")
         if self.folds is not None and self.fold >= self.folds:
             raise ValueError(f"fold {self.fold} does not exist with folds={self.folds}; use 0..{self.folds - 1}")
         return self
@@ -603,4 +604,5 @@ def describe_yaml_error(error: yaml.YAMLError, text: str) -> str:
 
 def dump_config(config: TrainConfig) -> str:
     """The resolved config as YAML text (loadable again with :func:`load_config`)."""
-    return yaml.safe_dump(config.to_yaml_dict(), sort_keys=False, default_flow_style=False)
+    text: str = yaml.safe_dump(config.to_yaml_dict(), sort_keys=False, default_flow_style=False)
+    return text

@@ -580,7 +580,8 @@ def make_plan(
         reasons.append(f"crop to the foreground ({rule}) with a {config.crop_margin}-voxel margin before resampling")
 
     if config.anti_aliasing:
-        reasons.append("anti-aliasing: Gaussian smoothing (sigma = (factor - 1) / 2 voxels) on axes resampled to a coarser spacing")
+        reasons.append("anti-aliasing: Gaussian smoothing (sigma = (factor - 1) / 2 voxels) on axes resampled to a "
+                       "coarser spacing")
     else:
         reasons.append("anti-aliasing: off (from config)")
 

@@ -28,13 +28,16 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from medrec.atomicio import append_line
 from medrec.errors import ModelError, OutputError
+
+if TYPE_CHECKING:
+    from monai.transforms import Compose
 
 RUN_FORMAT = "medrec-run-1"
 MODEL_JSON = "model.json"
@@ -118,8 +121,8 @@ def sha256_file(path: str | Path) -> str:
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that decide a run's numbers."""
-    from importlib.metadata import PackageNotFoundError, version
     import platform
+    from importlib.metadata import PackageNotFoundError, version
 
     versions = {"python": platform.python_version()}
     for name in ("medrec", "torch", "monai", "numpy", "pydicom", "nibabel", "safetensors", "scikit-learn", "scipy"):
@@ -172,7 +175,8 @@ class Run:
     def predict_logits(self, batch: torch.Tensor) -> torch.Tensor:
         """Raw logits ``(B, n_classes)`` of a preprocessed ``(B, C, *spatial)`` batch (on CPU)."""
         inputs = torch.as_tensor(batch).as_subclass(torch.Tensor).float().to(self.device)
-        return self.model(inputs).float().cpu()
+        logits: torch.Tensor = self.model(inputs)
+        return logits.float().cpu()
 
     @torch.no_grad()
     def predict(self, batch: torch.Tensor) -> torch.Tensor:
@@ -182,12 +186,13 @@ class Run:
     def decide(self, probabilities: torch.Tensor | np.ndarray) -> list[str]:
         """Predicted class names: ``score >= threshold`` (binary) or argmax (multi-class)."""
         probs = np.asarray(probabilities, dtype=np.float64)
-        if self.positive_index is not None and self.threshold is not None:
-            negative = next(c for c in self.classes if c != self.positive_class)
-            return [self.positive_class if p >= self.threshold else negative for p in probs[:, self.positive_index]]
+        positive, threshold = self.positive_class, self.threshold
+        if positive is not None and threshold is not None:
+            negative = next(c for c in self.classes if c != positive)
+            return [positive if p >= threshold else negative for p in probs[:, self.classes.index(positive)]]
         return [self.classes[i] for i in probs.argmax(axis=1)]
 
-    def deterministic_transforms(self, keys: tuple[str, ...] = ("image",)):  # noqa: ANN201 - monai Compose
+    def deterministic_transforms(self, keys: tuple[str, ...] = ("image",)) -> Compose:
         """The plan's deterministic transform chain (starts with ``LoadSampled``), as used in training."""
         from medrec.transforms import build_transforms
 
@@ -195,12 +200,28 @@ class Run:
         return deterministic
 
 
+def positive_index_of(run: Any) -> int | None:
+    """Index of the positive class in the run's outputs (binary runs; None for multi-class).
+
+    ``run.positive_index`` / ``run.positive_class`` when the run records them, else the second class.
+    """
+    classes = [str(name) for name in run.classes]
+    if len(classes) != 2:
+        return None
+    index = getattr(run, "positive_index", None)
+    if index is None and getattr(run, "positive_class", None) is not None:
+        index = classes.index(str(run.positive_class)) if str(run.positive_class) in classes else None
+    return 1 if index is None else int(index)
+
+
 def _read_model_json(folder: Path) -> dict[str, Any]:
     path = folder / MODEL_JSON
     if not path.is_file():
         if has_started(folder):
-            raise ModelError(f"{folder}: the run is not complete (no model.json); finish it with 'medrec train ... --resume'")
-        raise ModelError(f"{folder}: not a medrec run directory (no model.json); train one with 'medrec train RECIPE -o RUN --manifest MANIFEST' or 'medrec run RECIPE'")
+            raise ModelError(
+                f"{folder}: the run is not complete (no model.json); finish it with 'medrec train ... --resume'")
+        raise ModelError(f"{folder}: not a medrec run directory (no model.json); train one with "
+                         "'medrec train RECIPE -o RUN --manifest MANIFEST' or 'medrec run RECIPE'")
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -8,11 +8,11 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("MKL_NUM_THREADS", "2")
 
-import warnings  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from typing import Any  # noqa: E402
+import warnings
+from collections.abc import Callable
+from typing import Any
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture
@@ -49,7 +49,8 @@ def _annotated_ct_config(annotated: dict[str, Any], **training: Any) -> Any:
 
 @pytest.fixture(scope="session")
 def annotated_ct(tmp_path_factory) -> dict[str, Any]:
-    """A small CT cohort with its lesion table and masks (40 patients, NIfTI), indexed: ``root``, ``cohort``, ``manifest``.
+    """A small CT cohort with its lesion table and masks (40 patients, NIfTI), indexed: ``root``, ``cohort``,
+    ``manifest``.
 
     Easy on purpose (30-45 mm lesions of 70-110 HU, low noise): tests on it are about the
     finding-map method working end to end on any machine, not about the difficulty it reaches.

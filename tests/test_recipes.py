@@ -126,7 +126,8 @@ def test_the_wheel_ships_every_recipe(tmp_path: Path) -> None:
         shutil.copy(REPO / name, source / name)
     (tmp_path / "dist").mkdir()
     built = subprocess.run(
-        [sys.executable, "-c", f"from setuptools import build_meta; print(build_meta.build_wheel({str(tmp_path / 'dist')!r}))"],
+        [sys.executable, "-c",
+         f"from setuptools import build_meta; print(build_meta.build_wheel({str(tmp_path / 'dist')!r}))"],
         cwd=source, capture_output=True, text=True, check=True,
     )
     wheel = tmp_path / "dist" / built.stdout.strip().splitlines()[-1]

@@ -44,7 +44,9 @@ def register(app: typer.Typer) -> None:
             None, "--publish",
             help="Also copy the report (HTML, PDF, JSON, figures, report-page1.png of its first page) to this folder."),
     ) -> None:
-        """Run medrec end to end: synthesise a CT cohort at the default difficulty (DICOM, with real-export quirks, and its lesion table), then index, split, train a finding-map model (recipe ct_lesion_annotated) and evaluate it on CPU, and print the key metrics and where the report is.
+        """Run medrec end to end: synthesise a CT cohort at the default difficulty (DICOM, with real-export quirks, and
+        its lesion table), then index, split, train a finding-map model (recipe ct_lesion_annotated) and evaluate it on
+        CPU, and print the key metrics and where the report is.
 
         Rerunning reuses the cohort and skips every finished step.
 

@@ -35,9 +35,17 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score the run's locked test split and write report.html, report.pdf, report.json into RUN/evaluation/.
 
-        The test samples are those the run set aside in RUN/splits.csv; the threshold is the one chosen on validation when the run was trained. With --tta it is the threshold chosen on the validation split scored with TTA (flip averaging moves the scores), computed on first use and kept in RUN/model.json as threshold_tta. Rerunning resumes an interrupted scoring.
+        The test samples are those the run set aside in RUN/splits.csv; the
+        threshold is the one chosen on validation when the run was trained. With
+        --tta it is the threshold chosen on the validation split scored with TTA
+        (flip averaging moves the scores), computed on first use and kept in
+        RUN/model.json as threshold_tta. Rerunning resumes an interrupted scoring.
 
-        A run made by 'medrec run' keeps its recipe (RUN/workflow.yaml): its evaluation.prevalence (unless --prevalence), evaluation.acceptance (unless --acceptance) and context are used, so the report says what the validation is about and judges the pre-specified acceptance criteria (PASS / FAIL; the exit status does not change).
+        A run made by 'medrec run' keeps its recipe (RUN/workflow.yaml): its
+        evaluation.prevalence (unless --prevalence), evaluation.acceptance (unless
+        --acceptance) and context are used, so the report says what the validation
+        is about and judges the pre-specified acceptance criteria (PASS / FAIL; the
+        exit status does not change).
 
         Examples:
 
@@ -45,10 +53,10 @@ def register(app: typer.Typer) -> None:
 
             medrec evaluate runs/ct-lesion --prevalence 0.05 --subgroup manufacturer
         """
-        from medrec.console import console, print_summary
-        from medrec.errors import ConfigError
         from medrec.commands.report import print_acceptance
         from medrec.config import load_acceptance
+        from medrec.console import console, print_summary
+        from medrec.errors import ConfigError
         from medrec.evaluate import RECIPE_ACCEPTANCE, RECIPE_PREVALENCE, evaluate_run, recipe_evaluation
 
         check_run_folder(run_dir)
@@ -86,8 +94,8 @@ def check_run_folder(run_dir: Path) -> None:
         siblings = []
     near = difflib.get_close_matches(run_dir.name, siblings, n=1)
     hint = f"did you mean {parent / near[0]}? " if near else ""
-    raise ModelError(f"{run_dir}: run directory not found; {hint}train one with 'medrec train RECIPE -o RUN --manifest MANIFEST' "
-                     "or 'medrec run RECIPE -o RUN'")
+    raise ModelError(f"{run_dir}: run directory not found; {hint}train one with "
+                     "'medrec train RECIPE -o RUN --manifest MANIFEST' or 'medrec run RECIPE -o RUN'")
 
 
 def metric_rows(report: dict) -> list[tuple[str, str, str]]:

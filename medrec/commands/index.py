@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -11,7 +11,7 @@ from medrec.commands import dicomweb_options
 from medrec.console import print_summary
 
 
-class MatchOn(str, Enum):
+class MatchOn(StrEnum):
     """Key columns a labels file can be matched on."""
 
     patient_id = "patient_id"
@@ -20,7 +20,7 @@ class MatchOn(str, Enum):
     path = "path"
 
 
-class Plane(str, Enum):
+class Plane(StrEnum):
     """Preferred slice plane when choosing one series per study."""
 
     axial = "axial"
@@ -50,7 +50,8 @@ def register(app: typer.Typer) -> None:
             help="Lesion table (study_uid or series_uid, center_x/y/z LPS mm, diameter_mm); counted per sample.",
         ),
         workers: int | None = typer.Option(
-            None, "--workers", min=1, help="Header-reading processes (default: serial below 8000 files, else one per core, up to 8)."
+            None, "--workers", min=1,
+            help="Header-reading processes (default: serial below 8000 files, else one per core, up to 8).",
         ),
         all_series: bool = typer.Option(False, "--all-series", help="Keep every eligible series, not one per study."),
         modality: list[str] = typer.Option(
@@ -91,9 +92,23 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Index a scan folder: group DICOM files into series, pick one series per study, check quality.
 
-        A PACS as SCANS: dicomweb:URL fetches the studies the filters select (QIDO-RS, then WADO-RS of their image series in the stored encoding) into --cache, then indexes it like a folder; series the server could not deliver whole are qc rows; series already in the cache are not fetched again. Credentials from MEDREC_DICOMWEB_TOKEN, or MEDREC_DICOMWEB_USER + MEDREC_DICOMWEB_PASSWORD, else ~/.netrc (never the command line); TLS certificates verified (MEDREC_DICOMWEB_CA_BUNDLE); MEDREC_DICOMWEB_TIMEOUT seconds per request (default 60).
+        A PACS as SCANS: dicomweb:URL fetches the studies the filters select
+        (QIDO-RS, then WADO-RS of their image series in the stored encoding) into
+        --cache, then indexes it like a folder; series the server could not deliver
+        whole are qc rows; series already in the cache are not fetched again.
+        Credentials from MEDREC_DICOMWEB_TOKEN, or MEDREC_DICOMWEB_USER +
+        MEDREC_DICOMWEB_PASSWORD, else ~/.netrc (never the command line); TLS
+        certificates verified (MEDREC_DICOMWEB_CA_BUNDLE); MEDREC_DICOMWEB_TIMEOUT
+        seconds per request (default 60).
 
-        Writes OUT/manifest.csv (one row per sample) and OUT/qc.csv (every file left out, with the reason); pixels are never decoded. Non-image objects (segmentations, dose grids, structure sets, reports, presentation states) are left out unless --include-non-image is given. Problems that leave a series usable (slight spacing jitter, gantry tilt, missing preamble) are listed in the manifest's warnings column. The command always completes: bad files end up in qc.csv. Label rows that match no sample go to OUT/labels_unmatched.csv.
+        Writes OUT/manifest.csv (one row per sample) and OUT/qc.csv (every file left
+        out, with the reason); pixels are never decoded. Non-image objects
+        (segmentations, dose grids, structure sets, reports, presentation states)
+        are left out unless --include-non-image is given. Problems that leave a
+        series usable (slight spacing jitter, gantry tilt, missing preamble) are
+        listed in the manifest's warnings column. The command always completes: bad
+        files end up in qc.csv. Label rows that match no sample go to
+        OUT/labels_unmatched.csv.
 
         Examples:
 
@@ -105,7 +120,8 @@ def register(app: typer.Typer) -> None:
 
             medrec index BraTS2021/ --include '*_flair.nii.gz' --labels labels.csv -o index/
 
-            medrec index ct/ --labels ct/labels.csv --lesions ct/ground_truth.csv -o index/   (manifest gains an annotation column; a mask column in the labels file counts too)
+            medrec index ct/ --labels ct/labels.csv --lesions ct/ground_truth.csv -o index/
+              (the manifest gains an annotation column; a mask column in the labels file counts too)
 
             medrec index dicomweb:https://pacs.example.org/dicom-web --modality CT --since 2026-11-01 -o index/
         """

@@ -16,7 +16,10 @@ def register(app: typer.Typer) -> None:
     def recipes_command(context: typer.Context) -> None:
         """List the recipes that ship with medrec, by the name that 'medrec run NAME' takes.
 
-        A recipe is one complete workflow (index, split, train, evaluate). Run one by name with your data (--scans / --labels; otherwise its relative data paths, such as data/ct, are taken from the current folder), or print it with 'medrec recipes show NAME > my.yaml', edit the copy and run that file.
+        A recipe is one complete workflow (index, split, train, evaluate). Run one
+        by name with your data (--scans / --labels; otherwise its relative data
+        paths, such as data/ct, are taken from the current folder), or print it with
+        'medrec recipes show NAME > my.yaml', edit the copy and run that file.
 
         Examples:
 
@@ -24,7 +27,8 @@ def register(app: typer.Typer) -> None:
 
             medrec recipes show ct_lesion_annotated > my_recipe.yaml
 
-            medrec run ct_lesion_annotated --scans data/ct --labels data/ct/labels.csv --lesions data/ct/ground_truth.csv
+            medrec run ct_lesion_annotated --scans data/ct --labels data/ct/labels.csv \\
+                --lesions data/ct/ground_truth.csv
         """
         if context.invoked_subcommand is not None:
             return
@@ -46,7 +50,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print a packaged recipe, comments included, to stdout: redirect it to a file to edit a copy.
 
-        Relative paths in the copy are taken from the copy's folder, so a copy saved in the current folder reads its data from where 'medrec run NAME' would.
+        Relative paths in the copy are taken from the copy's folder, so a copy saved
+        in the current folder reads its data from where 'medrec run NAME' would.
 
         Examples:
 

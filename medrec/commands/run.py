@@ -64,17 +64,35 @@ def register(app: typer.Typer) -> None:
             help="A packaged recipe's name (see 'medrec recipes') or a recipe file; a file of that name wins."),
         out: Path | None = typer.Option(None, "-o", "--out", help="Run directory (default: runs/<recipe name>)."),
         scans: Path | None = typer.Option(None, "--scans", help="Override data.scans (the scan folder)."),
-        labels: Path | None = typer.Option(None, "--labels", help="Override data.labels (the labels file; a 'mask' column gives lesion masks)."),
-        lesions: Path | None = typer.Option(None, "--lesions", help="Override data.lesions (lesion table: study_uid, center_x/y/z LPS mm, diameter_mm)."),
+        labels: Path | None = typer.Option(
+            None, "--labels", help="Override data.labels (the labels file; a 'mask' column gives lesion masks)."),
+        lesions: Path | None = typer.Option(
+            None, "--lesions",
+            help="Override data.lesions (lesion table: study_uid, center_x/y/z LPS mm, diameter_mm)."),
         folds: int | None = typer.Option(
             None, "--folds", min=2,
-            help="Cross-validate over K patient-level folds (sets split.folds): each fold trains a run in RUN/folds/fold_i and scores its held-out fold; RUN/cv/ gets the pooled out-of-fold predictions, folds.csv and one report."),
+            help="Cross-validate over K patient-level folds (sets split.folds): each fold trains a run in "
+                 "RUN/folds/fold_i and scores its held-out fold; RUN/cv/ gets the pooled out-of-fold predictions, "
+                 "folds.csv and one report."),
     ) -> None:
         """Run a recipe: index the scans, split by patient, train, and report on the locked test split.
 
-        Every step writes into one run directory and records a fingerprint of its inputs; rerunning skips the steps whose inputs did not change, so a finished recipe reruns in seconds and trains nothing. An interrupted training resumes from its last completed epoch. Relative paths in a recipe file are taken from the file's folder; those of a packaged recipe run by name (such as data/ct) from the current folder; --scans / --labels / --lesions from the current folder. 'medrec recipes show NAME > my.yaml' gives a copy to edit.
+        Every step writes into one run directory and records a fingerprint of its
+        inputs; rerunning skips the steps whose inputs did not change, so a finished
+        recipe reruns in seconds and trains nothing. An interrupted training resumes
+        from its last completed epoch. Relative paths in a recipe file are taken
+        from the file's folder; those of a packaged recipe run by name (such as
+        data/ct) from the current folder; --scans / --labels / --lesions from the
+        current folder. 'medrec recipes show NAME > my.yaml' gives a copy to edit.
 
-        With --folds K (or split.folds in the recipe) training is a K-fold cross-validation by patient: each fold trains in RUN/folds/fold_i on the other folds (validation carved from them) and scores its held-out fold; RUN/cv/ gets the pooled out-of-fold predictions with a fold column, folds.csv (AUC, sensitivity, specificity per fold) and one report. A locked test split (split.test > 0) is made first and left untouched; split.test: 0 cross-validates every labelled sample. Finished folds are skipped on rerun, an interrupted fold resumes.
+        With --folds K (or split.folds in the recipe) training is a K-fold
+        cross-validation by patient: each fold trains in RUN/folds/fold_i on the
+        other folds (validation carved from them) and scores its held-out fold;
+        RUN/cv/ gets the pooled out-of-fold predictions with a fold column,
+        folds.csv (AUC, sensitivity, specificity per fold) and one report. A locked
+        test split (split.test > 0) is made first and left untouched; split.test: 0
+        cross-validates every labelled sample. Finished folds are skipped on rerun,
+        an interrupted fold resumes.
 
         Examples:
 
@@ -84,7 +102,8 @@ def register(app: typer.Typer) -> None:
 
             medrec run brats_mgmt_nifti --scans /data/BraTS2021 --labels /data/labels.csv
 
-            medrec run ct_lesion_annotated --scans data/ct --labels data/ct/labels.csv --lesions data/ct/ground_truth.csv
+            medrec run ct_lesion_annotated --scans data/ct --labels data/ct/labels.csv \\
+                --lesions data/ct/ground_truth.csv
 
             medrec run my_recipe.yaml -o runs/mine
 

@@ -180,7 +180,8 @@ def register(app: typer.Typer) -> None:
                                                help="Operating threshold instead of the run's own."),
         tta: bool = typer.Option(False, "--tta", help="Average all flips; adds an uncertainty column."),
         explain: Path | None = typer.Option(None, "--explain", metavar="DIR",
-                                            help="Write Grad-CAM maps, or finding maps of finding-map runs (NIfTI + PNG), into DIR."),
+                                            help="Write Grad-CAM maps, or finding maps of finding-map runs "
+                                                 "(NIfTI + PNG), into DIR."),
         labels: Path | None = typer.Option(None, "--labels", help="Labels file when INPUT is a scan folder; on a "
                                                                   "rerun it also relabels the rows already scored."),
         match_on: MatchOn | None = typer.Option(

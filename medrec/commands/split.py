@@ -33,9 +33,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Split the labelled samples by patient (hold-out or k-fold), stratified by label, after a leakage audit.
 
-        All samples of a patient (and of patients sharing a study UID) go to one partition. Samples without a label are left out and counted. Hold-out fractions are met approximately, in patients.
+        All samples of a patient (and of patients sharing a study UID) go to one
+        partition. Samples without a label are left out and counted. Hold-out
+        fractions are met approximately, in patients.
 
-        Before anything is written, the audit refuses a patient in two partitions, a study filed under patient ids in two partitions, or identical pixel content in two partitions. An existing splits file is reused when it matches the manifest, and replaced only with --overwrite.
+        Before anything is written, the audit refuses a patient in two partitions, a
+        study filed under patient ids in two partitions, or identical pixel content
+        in two partitions. An existing splits file is reused when it matches the
+        manifest, and replaced only with --overwrite.
 
         Examples:
 

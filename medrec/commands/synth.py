@@ -38,7 +38,8 @@ def register(app: typer.Typer) -> None:
         out_dir: Path = typer.Argument(..., help="Output folder for the cohort, labels.csv and ground_truth.csv."),
         kind: str = typer.Option("ct-lesion", "--kind", help="ct-lesion | mri-tumor | xr-nodule."),
         patients: int = typer.Option(40, "--patients", help="Number of patients (>= 1)."),
-        fmt: str = typer.Option("dicom", "--format", help="dicom (one file per slice) | nifti (one .nii.gz per study)."),
+        fmt: str = typer.Option(
+            "dicom", "--format", help="dicom (one file per slice) | nifti (one .nii.gz per study)."),
         seed: int = typer.Option(0, "--seed", help="Random seed; the same seed writes byte-identical files."),
         quirks: bool = typer.Option(
             False, "--quirks", help="DICOM like real exports: localizers, opaque names, shuffled order, shared folders."
@@ -48,7 +49,8 @@ def register(app: typer.Typer) -> None:
             None, "--lesion-diameter", help="LO,HI lesion diameter in mm (default CT 18,40; MR 12,36; XR 10,30)."
         ),
         contrast: str | None = typer.Option(
-            None, "--contrast", help="LO,HI lesion contrast: HU for CT (10,60); relative for MR (0.06,0.5) / XR (0.12,0.4)."
+            None, "--contrast",
+            help="LO,HI lesion contrast: HU for CT (10,60); relative for MR (0.06,0.5) / XR (0.12,0.4).",
         ),
         noise: float = typer.Option(1.0, "--noise", help="Noise multiplier (0: noise-free)."),
         image_size: int | None = typer.Option(
@@ -67,7 +69,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write a synthetic phantom cohort with labels.csv and ground_truth.csv.
 
-        Kinds: ct-lesion (abdominal CT in HU, 1-3 hypo- or hyperdense liver lesions in positives), mri-tumor (brain MR, a tumor with enhancing rim, necrotic core and edema), xr-nodule (PA chest radiograph, a lung nodule). Scanners from several manufacturers differ in noise, pixel spacing, slice thickness and intensity scaling. See datasets/synthetic_phantoms.md for every knob and quirk.
+        Kinds: ct-lesion (abdominal CT in HU, 1-3 hypo- or hyperdense liver lesions
+        in positives), mri-tumor (brain MR, a tumor with enhancing rim, necrotic
+        core and edema), xr-nodule (PA chest radiograph, a lung nodule). Scanners
+        from several manufacturers differ in noise, pixel spacing, slice thickness
+        and intensity scaling. See datasets/synthetic_phantoms.md for every knob and
+        quirk.
 
         Examples:
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import typer
 
 
-class Device(str, Enum):
+class Device(StrEnum):
     """Where to train."""
 
     auto = "auto"
@@ -62,12 +62,25 @@ def register(app: typer.Typer) -> None:
         splits: Path | None = typer.Option(
             None, "--splits", help="splits.csv from 'medrec split' (overrides data.splits; default: split by the "
                                    "recipe's split section)."),
-        resume: bool = typer.Option(False, "--resume", help="Continue an unfinished run from its last completed epoch."),
+        resume: bool = typer.Option(
+            False, "--resume", help="Continue an unfinished run from its last completed epoch."),
         device: Device | None = typer.Option(None, "--device", help="Override training.device (auto, cpu, cuda)."),
     ) -> None:
         """Train a classifier; write config.yaml, splits.csv, model.safetensors, model.json, metrics.jsonl, train.log.
 
-        RECIPE.yaml is a recipe, the format of 'medrec run' ('medrec recipes show NAME > my.yaml' gives one to edit): training uses data.manifest (or --manifest), data.splits (or --splits), the label keys of data and the split, preprocessing, model, training, threshold and calibration sections; it checks but ignores name, description, data.scans / labels / match_on, index and evaluation, and says so. Paths in it are relative to its folder. To index, split, train and evaluate in one go, run the recipe instead: 'medrec run RECIPE'. Splits are made by patient (or reused from data.splits), preprocessing is planned on the training split, each sample is preprocessed once into a cache, and the epoch with the best validation AUC is kept. The operating threshold and the temperature calibration are chosen on the validation split; the test split is never read. Under torchrun each process trains on its shard (DDP) and rank 0 writes the run.
+        RECIPE.yaml is a recipe, the format of 'medrec run' ('medrec recipes show
+        NAME > my.yaml' gives one to edit): training uses data.manifest (or
+        --manifest), data.splits (or --splits), the label keys of data and the
+        split, preprocessing, model, training, threshold and calibration sections;
+        it checks but ignores name, description, data.scans / labels / match_on,
+        index and evaluation, and says so. Paths in it are relative to its folder.
+        To index, split, train and evaluate in one go, run the recipe instead:
+        'medrec run RECIPE'. Splits are made by patient (or reused from
+        data.splits), preprocessing is planned on the training split, each sample is
+        preprocessed once into a cache, and the epoch with the best validation AUC
+        is kept. The operating threshold and the temperature calibration are chosen
+        on the validation split; the test split is never read. Under torchrun each
+        process trains on its shard (DDP) and rank 0 writes the run.
 
         Examples:
 

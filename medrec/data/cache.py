@@ -72,7 +72,8 @@ class SampleCache:
             if problem is None:
                 array = np.load(io.BytesIO(data), allow_pickle=False)
                 if list(array.shape) != record["shape"] or str(array.dtype) != record["dtype"]:
-                    problem = f"array is {array.dtype}{list(array.shape)}, record says {record['dtype']}{record['shape']}"
+                    problem = (f"array is {array.dtype}{list(array.shape)}, "
+                               f"record says {record['dtype']}{record['shape']}")
         except (OSError, ValueError, KeyError, TypeError, EOFError) as e:
             problem = f"{type(e).__name__}: {e}"
         if problem is not None:

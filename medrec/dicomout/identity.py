@@ -111,7 +111,7 @@ def read_series_headers(result: SeriesResult) -> list[Dataset]:
 def check_one_series(datasets: Sequence[Dataset], paths: Sequence[Path], sample_id: str) -> None:
     """Raise :class:`DicomError` unless every dataset has the first one's SeriesInstanceUID."""
     first = datasets[0].SeriesInstanceUID
-    for dataset, path in zip(datasets, paths):
+    for dataset, path in zip(datasets, paths, strict=True):
         if dataset.SeriesInstanceUID != first:
             raise DicomError(
                 f"sample {sample_id}: {path} belongs to series {dataset.SeriesInstanceUID}, not {first} like "

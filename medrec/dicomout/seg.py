@@ -114,7 +114,7 @@ def finding_seg(result: SeriesResult, finding_map: Path, algorithm: Algorithm) -
     """
     images = [read_image(path) for path in result.source_files]
     check_one_series(images, result.source_files, result.sample_id)
-    missing = [str(path) for path, ds in zip(result.source_files, images) if not has_plane_geometry(ds)]
+    missing = [str(path) for path, ds in zip(result.source_files, images, strict=True) if not has_plane_geometry(ds)]
     if missing:
         raise DicomExportError(
             f"sample {result.sample_id}: {missing[0]} has no single-frame plane geometry (ImagePositionPatient, "

@@ -159,7 +159,7 @@ def _study_group(
 
 def _common_study(results: Sequence[SeriesResult], headers: Sequence[Sequence[Dataset]]) -> str:
     first_uid, first_sample = headers[0][0].StudyInstanceUID, results[0].sample_id
-    for result, series in zip(results, headers):
+    for result, series in zip(results, headers, strict=True):
         if series[0].StudyInstanceUID != first_uid:
             raise DicomExportError(
                 f"study_sr takes the results of one study: sample {first_sample} is in study {first_uid}, "
@@ -197,7 +197,7 @@ def study_sr(
     headers = [read_series_headers(result) for result in results]
     study_uid = _common_study(results, headers)
 
-    groups: list = [_series_group(result, series, algorithm) for result, series in zip(results, headers)]
+    groups: list = [_series_group(result, series, algorithm) for result, series in zip(results, headers, strict=True)]
     if study_score is not None:
         groups.append(_study_group(study_score, study_uid, algorithm))
     modalities = sorted({str(series[0].Modality) for series in headers})

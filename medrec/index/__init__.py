@@ -37,7 +37,16 @@ _EXPORTS: dict[str, str] = {
     "parse_age": "medrec.index.series",
 }
 
-__all__ = sorted(_EXPORTS)
+# spelled out, not sorted(_EXPORTS): ruff and mypy read __all__ without running the module
+__all__ = [
+    "IndexResult",
+    "SelectionRules",
+    "index_folder",
+    "index_summary_rows",
+    "parse_age",
+    "print_index_summary",
+    "read_labels",
+]
 
 
 def __getattr__(name: str) -> Any:

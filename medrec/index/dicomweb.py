@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from medrec.errors import ConfigError, InputError
-from medrec.index.headers import FileProblem
+from medrec.index.problems import FileProblem
 from medrec.index.sop_classes import NON_IMAGE_MODALITIES
 
 SCHEME = "dicomweb:"

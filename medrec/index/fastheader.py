@@ -80,7 +80,7 @@ class NeedsPydicom(Exception):
     """A raw value that only pydicom's own conversion decodes faithfully."""
 
 
-def decode_raw_value(  # noqa: ANN201 - str | list[str] | int | list[int] | None
+def decode_raw_value(  # str | list[str] | int | list[int] | None
     keyword: str, vr: str | None, raw: bytes, is_little_endian: bool, us_keywords: frozenset[str]
 ):
     """Decode one raw header value the way the index reads it (shared with the pydicom path).
@@ -122,7 +122,7 @@ class FastHeader:
     def __contains__(self, keyword: str) -> bool:
         return keyword in self.values
 
-    def get(self, keyword: str):  # noqa: ANN201 - str | list[str] | int | list[int] | None
+    def get(self, keyword: str):  # str | list[str] | int | list[int] | None
         return self.values.get(keyword)
 
 

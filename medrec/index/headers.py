@@ -36,6 +36,7 @@ from pydicom.uid import UID
 
 from medrec.errors import ConfigError
 from medrec.index.fastheader import HEAD_BYTES, HeaderSelection, NeedsPydicom, decode_raw_value, read_fast_header
+from medrec.index.problems import FileProblem
 
 # Files the operating system drops into folders; they are skipped without a qc row.
 OS_JUNK_NAMES: frozenset[str] = frozenset({".DS_Store", "Thumbs.db", "desktop.ini", "ehthumbs.db", ".directory"})
@@ -109,7 +110,7 @@ class RawValues:
 
     __slots__ = ("dataset", "file_meta", "original_encoding")
 
-    def __init__(self, dataset) -> None:  # noqa: ANN001 - pydicom FileDataset
+    def __init__(self, dataset) -> None:  # pydicom FileDataset
         self.dataset = dataset
         self.file_meta = dataset.file_meta
         self.original_encoding = dataset.original_encoding
@@ -117,9 +118,9 @@ class RawValues:
     def __contains__(self, keyword: str) -> bool:
         return keyword in self.dataset
 
-    def get(self, keyword: str):  # noqa: ANN201 - str | list[str] | int | list[int] | None
+    def get(self, keyword: str):  # str | list[str] | int | list[int] | None
         tag = _TAG_OF.get(keyword) or tag_for_keyword(keyword)
-        element = self.dataset._dict.get(tag) if tag is not None else None  # noqa: SLF001 - raw access is the point
+        element = self.dataset._dict.get(tag) if tag is not None else None  # raw access is the point
         if element is None:
             return None
         raw = getattr(element, "value", None)
@@ -130,16 +131,6 @@ class RawValues:
             return decode_raw_value(keyword, vr, raw, element.is_little_endian, _US_KEYWORDS)
         except NeedsPydicom:
             return self.dataset.get(keyword)
-
-
-@dataclass(frozen=True, slots=True)
-class FileProblem:
-    """A file that cannot become (part of) a sample, with a short machine code and a reason."""
-
-    path: str
-    code: str
-    reason: str
-    series_uid: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,7 +325,7 @@ def resolve_workers(workers: int | None, n_files: int) -> int:
 # DICOM
 
 
-def _inspect_dicom(path: str, handle, head: bytes, size: int) -> object:  # noqa: ANN001 - binary file
+def _inspect_dicom(path: str, handle, head: bytes, size: int) -> object:  # binary file
     """Classify a file that is not NIfTI; ``head`` holds its first :data:`HEAD_BYTES` bytes."""
     file_warnings: list[str] = []
     has_prefix = len(head) >= 132 and head[128:132] == b"DICM"
@@ -372,11 +363,11 @@ def _inspect_dicom(path: str, handle, head: bytes, size: int) -> object:  # noqa
 
 def _dicom_header(
     path: str,
-    handle,  # noqa: ANN001 - binary file
+    handle,  # binary file
     head: bytes,
     size: int,
-    dataset,  # noqa: ANN001 - FastHeader | RawValues
-    parsed,  # noqa: ANN001 - the pydicom Dataset, None on the fast path
+    dataset,  # FastHeader | RawValues
+    parsed,  # the pydicom Dataset, None on the fast path
     stop_offset: int,
     transfer_syntax: str,
     has_prefix: bool,
@@ -473,7 +464,7 @@ def _looks_like_text(head: bytes) -> bool:
     return printable >= 0.95 * max(1, len(text))
 
 
-def _plausible_dataset(dataset) -> bool:  # noqa: ANN001 - pydicom Dataset
+def _plausible_dataset(dataset) -> bool:  # pydicom Dataset
     """A dataset read with force=True counts as DICOM only if it carries real identifying UIDs."""
     for keyword in ("SOPClassUID", "SeriesInstanceUID", "StudyInstanceUID"):
         value = _text(dataset, keyword)
@@ -484,9 +475,9 @@ def _plausible_dataset(dataset) -> bool:  # noqa: ANN001 - pydicom Dataset
 
 def _check_pixel_data(
     path: str,
-    handle,  # noqa: ANN001 - binary file
+    handle,  # binary file
     head: bytes,
-    dataset,  # noqa: ANN001 - pydicom Dataset
+    dataset,  # pydicom Dataset
     stop_offset: int,
     size: int,
     transfer_syntax: str,
@@ -570,7 +561,7 @@ def expected_pixel_bytes(
     return length
 
 
-def _read_pixel_element_header(handle, head: bytes, offset: int, dataset) -> tuple[int, int, int] | None:  # noqa: ANN001
+def _read_pixel_element_header(handle, head: bytes, offset: int, dataset) -> tuple[int, int, int] | None:
     """(tag, length, value offset) of the top-level pixel element at ``offset``, or None if absent.
 
     ``head`` is the start of the file: when it holds the element header no further read is needed.
@@ -599,7 +590,7 @@ def _read_pixel_element_header(handle, head: bytes, offset: int, dataset) -> tup
     return tag, struct.unpack(f"{endian}H", raw[6:8])[0], offset + 8
 
 
-def _walk_fragments(handle, offset: int, size: int, dataset) -> tuple[str, str] | None:  # noqa: ANN001
+def _walk_fragments(handle, offset: int, size: int, dataset) -> tuple[str, str] | None:
     """Walk the items of encapsulated pixel data; a file cut before the delimiter is truncated."""
     handle.seek(offset)
     position = offset
@@ -632,7 +623,7 @@ def _walk_fragments(handle, offset: int, size: int, dataset) -> tuple[str, str] 
     return None
 
 
-def _check_deflated_pixel_data(path: str, dataset, file_warnings: list[str]) -> tuple[str, str] | None:  # noqa: ANN001
+def _check_deflated_pixel_data(path: str, dataset, file_warnings: list[str]) -> tuple[str, str] | None:
     """Deflated files are decompressed as a whole by pydicom; check the pixel bytes in memory."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -656,7 +647,7 @@ def _check_deflated_pixel_data(path: str, dataset, file_warnings: list[str]) -> 
     return _no_pixel_element(full, sop_name, os.path.getsize(path), None)
 
 
-def _no_pixel_element(dataset, sop_name: str, size: int, cut: str | None) -> tuple[str, str]:  # noqa: ANN001
+def _no_pixel_element(dataset, sop_name: str, size: int, cut: str | None) -> tuple[str, str]:
     """(code, reason) for a file without a pixel element: cut short, or a complete header that is no image.
 
     A file that ends inside an element, or whose header has Rows / Columns but stops before the
@@ -687,7 +678,7 @@ class _Unfollowed(Exception):
 _MAX_SEQUENCE_DEPTH = 32
 
 
-def _element_cut_by_end_of_file(handle, head: bytes, size: int, dataset) -> str | None:  # noqa: ANN001
+def _element_cut_by_end_of_file(handle, head: bytes, size: int, dataset) -> str | None:
     """Where a file without pixel data ends inside an element (``(0020,000E) at byte 412``), else None.
 
     pydicom reads a value cut short by the end of the file without complaint, so a header cut
@@ -713,7 +704,7 @@ def _element_cut_by_end_of_file(handle, head: bytes, size: int, dataset) -> str 
 
 
 def _walk_elements(
-    buffer,  # noqa: ANN001 - bytes or mmap
+    buffer,  # bytes or mmap
     position: int,
     size: int,
     implicit: bool,
@@ -770,7 +761,7 @@ def _walk_elements(
 
 
 def _walk_sequence(
-    buffer,  # noqa: ANN001 - bytes or mmap
+    buffer,  # bytes or mmap
     position: int,
     size: int,
     implicit: bool,
@@ -799,7 +790,7 @@ def _walk_sequence(
             position += length
 
 
-def _check_bits(dataset, file_warnings: list[str]) -> str | None:  # noqa: ANN001
+def _check_bits(dataset, file_warnings: list[str]) -> str | None:
     """Reason when BitsStored / HighBit contradict BitsAllocated; a warning for unusual HighBit."""
     allocated = _int(dataset, "BitsAllocated")
     stored = _int(dataset, "BitsStored")
@@ -819,7 +810,7 @@ def _check_bits(dataset, file_warnings: list[str]) -> str | None:  # noqa: ANN00
     return None
 
 
-def _functional_group_geometry(dataset, frames: int):  # noqa: ANN001, ANN202
+def _functional_group_geometry(dataset, frames: int):
     """Pixel spacing, orientation and per-frame positions of an enhanced multi-frame object."""
     spacing = orientation = None
     shared = dataset.get("SharedFunctionalGroupsSequence")
@@ -849,7 +840,7 @@ def _functional_group_geometry(dataset, frames: int):  # noqa: ANN001, ANN202
 # tolerant value access: headers in the wild hold blanks, junk and wrong multiplicities
 
 
-def _text(dataset, keyword: str) -> str:  # noqa: ANN001
+def _text(dataset, keyword: str) -> str:
     try:
         value = dataset.get(keyword)
     except Exception:  # noqa: BLE001 - a malformed value reads as missing
@@ -863,7 +854,7 @@ def _text(dataset, keyword: str) -> str:  # noqa: ANN001
     return str(value).strip().strip("\x00").strip()
 
 
-def _multi(dataset, keyword: str) -> list[str]:  # noqa: ANN001
+def _multi(dataset, keyword: str) -> list[str]:
     try:
         value = dataset.get(keyword)
     except Exception:  # noqa: BLE001
@@ -878,7 +869,7 @@ def _multi(dataset, keyword: str) -> list[str]:  # noqa: ANN001
         return [str(value)]
 
 
-def _int(dataset, keyword: str) -> int | None:  # noqa: ANN001
+def _int(dataset, keyword: str) -> int | None:
     try:
         value = dataset.get(keyword)
         if type(value) is int:  # the common case, first
@@ -894,7 +885,7 @@ def _int(dataset, keyword: str) -> int | None:  # noqa: ANN001
         return None
 
 
-def _float(dataset, keyword: str) -> float | None:  # noqa: ANN001
+def _float(dataset, keyword: str) -> float | None:
     try:
         value = dataset.get(keyword)
         if value is None or value == "":
@@ -907,7 +898,7 @@ def _float(dataset, keyword: str) -> float | None:  # noqa: ANN001
     return number if math.isfinite(number) else None
 
 
-def _floats(dataset, keyword: str, count: int) -> tuple[float, ...] | None:  # noqa: ANN001
+def _floats(dataset, keyword: str, count: int) -> tuple[float, ...] | None:
     try:
         value = dataset.get(keyword)
         if value is None or value == "":

@@ -14,9 +14,10 @@ import pandas as pd
 
 from medrec.atomicio import write_csv
 from medrec.errors import InputError
-from medrec.index.headers import DicomHeader, FileProblem, ReadOptions, read_headers, resolve_workers, walk_files
+from medrec.index.headers import DicomHeader, ReadOptions, read_headers, resolve_workers, walk_files
 from medrec.index.labels import LabelMatch, LabelsTable, attribute_columns, match_labels, read_labels
 from medrec.index.nifti import NiftiSample
+from medrec.index.problems import FileProblem
 from medrec.index.selection import SelectionRules, select_candidates
 from medrec.index.series import Candidate, build_dicom_candidates
 from medrec.manifest import MANIFEST_COLUMNS, QC_COLUMNS, write_manifest, write_qc
@@ -187,7 +188,9 @@ def annotation_kinds(annotations: Annotations, sample_ids: Sequence[str]) -> lis
     return kinds
 
 
-def _annotate(manifest: pd.DataFrame, lesions: str | Path | None, masks: Path | None) -> tuple[pd.DataFrame, Annotations]:
+def _annotate(
+    manifest: pd.DataFrame, lesions: str | Path | None, masks: Path | None
+) -> tuple[pd.DataFrame, Annotations]:
     """Match the lesion table / mask column to the samples; the manifest gains the kind per sample."""
     from medrec.annotations import read_annotations
 
@@ -235,16 +238,20 @@ def filter_by_patterns(
             relative = Path(path).relative_to(scans_root).as_posix()
         except ValueError:
             relative = name
-        matches = lambda pattern: fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(relative, pattern)  # noqa: E731
-        hit = next((pattern for pattern in exclude if matches(pattern)), None)
+        hit = _first_match(exclude, name, relative)
         if hit is not None:
             problems.append(FileProblem(path, "excluded_by_pattern", f"excluded by pattern {hit!r}"))
-        elif include and not any(matches(pattern) for pattern in include):
+        elif include and _first_match(include, name, relative) is None:
             problems.append(FileProblem(path, "not_included",
                                         f"matches none of the include patterns {', '.join(map(repr, include))}"))
         else:
             kept.append(path)
     return kept, problems
+
+
+def _first_match(patterns: Sequence[str], name: str, relative: str) -> str | None:
+    """The first pattern that matches the file name or its relative path (``fnmatch`` rules), else None."""
+    return next((p for p in patterns if fnmatch.fnmatch(name, p) or fnmatch.fnmatch(relative, p)), None)
 
 
 def _read_with_progress(paths: list[str], options: ReadOptions, workers: int | None, show: bool) -> list[object]:

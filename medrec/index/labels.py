@@ -247,18 +247,24 @@ def _match_on_key(table: LabelsTable, rows: Sequence[dict], scans_root: Path, ke
 
     result = LabelMatch(match_on=key, empty_label_rows=empty_labels, patient_ids=patient_of)
     result.attributes = _attributes(table, found)
-    result.study_uids = {sample: next(iter(uids)) for sample, uids in identities["study_uid"].items() if len(uids) == 1}
-    result.series_uids = {sample: next(iter(uids)) for sample, uids in identities["series_uid"].items() if len(uids) == 1}
+    result.study_uids = _unique_values(identities["study_uid"])
+    result.series_uids = _unique_values(identities["series_uid"])
     for sample_id, by_label in found.items():
         if len(by_label) == 1:
             result.labels[sample_id] = next(iter(by_label))
         else:
-            listed = ", ".join(f"'{label}' (line {', '.join(map(str, lines))})" for label, lines in sorted(by_label.items()))
+            listed = ", ".join(
+                f"'{label}' (line {', '.join(map(str, lines))})" for label, lines in sorted(by_label.items()))
             result.conflicts[sample_id] = f"label conflict: {table.path.name} gives {listed} for this sample by {key}"
     unmatched_frame = table.frame.iloc[unmatched].copy()
     unmatched_frame.insert(0, "line", [i + 2 for i in unmatched])
     result.unmatched_rows = unmatched_frame
     return result
+
+
+def _unique_values(values_by_sample: Mapping[str, set[str]]) -> dict[str, str]:
+    """The samples given exactly one value (an identity two label rows disagree on is not trusted)."""
+    return {sample: next(iter(values)) for sample, values in values_by_sample.items() if len(values) == 1}
 
 
 # Columns of a labels file that are never carried into the manifest as attributes.

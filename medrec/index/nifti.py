@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medrec.index.headers import FileProblem
+from medrec.index.problems import FileProblem
 from medrec.loader.budget import MAX_BYTES_ENV, format_bytes, resolve_max_bytes
 
 AFFINE_TOLERANCE = 1e-3
@@ -93,7 +93,7 @@ def inspect_nifti(path: str, scans_root: str = "", check_values: bool = True) ->
         header = _raw_header(path)
         shape = tuple(int(n) for n in header.get_data_shape())
     except Exception as e:  # noqa: BLE001 - any nibabel failure on a user file becomes a qc row
-        return FileProblem(path, "nifti_unreadable", f"NIfTI unreadable: {type(e).__name__}: {' '.join(str(e).split())[:160]}")
+        return _unreadable(path, e)
 
     file_warnings: list[str] = []
     if len(shape) < 2:
@@ -118,7 +118,8 @@ def inspect_nifti(path: str, scans_root: str = "", check_values: bool = True) ->
     slope = float(header["scl_slope"])
     intercept = float(header["scl_inter"])
     if math.isinf(slope) or math.isinf(intercept):
-        return FileProblem(path, "nifti_scaling", f"NIfTI scaling invalid: scl_slope={slope:g}, scl_inter={intercept:g}")
+        return FileProblem(path, "nifti_scaling",
+                           f"NIfTI scaling invalid: scl_slope={slope:g}, scl_inter={intercept:g}")
     if (slope == 0 or math.isnan(slope)) and math.isfinite(intercept) and intercept != 0:
         return FileProblem(
             path,
@@ -155,7 +156,7 @@ def inspect_nifti(path: str, scans_root: str = "", check_values: bool = True) ->
     try:
         image = nib.load(path)
     except Exception as e:  # noqa: BLE001
-        return FileProblem(path, "nifti_unreadable", f"NIfTI unreadable: {type(e).__name__}: {' '.join(str(e).split())[:160]}")
+        return _unreadable(path, e)
     sform, sform_code = header.get_sform(coded=True)
     qform, qform_code = header.get_qform(coded=True)
     if sform_code and qform_code:
@@ -201,7 +202,13 @@ def inspect_nifti(path: str, scans_root: str = "", check_values: bool = True) ->
     )
 
 
-def _raw_header(path: str):  # noqa: ANN202 - Nifti1Header | Nifti2Header
+def _unreadable(path: str, error: Exception) -> FileProblem:
+    """The qc row of a file nibabel cannot read: the error's type and first 160 characters, on one line."""
+    message = " ".join(str(error).split())[:160]
+    return FileProblem(path, "nifti_unreadable", f"NIfTI unreadable: {type(error).__name__}: {message}")
+
+
+def _raw_header(path: str):  # Nifti1Header | Nifti2Header
     """The NIfTI-1 or NIfTI-2 header exactly as stored (no automatic fixes)."""
     import nibabel as nib
     from nibabel.openers import ImageOpener

@@ -24,7 +24,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from medrec.index.headers import FileProblem
+from medrec.index.problems import FileProblem
 from medrec.index.sop_classes import non_image_object
 
 Orientation = Literal["axial", "coronal", "sagittal"]
@@ -139,7 +139,7 @@ def header_eligibility_problem(
     return None
 
 
-def eligibility_problem(candidate, rules: SelectionRules) -> tuple[str, str] | None:  # noqa: ANN001 - Candidate
+def eligibility_problem(candidate, rules: SelectionRules) -> tuple[str, str] | None:  # Candidate
     """(code, reason) when a candidate may not be selected at all, else None."""
     problem = header_eligibility_problem(
         candidate.modality, candidate.image_type, candidate.series_description, rules, candidate.sop_class_uid
@@ -151,7 +151,7 @@ def eligibility_problem(candidate, rules: SelectionRules) -> tuple[str, str] | N
     return None
 
 
-def _thickness(candidate) -> float:  # noqa: ANN001
+def _thickness(candidate) -> float:
     """Slice thickness of a volume (SliceThickness, else spacing); 2D images have none."""
     if candidate.n_slices <= 1:
         return float("inf")
@@ -159,11 +159,11 @@ def _thickness(candidate) -> float:  # noqa: ANN001
     return float(value) if value else float("inf")
 
 
-def _is_derived(candidate) -> bool:  # noqa: ANN001
+def _is_derived(candidate) -> bool:
     return bool({"DERIVED", "SECONDARY"} & set(candidate.image_type))
 
 
-def _rank_key(candidate, rules: SelectionRules) -> tuple:  # noqa: ANN001
+def _rank_key(candidate, rules: SelectionRules) -> tuple:
     preferred = rules.preferred_orientation is not None and candidate.orientation == rules.preferred_orientation
     return (
         not preferred,
@@ -175,7 +175,7 @@ def _rank_key(candidate, rules: SelectionRules) -> tuple:  # noqa: ANN001
     )
 
 
-def _why_better(winner, loser, rules: SelectionRules) -> str:  # noqa: ANN001
+def _why_better(winner, loser, rules: SelectionRules) -> str:
     """The first ranking criterion on which ``winner`` beats ``loser``."""
     if rules.preferred_orientation is not None and (winner.orientation == rules.preferred_orientation) != (
         loser.orientation == rules.preferred_orientation

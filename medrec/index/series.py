@@ -38,8 +38,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from medrec.index.headers import DicomHeader, FileProblem
+from medrec.index.headers import DicomHeader
 from medrec.index.nifti import plane_of_normal
+from medrec.index.problems import FileProblem
 from medrec.index.selection import SelectionRules, header_eligibility_problem
 
 # Modalities whose images are projections or photographs: each file is its own 2D sample.
@@ -249,7 +250,8 @@ def _stack_candidate(
     normal = np.cross(row, col)
     norm = float(np.linalg.norm(normal))
     if norm < 0.5:
-        return "invalid_orientation", f"invalid ImageOrientationPatient {tuple(orientations[0])}: row and column not orthogonal"
+        return ("invalid_orientation",
+                f"invalid ImageOrientationPatient {tuple(orientations[0])}: row and column not orthogonal")
     normal /= norm
 
     positions = np.array([h.position for h in headers], dtype=float)

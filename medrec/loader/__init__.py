@@ -38,7 +38,20 @@ _EXPORTS: dict[str, str] = {
     "Volume": "medrec.loader.volume",
 }
 
-__all__ = sorted(_EXPORTS)
+# spelled out, not sorted(_EXPORTS): ruff and mypy read __all__ without running the module
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "LPS_TO_RAS",
+    "LoadSampled",
+    "MAX_BYTES_ENV",
+    "Volume",
+    "content_hash",
+    "load_sample",
+    "load_volume",
+    "read_dicom_series",
+    "read_nifti",
+    "resolve_max_bytes",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -127,7 +127,7 @@ def _as_dicom_error(path: str, action: str) -> Iterator[None]:
         yield
     except (MedrecError, KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
-    except BaseException as e:  # noqa: BLE001 - pydicom and its decoders raise many unrelated types;
+    except BaseException as e:
         # decoders written in Rust (pylibjpeg-rle) panic on corrupt streams with pyo3's PanicException,
         # which derives from BaseException, not Exception
         raise DicomError(f"{path}: cannot {action} ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 from medrec.models import findings as _findings  # noqa: F401  (registers the finding-map models)
 from medrec.models import networks as _networks  # noqa: F401  (registers the built-in models)
-from medrec.models.aggregation import AGGREGATIONS, SliceAggregator, create_slice_model, stack_slice_context
+from medrec.models.aggregation import AGGREGATIONS, SliceAggregator, stack_slice_context
 from medrec.models.pretrained import load_pretrained
 from medrec.models.registry import (
     ModelInfo,
     count_parameters,
     create_model,
+    create_slice_model,
     list_models,
     model_family,
     model_names,
-    resolve_model_name,
     register_model,
+    resolve_model_name,
 )
 
 __all__ = [

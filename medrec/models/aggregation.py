@@ -5,8 +5,6 @@ Hand-written because MONAI has no multiple-instance pooling wrapper for classifi
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
@@ -105,36 +103,3 @@ class SliceAggregator(nn.Module):
 
     def extra_repr(self) -> str:
         return f"aggregation={self.aggregation!r}, top_k={self.top_k}, context={self.context}"
-
-
-def create_slice_model(
-    name: str,
-    in_channels: int,
-    num_classes: int,
-    context: int = 0,
-    aggregation: str = "max",
-    top_k: int = 3,
-    chunk_size: int = 64,
-    **kwargs: Any,
-) -> SliceAggregator:
-    """Build registered 2D network ``name`` for ``in_channels * (2 * context + 1)`` inputs and wrap it.
-
-    Args:
-        name: registry name.
-        in_channels: channels of the volume.
-        num_classes: output logits.
-        context: 2.5D neighbours on each side (0: plain 2D slices).
-        aggregation: ``max``, ``mean`` or ``topk_mean``.
-        top_k: for ``topk_mean``.
-        chunk_size: slices per forward chunk.
-        **kwargs: passed to the network factory.
-
-    Returns:
-        A :class:`SliceAggregator` taking ``(B, in_channels, X, Y, Z)`` volumes.
-    """
-    from medrec.models.registry import create_model
-
-    if not isinstance(context, int) or isinstance(context, bool) or context < 0:
-        raise ModelError(f"slice model {name!r}: context must be an integer >= 0, got {context!r}")
-    model2d = create_model(name, 2, in_channels * (2 * context + 1), num_classes, **kwargs)
-    return SliceAggregator(model2d, aggregation=aggregation, top_k=top_k, context=context, chunk_size=chunk_size)

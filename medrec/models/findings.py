@@ -64,7 +64,8 @@ class FindingNet2d(nn.Module):
         super().__init__()
         channels = tuple(int(c) for c in channels)
         if len(channels) != 2 + len(self.DILATIONS) or min(channels) < 1:
-            raise ModelError(f"finding_fcn: channels must list {2 + len(self.DILATIONS)} positive widths, got {list(channels)}")
+            raise ModelError(
+                f"finding_fcn: channels must list {2 + len(self.DILATIONS)} positive widths, got {list(channels)}")
         layers = [_conv(in_channels, channels[0]), _conv(channels[0], channels[1], stride=2)]
         for index, dilation in enumerate(self.DILATIONS):
             layers.append(_conv(channels[1 + index], channels[2 + index], dilation=dilation))
@@ -163,7 +164,8 @@ class FindingMapModel(nn.Module):
         stacks = stack_slice_context(x, self.context)  # (B, Z, C', X, Y)
         batch, depth = stacks.shape[:2]
         flat = stacks.reshape(batch * depth, *stacks.shape[2:])
-        maps = torch.cat([net(flat[start : start + self.chunk_size]) for start in range(0, flat.shape[0], self.chunk_size)])
+        chunks = range(0, flat.shape[0], self.chunk_size)
+        maps = torch.cat([net(flat[start : start + self.chunk_size]) for start in chunks])
         return maps.reshape(batch, depth, 1, *maps.shape[-2:]).permute(0, 2, 3, 4, 1)
 
     def forward(self, x: torch.Tensor, dense: bool = False) -> torch.Tensor:

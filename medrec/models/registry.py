@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from medrec.errors import ModelError
+from medrec.models.aggregation import SliceAggregator
 
 logger = logging.getLogger("medrec.models")
 
@@ -176,8 +177,6 @@ def create_model(
             )
         if spatial_dims not in (2, 3):
             raise ModelError(f"model {name!r}: spatial_dims must be 2 or 3, got {spatial_dims!r}")
-        from medrec.models.aggregation import create_slice_model
-
         if slice_mode == "2d" and context:
             raise ModelError(f"model {name!r}: slice_mode '2d' takes no context (got {context}); use '2.5d'")
         # 2.5D without an explicit context means one neighbour on each side.
@@ -221,7 +220,7 @@ def _keyword_parameters(function: Callable[..., Any]) -> tuple[list[inspect.Para
     return named, any(p.kind is p.VAR_KEYWORD for p in parameters)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def model_kwargs(name: str) -> tuple[str, ...] | None:
     """The arguments a recipe's ``model.kwargs`` may pass to registered model ``name``, sorted.
 
@@ -277,13 +276,13 @@ def model_kwargs(name: str) -> tuple[str, ...] | None:
         except TypeError as e:
             if f"'{key}'" in str(e):
                 continue  # "got multiple values for keyword argument": the factory sets it
-        except Exception:  # noqa: BLE001, S110  (a value the factory rejects still names a known argument)
+        except Exception:  # noqa: BLE001  (a value the factory rejects still names a known argument)
             pass
         accepted.add(key)
     return tuple(sorted(accepted))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def count_parameters(name: str, spatial_dims: int, in_channels: int = 1, num_classes: int = 2) -> int:
     """Number of parameters of a registered model, counted on the ``meta`` device (no memory, no init cost)."""
     with torch.device("meta"):
@@ -310,3 +309,34 @@ def list_models(with_params: bool = True) -> list[ModelInfo]:
                 params[dims] = stated if stated is not None else round(count_parameters(name, dims) / 1e6, 3)
         infos.append(ModelInfo(name, entry.family, entry.description, entry.supports, params[2], params[3]))
     return sorted(infos, key=lambda info: (info.family, info.name))
+
+
+def create_slice_model(
+    name: str,
+    in_channels: int,
+    num_classes: int,
+    context: int = 0,
+    aggregation: str = "max",
+    top_k: int = 3,
+    chunk_size: int = 64,
+    **kwargs: Any,
+) -> SliceAggregator:
+    """Build registered 2D network ``name`` for ``in_channels * (2 * context + 1)`` inputs and wrap it.
+
+    Args:
+        name: registry name.
+        in_channels: channels of the volume.
+        num_classes: output logits.
+        context: 2.5D neighbours on each side (0: plain 2D slices).
+        aggregation: ``max``, ``mean`` or ``topk_mean``.
+        top_k: for ``topk_mean``.
+        chunk_size: slices per forward chunk.
+        **kwargs: passed to the network factory.
+
+    Returns:
+        A :class:`SliceAggregator` taking ``(B, in_channels, X, Y, Z)`` volumes.
+    """
+    if not isinstance(context, int) or isinstance(context, bool) or context < 0:
+        raise ModelError(f"slice model {name!r}: context must be an integer >= 0, got {context!r}")
+    model2d = create_model(name, 2, in_channels * (2 * context + 1), num_classes, **kwargs)
+    return SliceAggregator(model2d, aggregation=aggregation, top_k=top_k, context=context, chunk_size=chunk_size)

@@ -66,9 +66,13 @@ def _manifest_of(record: Mapping[str, Any], output: Path) -> pd.DataFrame:
     from medrec.manifest import read_manifest
 
     source = record.get("input") or {}
-    path = Path(str(source.get("index_dir"))) / "manifest.csv" if source.get("index_dir") else Path(str(source.get("path")))
+    if source.get("index_dir"):
+        path = Path(str(source.get("index_dir"))) / "manifest.csv"
+    else:
+        path = Path(str(source.get("path")))
     if not path.is_file():
-        raise InputError(f"{output}: the manifest it was scored from ({path}) is gone; DICOM results need the source files")
+        raise InputError(
+            f"{output}: the manifest it was scored from ({path}) is gone; DICOM results need the source files")
     return read_manifest(path)
 
 
@@ -198,7 +202,8 @@ def write_dicom_results(
             _write_ledger(folder, ledger)
             raise
         except (OSError, ValueError, KeyError, TypeError, AttributeError, InputError, OutputError) as e:
-            entry["error"] = (str(e) if isinstance(e, (InputError, OutputError)) else f"{type(e).__name__}: {e}").splitlines()[0][:300]
+            message = str(e) if isinstance(e, (InputError, OutputError)) else f"{type(e).__name__}: {e}"
+            entry["error"] = message.splitlines()[0][:300]
             result.failures.append((study_uid, entry["error"]))
         ledger[study_uid] = entry
         _write_ledger(folder, ledger)

@@ -36,6 +36,7 @@ from torch import nn
 
 from medrec.atomicio import write_bytes
 from medrec.errors import ModelError, OutputError
+from medrec.rundir import positive_index_of
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
@@ -227,8 +228,6 @@ class GradCamExplainer:
                 f"{self.out_dir}: cannot create the --explain folder ({e.strerror}); choose a writable folder"
             ) from e
         self.device = device
-        from medrec.score.scorer import positive_index_of
-
         self.class_index = positive_index_of(run)
         self.written: list[Path] = []
         self.failed: list[str] = []

@@ -119,7 +119,8 @@ def candidate_findings(
         local = np.where(regions[box] == region, probability[box], -np.inf)
         offset = np.unravel_index(int(np.argmax(local)), local.shape)  # first in C order on ties
         peak = tuple(int(s.start) + int(i) for s, i in zip(box, offset, strict=True))
-        ranked.append((-float(probability[peak]), int(np.ravel_multi_index(peak, probability.shape)), peak, int(region)))
+        flat_index = int(np.ravel_multi_index(peak, probability.shape))
+        ranked.append((-float(probability[peak]), flat_index, peak, int(region)))
     ranked.sort()
     affine = None if affine_ras is None else np.asarray(affine_ras, dtype=np.float64)
     found: list[dict[str, float | int | None]] = []

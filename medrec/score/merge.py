@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +128,7 @@ def merge_parts(parts: Sequence[str | Path], output: str | Path, allow_incomplet
         missing_parts=result.missing_parts,
         started=min(str(r.get("first_started") or r.get("started") or "") for r in records),
         first_started=min(str(r.get("first_started") or r.get("started") or "") for r in records),
-        finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        finished=datetime.now(UTC).isoformat(timespec="seconds"),
         status="complete" if not (result.missing_parts or result.incomplete_parts) else "partial",
         samples_file=None,
     )

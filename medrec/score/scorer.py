@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,10 @@ import pandas as pd
 from medrec import __version__
 from medrec.atomicio import write_csv
 from medrec.console import console, progress
+from medrec.data.dataset import PreprocessDataset
 from medrec.errors import ConfigError, InputError, ModelError, OutputError
 from medrec.models.findings import is_finding_model
+from medrec.rundir import positive_index_of
 from medrec.score.aggregate import AGGREGATIONS, GROUP_COLUMNS, aggregate_rows
 from medrec.score.findings import (
     CANDIDATE_MIN_PROBABILITY,
@@ -35,7 +37,6 @@ from medrec.score.findings import (
 from medrec.score.inference import Predictor, resolve_device
 from medrec.score.operating_point import needs_own_threshold, tta_threshold
 from medrec.score.operating_point import source_text as tta_source_text
-from medrec.data.dataset import PreprocessDataset
 from medrec.score.pipeline import iterate_batches
 from medrec.score.shards import LEVEL_KEYS, check_part, select_part
 from medrec.score.writer import (
@@ -181,21 +182,7 @@ def output_columns(classes: Sequence[str], level: str, tta: bool, findings: bool
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def positive_index_of(run: Any) -> int | None:
-    """Index of the positive class in the run's outputs (binary runs; None for multi-class).
-
-    ``run.positive_index`` / ``run.positive_class`` when the run records them, else the second class.
-    """
-    classes = [str(name) for name in run.classes]
-    if len(classes) != 2:
-        return None
-    index = getattr(run, "positive_index", None)
-    if index is None and getattr(run, "positive_class", None) is not None:
-        index = classes.index(str(run.positive_class)) if str(run.positive_class) in classes else None
-    return 1 if index is None else int(index)
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _run_threshold(run: Any, options: ScoreOptions, device: Any = None,
@@ -323,7 +310,7 @@ def _locked_handle(output: Path, lock_path: Path, attempts: int = 20) -> Any:
     for _ in range(attempts):
         try:
             lock_path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(lock_path, "a+")  # noqa: SIM115 - held for the whole run (lockf needs write access)
+            handle = open(lock_path, "a+")  # held for the whole run (lockf needs write access)
         except OSError as e:
             raise OutputError(
                 f"{output}: cannot write here ({e.strerror}: {e.filename}); choose a writable output folder"
@@ -745,7 +732,7 @@ def selection_rules_of(run: Any, run_dir: str | Path) -> Any:
 
     try:
         return SelectionRules(**found)
-    except Exception as e:  # noqa: BLE001 - pydantic or dataclass errors alike
+    except Exception as e:
         raise ModelError(f"{folder}: the run's selection rules {found} are not valid SelectionRules ({e})") from e
 
 
@@ -762,7 +749,8 @@ def load_scoring_run(run_dir: str | Path) -> tuple[Any, str]:
             f"file; pickled checkpoints (.pt, .pth, .pkl) are never loaded"
         )
     if not folder.is_dir():
-        raise ModelError(f"{folder}: run directory not found; train one with 'medrec train RECIPE -o RUN --manifest MANIFEST'")
+        raise ModelError(
+            f"{folder}: run directory not found; train one with 'medrec train RECIPE -o RUN --manifest MANIFEST'")
     from medrec.rundir import load_run
 
     run = load_run(folder)

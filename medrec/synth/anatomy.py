@@ -39,7 +39,7 @@ class Ellipsoid:
     axes: tuple[float, ...]
     rotation: np.ndarray | None = None
 
-    def distance(self, coords) -> np.ndarray:  # noqa: ANN001 - sequence of arrays
+    def distance(self, coords) -> np.ndarray:  # sequence of arrays
         return ellipsoid_distance(coords, self.center, self.axes, self.rotation)
 
 
@@ -135,7 +135,9 @@ class Phantom:
         return tuple(lesions)
 
 
-def _paint_tube(canvas: Canvas, value: float, start: np.ndarray, end: np.ndarray, radius: float, within: np.ndarray) -> None:
+def _paint_tube(
+    canvas: Canvas, value: float, start: np.ndarray, end: np.ndarray, radius: float, within: np.ndarray
+) -> None:
     center = (start + end) / 2.0
     half = np.abs(end - start) / 2.0 + radius
     box = canvas.box(center, half)
@@ -144,7 +146,9 @@ def _paint_tube(canvas: Canvas, value: float, start: np.ndarray, end: np.ndarray
     coords = canvas.coords(box)
     axis = end - start
     length2 = float(axis @ axis)
-    t = sum(np.float32(a) * (c - np.float32(s)) for a, c, s in zip(axis, coords, start, strict=True)) / np.float32(length2)
+    t = sum(
+        np.float32(a) * (c - np.float32(s)) for a, c, s in zip(axis, coords, start, strict=True)
+    ) / np.float32(length2)
     t = np.clip(t, 0.0, 1.0)
     dist2 = sum((c - np.float32(s) - t * np.float32(a)) ** 2 for a, c, s in zip(axis, coords, start, strict=True))
     fraction = soft(np.float32(radius) - np.sqrt(dist2), 1.0) * within[box]
@@ -191,12 +195,14 @@ class CtAbdomen(Phantom):
         ]
         gallbladder = None
         if rng.random() < 0.85:
-            gallbladder = Ellipsoid((-0.22 * cax, -0.42 * cay, _u(rng, -55, -30)), (_u(rng, 11, 16), _u(rng, 22, 34), _u(rng, 16, 26)),
+            gallbladder = Ellipsoid((-0.22 * cax, -0.42 * cay, _u(rng, -55, -30)),
+                                    (_u(rng, 11, 16), _u(rng, 22, 34), _u(rng, 16, 26)),
                                     rot(_u(rng, -10, 10), 0, _u(rng, -30, 10)))
             occluders.append(gallbladder)
         gas = []
         for _ in range(int(rng.integers(3, 7))):
-            blob = Ellipsoid((_u(rng, -0.1, 0.8) * cax, _u(rng, -0.8, 0.1) * cay, _u(rng, -90, -20)), (_u(rng, 5, 14),) * 3)
+            blob = Ellipsoid((_u(rng, -0.1, 0.8) * cax, _u(rng, -0.8, 0.1) * cay, _u(rng, -90, -20)),
+                             (_u(rng, 5, 14),) * 3)
             gas.append(blob)
             occluders.append(blob)
         porta = np.array([-0.22 * cax, 0.05 * cay, _u(rng, -10, 10)])
@@ -216,10 +222,12 @@ class CtAbdomen(Phantom):
             "liver": liver,
             "liver_hu": liver_hu,
             "liver_wobble": Wobble.sample(rng, 3, 5.0, (50.0, 120.0)),
-            "spleen": Ellipsoid((0.62 * cax, 0.35 * cay, _u(rng, 10, 35)), (_u(rng, 22, 30), _u(rng, 40, 52), _u(rng, 45, 60)),
+            "spleen": Ellipsoid((0.62 * cax, 0.35 * cay, _u(rng, 10, 35)),
+                                (_u(rng, 22, 30), _u(rng, 40, 52), _u(rng, 45, 60)),
                                 rot(0, 0, _u(rng, 20, 40))),
             "spleen_hu": liver_hu - _u(rng, 0, 15),
-            "stomach": Ellipsoid((0.35 * cax, -0.3 * cay, _u(rng, 30, 50)), (_u(rng, 35, 50), _u(rng, 28, 38), _u(rng, 28, 40))),
+            "stomach": Ellipsoid((0.35 * cax, -0.3 * cay, _u(rng, 30, 50)),
+                                 (_u(rng, 35, 50), _u(rng, 28, 38), _u(rng, 28, 40))),
             "aorta_hu": _u(rng, 150, 230),
             "occluders": occluders,
             "gallbladder": gallbladder,
@@ -268,8 +276,8 @@ class CtAbdomen(Phantom):
         if hit is not None:
             inner = paint_ellipsoid(canvas, 12.0, stomach.center, tuple(x - 4.0 for x in stomach.axes))
             gas_center = (stomach.center[0], stomach.center[1] - 0.55 * stomach.axes[1], stomach.center[2])
-            paint_ellipsoid(canvas, -950.0, gas_center, (0.7 * stomach.axes[0], 0.45 * stomach.axes[1], 0.6 * stomach.axes[2]),
-                            within=_full(canvas, inner))
+            gas_axes = (0.7 * stomach.axes[0], 0.45 * stomach.axes[1], 0.6 * stomach.axes[2])
+            paint_ellipsoid(canvas, -950.0, gas_center, gas_axes, within=_full(canvas, inner))
         if a["gallbladder"] is not None:
             g = a["gallbladder"]
             paint_ellipsoid(canvas, 8.0, g.center, g.axes, g.rotation)
@@ -399,13 +407,15 @@ class MrBrain(Phantom):
         shell = soft(np.float32(6.0) - np.abs(ellipsoid_distance(coords, c, a["brain_axes"], rot) - 2.0), 1.0)
         canvas.blend(box, sulci * shell, a["csf"])
         # interhemispheric fissure
-        fissure = soft(np.float32(1.2) - np.abs(coords[0] - np.float32(c[0])), 0.5) * soft(coords[2] - np.float32(c[2] - 10.0), 3.0)
+        fissure = (soft(np.float32(1.2) - np.abs(coords[0] - np.float32(c[0])), 0.5)
+                   * soft(coords[2] - np.float32(c[2] - 10.0), 3.0))
         canvas.blend(box, fissure * brain, a["csf"])
         for nucleus in a["nuclei"]:
             paint_ellipsoid(canvas, 0.62, nucleus.center, nucleus.axes, rot, track="brain")
         for ventricle in a["ventricles"]:
             paint_ellipsoid(canvas, a["csf"], ventricle.center, ventricle.axes, ventricle.rotation)
-        canvas.image *= 1.0 + np.float32(0.015) * smooth_field(rng, canvas.shape, np.maximum(3.0 / canvas.voxel_mm, 0.5))
+        bias = smooth_field(rng, canvas.shape, np.maximum(3.0 / canvas.voxel_mm, 0.5))
+        canvas.image *= 1.0 + np.float32(0.015) * bias
         for lesion in lesions:
             paint_mr_tumor(canvas, lesion, canvas.tracked["brain"], self.white_matter, self.edge_mm)
         # receive-coil bias field: smooth multiplicative shading
@@ -455,14 +465,15 @@ class XrChest(Phantom):
             "width": width,
             "lungs": lungs,
             "dome": (dome, dome + _u(rng, 8, 20)),  # right dome higher than left
-            "heart": Ellipsoid((_u(rng, 0.1, 0.2) * width, _u(rng, 40, 60)), (_u(rng, 0.36, 0.46) * width, _u(rng, 55, 72)),
+            "heart": Ellipsoid((_u(rng, 0.1, 0.2) * width, _u(rng, 40, 60)),
+                               (_u(rng, 0.36, 0.46) * width, _u(rng, 55, 72)),
                                rotation_matrix((_u(rng, -35, -20),))),
             "knob": Ellipsoid((_u(rng, 15, 30), _u(rng, -85, -70)), (_u(rng, 16, 24), _u(rng, 14, 20))),
             "ribs": ribs,
             "lesion_box": (np.array([-width, -170.0]), np.array([width, 100.0])),
         }
 
-    def _lung_distance(self, anatomy: Anatomy, coords) -> np.ndarray:  # noqa: ANN001
+    def _lung_distance(self, anatomy: Anatomy, coords) -> np.ndarray:
         best = None
         for side, lung in zip((-1.0, 1.0), anatomy["lungs"], strict=True):
             distance = lung.distance(coords)
@@ -507,13 +518,15 @@ class XrChest(Phantom):
                 reach = soft(np.float32(0.92 * width) - lateral, 4.0) * soft(lateral - np.float32(10.0), 3.0)
                 band = soft(np.float32(thickness / 2.0) - np.abs(v - posterior), 1.2) * reach
                 anterior = np.float32(offset + 55.0) + np.float32(0.3) * (np.float32(150.0) - lateral)
-                band_a = soft(np.float32(thickness / 2.5) - np.abs(v - anterior), 1.5) * reach * soft(lateral - 40.0, 5.0)
+                band_a = (soft(np.float32(thickness / 2.5) - np.abs(v - anterior), 1.5) * reach
+                          * soft(lateral - 40.0, 5.0))
                 canvas.image += (np.float32(0.16) * band + np.float32(0.06) * band_a) * trunk
         # clavicles
         for side in (-1.0, 1.0):
             lateral = side * u
             line = np.float32(-172.0) - np.float32(0.15) * (lateral - np.float32(20.0))
-            band = soft(np.float32(7.0) - np.abs(v - line), 1.5) * soft(lateral - 20.0, 3.0) * soft(np.float32(150.0) - lateral, 4.0)
+            band = (soft(np.float32(7.0) - np.abs(v - line), 1.5) * soft(lateral - 20.0, 3.0)
+                    * soft(np.float32(150.0) - lateral, 4.0))
             canvas.image += np.float32(0.22) * band
         lung_map = lung * (1.0 - heart)
         for lesion in lesions:

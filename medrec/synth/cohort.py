@@ -207,7 +207,9 @@ def _main_spec(plan: StudyPlan, rendered: RenderedStudy, quirks: bool) -> Series
     )
 
 
-def _write_dicom_study(plan: StudyPlan, rendered: RenderedStudy, out_dir: Path, quirks: bool, used: set[str]) -> tuple[list[Path], Path, int]:
+def _write_dicom_study(
+    plan: StudyPlan, rendered: RenderedStudy, out_dir: Path, quirks: bool, used: set[str]
+) -> tuple[list[Path], Path, int]:
     """Write the study's series; returns (main series files sorted along the normal, main folder, files written)."""
     main = _main_spec(plan, rendered, quirks)
     if not quirks:
@@ -231,7 +233,8 @@ def _write_dicom_study(plan: StudyPlan, rendered: RenderedStudy, out_dir: Path, 
     for number, group in enumerate(groups):
         salt = 0
         while True:
-            name = f"{stable_int('folder', plan.kind, plan.seed, plan.patient_index, plan.study_index, number, salt) & 0xFFFFFF:06X}"
+            key = stable_int("folder", plan.kind, plan.seed, plan.patient_index, plan.study_index, number, salt)
+            name = f"{key & 0xFFFFFF:06X}"
             if name not in used:
                 break
             salt += 1
@@ -257,7 +260,8 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
         raise OutputError(f"{out_dir}: exists and is not a folder; choose a folder for the cohort")
     if not overwrite and (out_dir / "labels.csv").exists():
         raise OutputError(
-            f"{out_dir}: already holds a cohort (labels.csv); choose an empty folder or pass overwrite=True (--overwrite)"
+            f"{out_dir}: already holds a cohort (labels.csv); choose an empty folder or pass overwrite=True "
+            "(--overwrite)"
         )
 
 
@@ -405,7 +409,9 @@ def generate_cohort(
                        kind=kind, fmt=fmt, seed=int(seed), summary=summary)
 
 
-def _study_record(plan: StudyPlan, rendered: RenderedStudy, files: list[Path], path: Path, keep_volume: bool) -> SynthStudy:
+def _study_record(
+    plan: StudyPlan, rendered: RenderedStudy, files: list[Path], path: Path, keep_volume: bool
+) -> SynthStudy:
     dims = plan.phantom.dims
     spacing = (plan.pixel_spacing, plan.pixel_spacing, plan.slice_thickness) if dims == 3 else (plan.pixel_spacing,) * 2
     lesions = []

@@ -215,7 +215,7 @@ class SliceValues:
     pixels: np.ndarray  # rows x cols, stored dtype
 
 
-def series_template(plan: StudyPlan, spec: SeriesSpec):  # noqa: ANN201 - (Dataset, callable)
+def series_template(plan: StudyPlan, spec: SeriesSpec):  # Dataset, callable
     """The header shared by every slice of ``spec`` and a function ``k -> SliceValues``."""
     modality = plan.phantom.modality
     scanner = plan.scanner
@@ -295,7 +295,7 @@ def apply_slice(ds: Dataset, values: SliceValues) -> Dataset:
     return ds
 
 
-def build_series_datasets(plan: StudyPlan, spec: SeriesSpec):  # noqa: ANN201 - generator of (k, Dataset)
+def build_series_datasets(plan: StudyPlan, spec: SeriesSpec):  # generator of (k, Dataset)
     """Yield ``(k, dataset)`` per slice; the same Dataset object is updated in place between yields."""
     ds, values = series_template(plan, spec)
     for k in range(spec.n_slices):

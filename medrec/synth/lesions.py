@@ -68,7 +68,8 @@ class LesionOutline:
             lobe_frequencies=rng.uniform(2.0, 4.5, size=lobes),
             lobe_amplitudes=rng.uniform(0.03, 0.10, size=lobes),
             lobe_phases=rng.uniform(0.0, 2.0 * np.pi, size=lobes),
-            margin=Wobble.sample(rng, dims, amplitude_mm=0.08 * radius_mm, wavelength_mm=(0.5 * radius_mm + 2.0, radius_mm + 4.0), waves=5),
+            margin=Wobble.sample(rng, dims, amplitude_mm=0.08 * radius_mm,
+                                 wavelength_mm=(0.5 * radius_mm + 2.0, radius_mm + 4.0), waves=5),
         )
 
     def distance(self, coords: Sequence[np.ndarray], center: Sequence[float], radius_mm: float) -> np.ndarray:

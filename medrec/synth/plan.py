@@ -148,7 +148,8 @@ def _fill(pattern: str, fields: dict[str, object], what: str) -> str:
     try:
         return pattern.format(**fields)
     except (KeyError, IndexError, ValueError) as e:
-        raise ConfigError(f"{what}: pattern {pattern!r} is not a valid template ({e}); use {{index}} / {{patient_key}}") from e
+        raise ConfigError(
+            f"{what}: pattern {pattern!r} is not a valid template ({e}); use {{index}} / {{patient_key}}") from e
 
 
 def age_on(birth: dt.date, day: dt.date) -> int:
@@ -161,7 +162,9 @@ def _pick(rng: np.random.Generator, scanners: tuple[ScannerProfile, ...]) -> Sca
     return scanners[int(rng.choice(len(scanners), p=weights / weights.sum()))]
 
 
-def _check_range(name: str, value: tuple[float, float] | None, default: tuple[float, float], positive: bool) -> tuple[float, float]:
+def _check_range(
+    name: str, value: tuple[float, float] | None, default: tuple[float, float], positive: bool
+) -> tuple[float, float]:
     if value is None:
         return default
     try:
@@ -209,7 +212,9 @@ def plan_cohort(
     size = phantom.default_image_size if image_size is None else image_size
     if isinstance(size, bool) or not isinstance(size, int | np.integer) or not 16 <= size <= 1024:
         raise ConfigError(f"image_size: expected a whole number between 16 and 1024, got {image_size!r}")
-    if slice_thickness is not None and not (isinstance(slice_thickness, int | float) and 0.5 <= slice_thickness <= 20.0):
+    if slice_thickness is not None and not (
+        isinstance(slice_thickness, int | float) and 0.5 <= slice_thickness <= 20.0
+    ):
         raise ConfigError(f"slice_thickness: expected mm between 0.5 and 20, got {slice_thickness!r}")
     diameters = _check_range("lesion_diameter_mm", lesion_diameter_mm, phantom.default_diameter_mm, positive=True)
     contrasts = _check_range("contrast", contrast, phantom.default_contrast, positive=False)
@@ -253,7 +258,8 @@ def plan_cohort(
         fields = {"index": index, "patient_key": key}
         patient_id = _fill(people.patient_id, fields, "identity.patient_id")
         if patient_id in seen_ids:
-            raise ConfigError(f"identity.patient_id: pattern {people.patient_id!r} gives duplicate id; include {{index}}")
+            raise ConfigError(
+                f"identity.patient_id: pattern {people.patient_id!r} gives duplicate id; include {{index}}")
         seen_ids.add(patient_id)
         patient_name = _fill(people.patient_name, fields, "identity.patient_name")
         n_studies = 2 if follow[p] else 1
@@ -262,7 +268,8 @@ def plan_cohort(
             if s:
                 day = day + dt.timedelta(days=int(prng.integers(60, 500)))
             srng = np.random.default_rng([stable_int("study", kind, seed, index, s)])
-            study_lesions = lesions if s == 0 else tuple(l.scaled(float(prng.uniform(0.85, 1.3))) for l in lesions)
+            study_lesions = lesions if s == 0 else tuple(
+                lesion.scaled(float(prng.uniform(0.85, 1.3))) for lesion in lesions)
             plans.append(
                 _study_plan(phantom, srng, seed, index, key, s, patient_id, patient_name, birth, sex, day, scanner,
                             people, label, lesion_type, study_lesions, anatomy, size, slice_thickness, noise,
@@ -290,7 +297,8 @@ def _study_plan(
         thickness = float(slice_thickness if slice_thickness is not None else scanner.slice_thickness_mm)
         thickness = round(thickness, 3)
         n_slices = max(int(round(phantom.coverage_mm / thickness)), 4)
-        table_z = round(float(rng.uniform(-360.0, -120.0)) * 2.0) / 2.0 if kind == "ct-lesion" else round(float(rng.uniform(-40.0, 40.0)) * 2.0) / 2.0
+        table_range = (-360.0, -120.0) if kind == "ct-lesion" else (-40.0, 40.0)
+        table_z = round(float(rng.uniform(*table_range)) * 2.0) / 2.0
         origin = (-half_in_plane, -half_in_plane, table_z)
         centre_z = table_z + (n_slices - 1) * thickness / 2.0
         translation = np.array([shift[0], shift[1], centre_z + shift[2]])

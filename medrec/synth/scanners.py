@@ -93,7 +93,8 @@ CT_SCANNERS: tuple[ScannerProfile, ...] = (
         bits_stored=16,
         rescale_intercept=-1024.0,
         kernel="STANDARD",
-        extra={"kvp": 120, "tube_current": 300, "exposure_time": 700, "filter_type": "BODY FILTER", "sharp_kernel": "LUNG"},
+        extra={"kvp": 120, "tube_current": 300, "exposure_time": 700, "filter_type": "BODY FILTER",
+               "sharp_kernel": "LUNG"},
     ),
     ScannerProfile(
         manufacturer="TOSHIBA",

@@ -31,7 +31,12 @@ class Wobble:
 
     @classmethod
     def sample(
-        cls, rng: np.random.Generator, dims: int, amplitude_mm: float, wavelength_mm: tuple[float, float], waves: int = 4
+        cls,
+        rng: np.random.Generator,
+        dims: int,
+        amplitude_mm: float,
+        wavelength_mm: tuple[float, float],
+        waves: int = 4,
     ) -> Wobble:
         """Draw ``waves`` plane waves with random directions and wavelengths in ``wavelength_mm``."""
         directions = rng.normal(size=(waves, dims))
@@ -189,7 +194,10 @@ def paint_ellipsoid(
     tracked organ map that the painted tissue belongs to.
     """
     axes_array = np.asarray(axes, dtype=np.float64)
-    extent = axes_array if rotation is None else np.sqrt(((np.asarray(rotation) * axes_array[None, :]) ** 2).sum(axis=1))
+    if rotation is None:
+        extent = axes_array
+    else:  # the half-extent of the rotated ellipsoid along each world axis
+        extent = np.sqrt(((np.asarray(rotation) * axes_array[None, :]) ** 2).sum(axis=1))
     box = canvas.box(center, extent + (0.0 if wobble is None else float(np.sum(np.abs(wobble.amplitudes)))))
     if box is None:
         return None

@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # noqa: ANN202 - the loop imports medrec.data, which uses train.determinism
+def __getattr__(name: str):  # the loop imports medrec.data, which uses train.determinism
     if name in ("RunResult", "resolve_device", "train"):
         from medrec.train import loop
 

@@ -117,11 +117,13 @@ def fit_temperature(
     values = np.asarray(logits, dtype=np.float64)
     targets = np.asarray(labels, dtype=np.int64)
     if values.ndim != 2 or values.shape[0] != targets.shape[0] or values.shape[0] == 0:
-        raise ValueError(f"logits must be (n, n_classes) with n = len(labels) > 0; got {values.shape} and {targets.shape}")
+        raise ValueError(
+            f"logits must be (n, n_classes) with n = len(labels) > 0; got {values.shape} and {targets.shape}")
     if not np.isfinite(values).all():
         raise ValueError("logits contain NaN or infinite values")
     if targets.min() < 0 or targets.max() >= values.shape[1]:
-        raise ValueError(f"labels must be class indices in [0, {values.shape[1]}); got {targets.min()}..{targets.max()}")
+        raise ValueError(
+            f"labels must be class indices in [0, {values.shape[1]}); got {targets.min()}..{targets.max()}")
     nll_before = negative_log_likelihood(values, targets, 1.0)
     counts = tuple(int(c) for c in np.bincount(targets, minlength=values.shape[1]))
     if min(counts) < min_per_class:

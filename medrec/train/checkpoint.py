@@ -102,10 +102,12 @@ def check_safetensors_file(path: str | os.PathLike[str]) -> bytes:
             "(convert it with safetensors.torch.save_file on a machine you trust)"
         )
     if len(data) < 10:
-        raise ModelError(f"{source}: refused: truncated file ({len(data)} bytes); only safetensors weights are accepted")
+        raise ModelError(
+            f"{source}: refused: truncated file ({len(data)} bytes); only safetensors weights are accepted")
     header_length = int.from_bytes(data[:8], "little")
     if header_length <= 0 or 8 + header_length > len(data) or data[8:9] != b"{":
-        raise ModelError(f"{source}: refused: not a safetensors file (bad header); only safetensors weights are accepted")
+        raise ModelError(
+            f"{source}: refused: not a safetensors file (bad header); only safetensors weights are accepted")
     return data
 
 
@@ -115,10 +117,13 @@ def load_safetensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     try:
         return dict(load_safetensors_bytes(data))
     except (SafetensorError, ValueError, RuntimeError) as e:
-        raise ModelError(f"{path}: refused: damaged safetensors file ({e}); only intact safetensors are accepted") from e
+        raise ModelError(
+            f"{path}: refused: damaged safetensors file ({e}); only intact safetensors are accepted") from e
 
 
-def save_weights(path: str | os.PathLike[str], state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
+def save_weights(
+    path: str | os.PathLike[str], state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> str:
     """Write a model state dict as safetensors atomically; return the sha256 of the file."""
     tensors = {key: value.detach().cpu().contiguous().clone() for key, value in state_dict.items()}
     data = save_safetensors_bytes(tensors, metadata=metadata)
@@ -173,7 +178,8 @@ def load_checkpoint(stem: str | os.PathLike[str]) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelError(f"{json_path}: damaged checkpoint description ({e})") from e
     if not isinstance(document, dict) or document.get("format") != CHECKPOINT_FORMAT:
-        raise ModelError(f"{json_path}: not a medrec checkpoint (format {document.get('format') if isinstance(document, dict) else None!r})")
+        found = document.get("format") if isinstance(document, dict) else None
+        raise ModelError(f"{json_path}: not a medrec checkpoint (format {found!r})")
     expected = document.get("tensors_sha256")
     pending = _pending_tensor_path(base)
     if pending.is_file() and not (tensor_path.is_file() and _file_sha256(tensor_path) == expected):
@@ -181,7 +187,8 @@ def load_checkpoint(stem: str | os.PathLike[str]) -> dict[str, Any]:
             tensor_path = pending
     data = check_safetensors_file(tensor_path)
     if hashlib.sha256(data).hexdigest() != expected:
-        raise ModelError(f"{tensor_path}: does not match {json_path.name} (checksum differs); the checkpoint is damaged")
+        raise ModelError(
+            f"{tensor_path}: does not match {json_path.name} (checksum differs); the checkpoint is damaged")
     try:
         tensors = dict(load_safetensors_bytes(data))
     except (SafetensorError, ValueError, RuntimeError) as e:

@@ -48,7 +48,9 @@ def capture_rng_state() -> tuple[dict[str, torch.Tensor], dict]:
     tensors["rng.numpy.keys"] = torch.from_numpy(np.asarray(keys, dtype=np.uint32).astype(np.int64))
     version, python_state, gauss_next = random.getstate()
     scalars = {
-        "numpy": {"name": name, "pos": int(position), "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "numpy": {
+            "name": name, "pos": int(position), "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian),
+        },
         "python": {"version": version, "state": list(python_state), "gauss_next": gauss_next},
     }
     return tensors, scalars

@@ -17,8 +17,9 @@ nothing in them is a lesion.
 
 Hard slices: a ``hard_fraction`` share of the items are, for studies whose target is known, the
 slice holding the study's highest logit (found by the current model for a third of those studies
-each epoch, in turn), with its voxel target. The study score is the maximum of the map, so the lesion-free places that look
-most like a lesion decide the score of a negative study; uniform slice draws meet them rarely.
+each epoch, in turn), with its voxel target. The study score is the maximum of the map, so the
+lesion-free places that look most like a lesion decide the score of a negative study; uniform slice
+draws meet them rarely.
 
 Draws are seeded by (seed, epoch, position), so an epoch is the same whatever the worker layout
 and a resumed run draws what the uninterrupted one would have.
@@ -424,7 +425,8 @@ def finding_loss(logits: torch.Tensor, target: torch.Tensor, lesion_weight: floa
     if not bool(weak.any()):
         return F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight)
     share = weak.float().mean()
-    mil = F.binary_cross_entropy_with_logits(logits[weak].flatten(1).amax(dim=1), torch.ones_like(share).expand(int(weak.sum())))
+    slice_maxima = logits[weak].flatten(1).amax(dim=1)
+    mil = F.binary_cross_entropy_with_logits(slice_maxima, torch.ones_like(share).expand(int(weak.sum())))
     if bool(weak.all()):
         return mil_weight * mil
     dense = F.binary_cross_entropy_with_logits(logits[~weak], target[~weak], pos_weight=pos_weight)

@@ -45,8 +45,8 @@ from medrec.errors import (
     OutputError,
     ResourceBudgetError,
 )
-from medrec.models.registry import model_family
 from medrec.manifest import MANIFEST_HASH_RULE, manifest_sha256, read_manifest
+from medrec.models.registry import model_family
 from medrec.rundir import (
     ANNOTATIONS_QC_CSV,
     CACHE_DIR,
@@ -294,7 +294,8 @@ class _Trainer:
         saved = _flatten(yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {})
         current = _flatten(self._resolved_config().to_yaml_dict())
         changed = sorted(
-            key for key in set(saved) | set(current) if key not in RESUME_FREE_KEYS and saved.get(key) != current.get(key)
+            key for key in set(saved) | set(current)
+            if key not in RESUME_FREE_KEYS and saved.get(key) != current.get(key)
         )
         if changed:
             raise ConfigError(
@@ -337,9 +338,11 @@ class _Trainer:
         rows["sample_id"] = rows["sample_id"].astype(str)
         if rows["sample_id"].duplicated().any():
             raise ManifestError(f"{manifest_path}: sample ids are not unique; re-run 'medrec index'")
-        self.log(f"manifest: {len(manifest)} samples, {len(rows)} labelled ({len(manifest) - len(rows)} unlabelled not used)")
+        self.log(f"manifest: {len(manifest)} samples, {len(rows)} labelled "
+                 f"({len(manifest) - len(rows)} unlabelled not used)")
         self.space: LabelSpace = label_space(rows["label"], config.data.classes, config.data.positive_class)
-        self.log(f"classes: {list(self.space.classes)}; positive class: {self.space.positive_class or '(multi-class: argmax)'}")
+        positive = self.space.positive_class or "(multi-class: argmax)"
+        self.log(f"classes: {list(self.space.classes)}; positive class: {positive}")
         splits = self._read_splits(rows)
         self.parts = partition(splits, config.split.fold)
         self.labels = dict(zip(rows["sample_id"], rows["label"], strict=True))
@@ -412,7 +415,8 @@ class _Trainer:
         if model_config.spatial_dims is not None and model_config.spatial_dims != spatial_dims:
             if not (spatial_dims == 3 and model_config.spatial_dims == 2):
                 raise ConfigError(
-                    f"model.spatial_dims {model_config.spatial_dims} does not fit the {spatial_dims}D inputs of the plan"
+                    f"model.spatial_dims {model_config.spatial_dims} does not fit the {spatial_dims}D inputs of the "
+                    "plan"
                 )
         mode = model_config.mode or plan.mode
         if self.findings:
@@ -442,7 +446,8 @@ class _Trainer:
         from medrec.models import create_model, load_pretrained
 
         arch = self.architecture
-        model = create_model(arch["name"], arch["spatial_dims"], arch["in_channels"], arch["num_classes"], **arch["kwargs"])
+        model = create_model(
+            arch["name"], arch["spatial_dims"], arch["in_channels"], arch["num_classes"], **arch["kwargs"])
         if self.config.model.pretrained is not None:
             missing, unexpected = load_pretrained(model, self.config.model.pretrained)
             self.log(f"pretrained weights: {len(missing)} missing and {len(unexpected)} unexpected keys")
@@ -467,7 +472,8 @@ class _Trainer:
             counts = np.bincount(labels, minlength=len(self.space.classes)).astype(np.float64)
             weights = 1.0 / counts[labels]
             if self.context.enabled:
-                sampler = DistributedWeightedSampler(weights, len(labels), self.context.rank, self.context.world_size, config.seed)
+                sampler = DistributedWeightedSampler(
+                    weights, len(labels), self.context.rank, self.context.world_size, config.seed)
                 sampler.set_epoch(epoch)
             else:
                 sampler = WeightedRandomSampler(weights.tolist(), len(labels), replacement=True, generator=generator)
@@ -801,15 +807,18 @@ class _Trainer:
         del self._computed
         shapes = {tuple(store.get(s).array.shape) for s in needed}
         if len(shapes) != 1:
-            raise ModelError(f"preprocessed samples differ in shape ({sorted(shapes)[:3]}); the plan must fix input_size")
+            raise ModelError(
+                f"preprocessed samples differ in shape ({sorted(shapes)[:3]}); the plan must fix input_size")
         input_shape = shapes.pop()
         self._check_budget(input_shape)
 
         index_of = self.space.index_of
         self.train_dataset = CachedImageDataset(
-            store, self.parts["train"], [index_of(self.labels[s]) for s in self.parts["train"]], augment, config.training.seed
+            store, self.parts["train"], [index_of(self.labels[s]) for s in self.parts["train"]], augment,
+            config.training.seed,
         )
-        self.val_dataset = CachedImageDataset(store, self.parts["val"], [index_of(self.labels[s]) for s in self.parts["val"]])
+        self.val_dataset = CachedImageDataset(
+            store, self.parts["val"], [index_of(self.labels[s]) for s in self.parts["val"]])
         val_labels = np.asarray(self.val_dataset.labels)
 
         # Model, optimiser, schedule.
@@ -839,11 +848,14 @@ class _Trainer:
         weight = None
         if config.training.imbalance == "weighted_loss" and not self.findings:  # finding maps: voxel targets
             counts = np.bincount(self.train_dataset.labels, minlength=len(self.space.classes)).astype(np.float64)
-            weight = torch.tensor(len(self.train_dataset) / (len(counts) * counts), dtype=torch.float32, device=self.device)
-            self.log("class weights: " + ", ".join(f"{c} {w:.3f}" for c, w in zip(self.space.classes, weight.tolist(), strict=True)))
+            weight = torch.tensor(
+                len(self.train_dataset) / (len(counts) * counts), dtype=torch.float32, device=self.device)
+            self.log("class weights: " + ", ".join(
+                f"{c} {w:.3f}" for c, w in zip(self.space.classes, weight.tolist(), strict=True)))
         self.criterion = torch.nn.CrossEntropyLoss(weight=weight)
         self.loop: dict[str, Any] = {
-            "best_auc": None, "best_loss": None, "best_epoch": 0, "epochs_without_improvement": 0, "stopped_early": False,
+            "best_auc": None, "best_loss": None, "best_epoch": 0, "epochs_without_improvement": 0,
+            "stopped_early": False,
         }
 
         start_epoch = 1
@@ -864,7 +876,8 @@ class _Trainer:
                 task = bar.add_task(f"Epoch {epoch}/{config.training.epochs}", total=steps_per_epoch, status="")
                 epoch_started = time.perf_counter()
                 train_stats = self._train_epoch(epoch, bar, task)
-                summary = validation_summary(self._validation_logits(sharded=True), val_labels, self.space.positive_index)
+                summary = validation_summary(
+                    self._validation_logits(sharded=True), val_labels, self.space.positive_index)
                 improved = self._update_best(summary, epoch)
                 if improved and self.main:
                     save_weights(self.run_dir / MODEL_WEIGHTS, self.model.state_dict())
@@ -897,7 +910,8 @@ class _Trainer:
                     + (f" (mean of the last {config.training.selection_window} {summary['selection_auc']:.4f})"
                        if config.training.selection_window > 1 else "")
                     + f"{' (best)' if improved else ''}, {seconds:.1f} s "
-                    f"(training pass {record['train_seconds']:.1f} s, waiting for data {record['data_wait_fraction']:.0%})"
+                    f"(training pass {record['train_seconds']:.1f} s, "
+                    f"waiting for data {record['data_wait_fraction']:.0%})"
                 )
                 bar.update(task, status=f"loss {record['train_loss']:.4f} | val AUC {summary['auc']:.3f}")
                 barrier(self.context)
@@ -905,7 +919,7 @@ class _Trainer:
                 if self.loop["stopped_early"]:
                     self.log(f"early stop: no better validation AUC for {config.training.patience} epochs")
                     break
-                if interrupt_after_epoch is not None and epoch >= interrupt_after_epoch and epoch < config.training.epochs:
+                if interrupt_after_epoch is not None and interrupt_after_epoch <= epoch < config.training.epochs:
                     self.log(f"stopped after epoch {epoch} on request; continue with --resume")
                     return RunResult(self.run_dir, False, self.loop["best_epoch"], epoch, False,
                                      classes=self.space.classes, positive_class=self.space.positive_class)

@@ -7,14 +7,14 @@ using the values radiology teaching references list as standard.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from monai import transforms as mt
 from monai.data import MetaTensor
-from monai.transforms import MapTransform
+from monai.transforms import MapTransform, Transform
 
 from medrec.errors import ConfigError
 from medrec.transforms.modalities import MODALITY_PRESETS, PROJECTION_MODALITIES  # noqa: F401 - re-exported
@@ -118,7 +118,7 @@ class PlanarAffined(MapTransform):
     lesion marks and finding locations stay in patient coordinates.
     """
 
-    def __call__(self, data: Mapping) -> dict:
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         result = dict(data)
         for key in self.key_iterator(result):
             image = result[key]
@@ -184,14 +184,15 @@ class AntiAliasd(MapTransform):
         super().__init__(keys, allow_missing_keys)
         self.pixdim = tuple(float(v) for v in pixdim)
 
-    def __call__(self, data: Mapping) -> dict:
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         from scipy.ndimage import gaussian_filter
 
         result = dict(data)
         dims = len(self.pixdim)
         for key in self.key_iterator(result):
             image = result[key]
-            affine = torch.as_tensor(image.affine if isinstance(image, MetaTensor) else torch.eye(4), dtype=torch.float64)
+            affine = torch.as_tensor(
+                image.affine if isinstance(image, MetaTensor) else torch.eye(4), dtype=torch.float64)
             spacing = torch.linalg.vector_norm(affine[:3, :dims], dim=0).tolist()
             sigma = anti_aliasing_sigma(spacing, self.pixdim)
             if not any(sigma):
@@ -208,7 +209,7 @@ class AntiAliasd(MapTransform):
         return result
 
 
-def _intensity_transforms(plan: Plan, keys: Sequence[str]) -> list:
+def _intensity_transforms(plan: Plan, keys: Sequence[str]) -> list[Transform]:
     if plan.preset == "ct":
         if plan.ct_window is None:
             raise ConfigError("plan: a CT plan needs ct_window [lower, upper]")
@@ -223,9 +224,10 @@ def _intensity_transforms(plan: Plan, keys: Sequence[str]) -> list:
     return [mt.ScaleIntensityRangePercentilesd(keys, lower=lower, upper=upper, b_min=0.0, b_max=1.0, clip=True)]
 
 
-def _crop_transform(plan: Plan, keys: Sequence[str]) -> list:
+def _crop_transform(plan: Plan, keys: Sequence[str]) -> list[Transform]:
     if not plan.crop_foreground:
         return []
+    select: Callable[[torch.Tensor], torch.Tensor]
     if plan.preset == "ct":
         select = AboveThreshold(plan.foreground_threshold if plan.foreground_threshold is not None
                                 else CT_BODY_THRESHOLD_HU)
@@ -273,8 +275,9 @@ def build_transforms(
     7. ``EnsureTyped(float32)``: a plain fixed-size tensor (cacheable) unless ``track_meta``.
 
     Augmentation (training only; plain tensors in, plain tensors out): ``RandFlipd`` per axis,
-    ``RandAffined`` (rotation + zoom; in-plane only for 2d / 2.5d plans), ``RandGaussianNoised``, ``RandAdjustContrastd`` (gamma) and, for
-    MR, ``RandBiasFieldd``. Seed it with ``augment.set_random_state(seed)``.
+    ``RandAffined`` (rotation + zoom; in-plane only for 2d / 2.5d plans), ``RandGaussianNoised``,
+    ``RandAdjustContrastd`` (gamma) and, for MR, ``RandBiasFieldd``. Seed it with
+    ``augment.set_random_state(seed)``.
 
     Args:
         plan: from :func:`medrec.planning.make_plan`.
@@ -295,7 +298,7 @@ def build_transforms(
             f"plan: spacing {list(plan.spacing)} and input_size {list(plan.input_size)} must both have "
             f"{dims} values for {dims}D inputs"
         )
-    steps: list = []
+    steps: list[Transform] = []
     if include_loader:
         from medrec.loader import LoadSampled
 
@@ -324,9 +327,12 @@ def build_augmentation(plan: Plan, keys: Sequence[str] = ("image",)) -> mt.Compo
         return None
     keys = tuple(keys)
     dims = plan.spatial_dims
-    steps: list = [mt.RandFlipd(keys, prob=aug.flip_prob, spatial_axis=axis) for axis in aug.flip_axes if axis < dims]
+    steps: list[Transform] = [
+        mt.RandFlipd(keys, prob=aug.flip_prob, spatial_axis=axis) for axis in aug.flip_axes if axis < dims]
     if aug.affine_prob > 0 and (aug.rotate_deg > 0 or aug.scale > 0):
         angle = math.radians(aug.rotate_deg)
+        rotate_range: tuple[float, ...]
+        scale_range: tuple[float, ...]
         if dims == 2:
             rotate_range, scale_range = (angle,), (aug.scale,) * 2
         elif plan.mode in ("2d", "2.5d"):

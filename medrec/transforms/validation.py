@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 def _slice_count(row: Mapping[str, Any]) -> int | None:
     value = row.get("n_slices")
+    if value is None:
+        return None
     try:
         count = float(value)
     except (TypeError, ValueError):
@@ -88,7 +90,7 @@ class CheckPlanInputd(Transform):
         modalities = (plan.fingerprint or {}).get("modalities") or {}
         self.plan_modalities = frozenset(str(m).strip().upper() for m in modalities if m and m != "unknown")
 
-    def __call__(self, data: Mapping) -> Mapping:
+    def __call__(self, data: Mapping[str, Any]) -> Mapping[str, Any]:
         """Return ``data`` when the plan can take it."""
         problem = plan_input_problem(data, self.spatial_dims, self.mode, self.preset, self.plan_modalities)
         if problem is not None:

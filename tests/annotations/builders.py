@@ -37,7 +37,7 @@ def indexed_cohort(root: Path, out: Path, **kw: object) -> IndexedCohort:
     )
 
 
-def spheres_by_distance(shape: tuple[int, ...], affine_ras: np.ndarray, centers_lps, diameters) -> np.ndarray:  # noqa: ANN001
+def spheres_by_distance(shape: tuple[int, ...], affine_ras: np.ndarray, centers_lps, diameters) -> np.ndarray:
     """Reference rasteriser: every voxel centre's distance to every lesion centre (3D grids only)."""
     index = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1).reshape(-1, 3)
     world = index @ affine_ras[:3, :3].T + affine_ras[:3, 3]

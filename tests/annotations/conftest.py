@@ -8,7 +8,7 @@ from .builders import IndexedCohort, indexed_cohort
 
 
 @pytest.fixture(scope="session", params=["dicom", "nifti"])
-def ct_cohort(request, tmp_path_factory) -> IndexedCohort:  # noqa: ANN001
+def ct_cohort(request, tmp_path_factory) -> IndexedCohort:
     base = tmp_path_factory.mktemp(f"ct_{request.param}")
     return indexed_cohort(base / "scans", base / "index", kind="ct-lesion", fmt=request.param)
 

@@ -34,7 +34,7 @@ def test_bad_and_unmatched_rows_are_counted_and_the_rest_kept(ct_nifti: IndexedC
     assert "centre" in annotations.problems[1]["reason"]
     assert "1.2.3.4.5.6.999" in annotations.problems[2]["reason"]
     # every ground-truth lesion is still attached, once
-    attached = sorted((lesion.source for lesions in annotations.lesions.values() for lesion in lesions))
+    attached = sorted(lesion.source for lesions in annotations.lesions.values() for lesion in lesions)
     assert attached == sorted(f"lesions.csv line {i + 2}" for i in range(n))
     labels = dict(zip(ct_nifti.manifest["sample_id"], ct_nifti.manifest["label"], strict=True))
     assert all(annotations.is_annotated(sample_id) for sample_id in labels)
@@ -48,7 +48,9 @@ def test_bad_and_unmatched_rows_are_counted_and_the_rest_kept(ct_nifti: IndexedC
     assert written["source"].tolist() == [p["source"] for p in annotations.problems]
 
 
-def test_a_study_row_reaches_every_series_and_a_series_row_only_its_own(ct_nifti: IndexedCohort, tmp_path: Path) -> None:
+def test_a_study_row_reaches_every_series_and_a_series_row_only_its_own(
+    ct_nifti: IndexedCohort, tmp_path: Path
+) -> None:
     manifest = ct_nifti.manifest
     original = manifest[manifest["label"] == "1"].iloc[0]
     second = original.copy()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-
 from medrec.annotations import read_annotations
 from medrec.index import index_folder
 

@@ -7,10 +7,11 @@ import pytest
 
 from medrec.annotations import Lesion, annotation_mask, rasterise_spheres, read_annotations
 from medrec.loader import load_sample
+
 from .builders import IndexedCohort, spheres_by_distance
 
 
-def _truth_rows(cohort: IndexedCohort, study_uid: str):  # noqa: ANN202
+def _truth_rows(cohort: IndexedCohort, study_uid: str):
     return cohort.ground_truth[cohort.ground_truth["study_uid"] == study_uid]
 
 

@@ -58,14 +58,15 @@ def test_synth_masks_cover_the_ground_truth_lesions(masked_cohort: Path) -> None
     labels = pd.read_csv(masked_cohort / "labels.csv", dtype=str, keep_default_na=False)
     truth = pd.read_csv(masked_cohort / "ground_truth.csv", dtype={"study_uid": str})
     assert list(labels.columns)[-1] == "mask"
-    assert set(labels.loc[labels["mask"] != "", "label"]) == {"1"} and set(labels.loc[labels["mask"] == "", "label"]) == {"0"}
+    assert set(labels.loc[labels["mask"] != "", "label"]) == {"1"}
+    assert set(labels.loc[labels["mask"] == "", "label"]) == {"0"}
     for row in labels[labels["mask"] != ""].itertuples():
         mask_image, image = nib.load(masked_cohort / row.mask), nib.load(masked_cohort / row.path)
         assert mask_image.shape == image.shape and np.allclose(mask_image.affine, image.affine)
         mask = np.asarray(mask_image.dataobj)
         lesions = truth[truth["study_uid"] == row.study_uid]
-        spheres = spheres_by_distance(mask.shape, image.affine, lesions[["center_x", "center_y", "center_z"]].to_numpy(),
-                                      lesions["diameter_mm"].to_numpy())
+        centres = lesions[["center_x", "center_y", "center_z"]].to_numpy()
+        spheres = spheres_by_distance(mask.shape, image.affine, centres, lesions["diameter_mm"].to_numpy())
         assert dice(mask, spheres) >= 0.7  # lobulated outlines around the stated spheres
         for lesion in lesions.itertuples():
             assert mask[tuple(int(round(v)) for v in (lesion.center_i, lesion.center_j, lesion.center_k))] == 1
@@ -120,8 +121,10 @@ def test_index_counts_lesion_rows_and_reports_the_bad_ones(masked_cohort: Path, 
 
 def test_a_broken_lesion_table_fails_before_any_header_is_read(masked_cohort: Path, tmp_path: Path) -> None:
     (tmp_path / "lesions.csv").write_text("study,x\n1.2.3,4\n")
-    for table, match in ((tmp_path / "lesions.csv", r"lesions\.csv: lesion table lacks column\(s\) study_uid or series_uid"),
-                         (tmp_path / "missing.csv", r"missing\.csv: annotation file not found")):
+    for table, match in (
+        (tmp_path / "lesions.csv", r"lesions\.csv: lesion table lacks column\(s\) study_uid or series_uid"),
+        (tmp_path / "missing.csv", r"missing\.csv: annotation file not found"),
+    ):
         with pytest.raises(AnnotationError, match=match):
             index_folder(masked_cohort, tmp_path / "index", labels=masked_cohort / "labels.csv", lesions=table,
                          show_progress=False)

@@ -98,8 +98,10 @@ def test_bad_masks_are_reported_and_leave_the_rest_annotated(ct_nifti: IndexedCo
     nan = np.zeros((8, 8, 8), dtype=np.float32)
     nan[2, 3, 4] = np.nan
     rows = [
-        {"study_uid": by_id.loc[far, "study_uid"], "label": "1", "mask": _save(tmp_path / "far.nii.gz", lesion, far_affine)},
-        {"study_uid": by_id.loc[nan_mask, "study_uid"], "label": "1", "mask": _save(tmp_path / "nan.nii.gz", nan, np.eye(4))},
+        {"study_uid": by_id.loc[far, "study_uid"], "label": "1",
+         "mask": _save(tmp_path / "far.nii.gz", lesion, far_affine)},
+        {"study_uid": by_id.loc[nan_mask, "study_uid"], "label": "1",
+         "mask": _save(tmp_path / "nan.nii.gz", nan, np.eye(4))},
         {"study_uid": by_id.loc[empty_cell, "study_uid"], "label": "1", "mask": ""},
         {"study_uid": by_id.loc[negatives[0], "study_uid"], "label": "0", "mask": ""},
         {"study_uid": "1.2.3.4.5.6.999", "label": "1", "mask": "ghost.nii.gz"},
@@ -135,7 +137,8 @@ def test_bad_masks_are_reported_and_leave_the_rest_annotated(ct_nifti: IndexedCo
 
 def test_missing_mask_file_is_reported_at_read(ct_nifti: IndexedCohort, tmp_path: Path) -> None:
     sample = ct_nifti.manifest[ct_nifti.manifest["label"] == "1"].iloc[0]
-    pd.DataFrame([{"path": sample["path"], "label": "1", "mask": "missing.nii.gz"}]).to_csv(tmp_path / "m.csv", index=False)
+    rows = [{"path": sample["path"], "label": "1", "mask": "missing.nii.gz"}]
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
     annotations = read_annotations(ct_nifti.manifest, masks=tmp_path / "m.csv")
     assert annotations.counts["masks_bad"] == 1 and not annotations.is_annotated(sample["sample_id"])
     assert annotations.problems[0]["source"] == "m.csv line 2" and "not found" in annotations.problems[0]["reason"]

@@ -16,7 +16,7 @@ from medrec.errors import DicomError
 class SmoothAlongThreeAxesd(MapTransform):
     """Fails on a 2D image the way a 3D-only filter does."""
 
-    def __call__(self, data):  # noqa: ANN001, ANN204
+    def __call__(self, data):
         for key in self.key_iterator(data):
             if data[key].ndim != 4:
                 raise RuntimeError("sequence argument must have length equal to input rank")
@@ -24,7 +24,7 @@ class SmoothAlongThreeAxesd(MapTransform):
 
 
 class RaisesMedrecErrord(MapTransform):
-    def __call__(self, data):  # noqa: ANN001, ANN204
+    def __call__(self, data):
         raise DicomError("scan/IM0001: truncated pixel data")
 
 

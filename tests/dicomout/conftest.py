@@ -41,7 +41,7 @@ def algorithm() -> Algorithm:
                      threshold_source="validation: Youden", positive_class="lesion")
 
 
-def headers(files) -> list[pydicom.Dataset]:  # noqa: ANN001
+def headers(files) -> list[pydicom.Dataset]:
     return [pydicom.dcmread(path, stop_before_pixels=True) for path in files]
 
 

@@ -15,7 +15,7 @@ from medrec.dicomout import Finding, SeriesResult, encapsulated_pdf, finding_seg
 from tests.dicomout.conftest import dciodvfy_lines, requires_dciodvfy
 
 
-def _map(path, centre_lps, value: float):  # noqa: ANN001
+def _map(path, centre_lps, value: float):
     """A 2 mm map (RAS affine) that is ``value`` within 15 mm of ``centre_lps``, else 0."""
     centre_ras = np.array(centre_lps) * [-1.0, -1.0, 1.0]
     affine = np.diag([2.0, 2.0, 2.0, 1.0])

@@ -11,7 +11,7 @@ from medrec.dicomout import DicomExportError, SeriesResult, encapsulated_pdf, st
 TITLE = "medrec validation report: finding_fcn"
 
 
-def _pdf(path, odd: bool):  # noqa: ANN001
+def _pdf(path, odd: bool):
     """A real one-page PDF of odd or even length (trailing newlines after %%EOF are allowed)."""
     page = canvas.Canvas(str(path))
     page.drawString(72, 720, "medrec validation report")

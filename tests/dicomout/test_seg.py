@@ -21,7 +21,7 @@ MAP_DIRECTIONS = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
 MAP_SHAPE = (40, 36, 30)
 
 
-def _sphere_map(path, centre_lps, radius_mm=RADIUS_MM, inside=1.0, outside=0.3):  # noqa: ANN001
+def _sphere_map(path, centre_lps, radius_mm=RADIUS_MM, inside=1.0, outside=0.3):
     """A NIfTI map: ``inside`` where the voxel centre is within ``radius_mm`` of ``centre_lps``, else ``outside``."""
     centre_ras = np.array(centre_lps) * [-1.0, -1.0, 1.0]
     affine = np.eye(4)
@@ -67,10 +67,10 @@ def test_segmented_pixels_are_the_sphere(sphere, lesion_study):
     centre = np.array(lesion_study.lesions[0].center_lps)
     border = float(np.linalg.norm(VOXEL_MM))  # one map voxel (its diagonal) either way
     core = edge = 0
-    for frame, item in zip(frames, seg.PerFrameFunctionalGroupsSequence):
+    for frame, item in zip(frames, seg.PerFrameFunctionalGroupsSequence, strict=True):
         source = sources[item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID]
         rows, columns = np.indices(frame.shape)
-        for row, column in zip(rows.ravel(), columns.ravel()):
+        for row, column in zip(rows.ravel(), columns.ravel(), strict=True):
             distance = np.linalg.norm(pixel_centre_lps(source, column, row) - centre)
             if distance <= RADIUS_MM - border:
                 assert frame[row, column] == 1, (source.InstanceNumber, row, column, distance)

@@ -17,24 +17,24 @@ from tests.dicomout.conftest import OTHER_WEIGHTS, headers, pixel_centre_lps, sl
 LESION = finding_code("lesion")
 
 
-def _finding(study, **changes) -> Finding:  # noqa: ANN001
+def _finding(study, **changes) -> Finding:
     truth = study.lesions[0]
     finding = Finding(*truth.center_lps, diameter_mm=truth.diameter_mm, probability=0.93)
     return dataclasses.replace(finding, **changes)
 
 
-def _written(ds, tmp_path):  # noqa: ANN001
+def _written(ds, tmp_path):
     """Write, then read back with highdicom (the way a user's tool would)."""
     return hd.sr.srread(write_dataset(ds, tmp_path))
 
 
-def _score(group) -> float:  # noqa: ANN001
+def _score(group) -> float:
     values = [m.value for m in group.get_measurements(name=PROBABILITY) if m.derivation is None]
     assert len(values) == 1
     return float(values[0])
 
 
-def _decision(group) -> hd.sr.CodedConcept:  # noqa: ANN001
+def _decision(group) -> hd.sr.CodedConcept:
     (evaluation,) = group.get_qualitative_evaluations(name=LESION)
     return evaluation.value
 

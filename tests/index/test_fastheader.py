@@ -19,7 +19,7 @@ def _both_paths(path: str, monkeypatch: pytest.MonkeyPatch) -> tuple[object, obj
     used = []
     real = headers.read_fast_header
 
-    def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def spy(*args, **kwargs):
         result = real(*args, **kwargs)
         used.append(result is not None)
         return result

@@ -18,7 +18,7 @@ from medrec.manifest import read_manifest, series_files
 from .builders import truncate, write_series
 
 
-def _invoke(*args: str):  # noqa: ANN202
+def _invoke(*args: str):
     return CliRunner().invoke(app, ["index", *args], terminal_width=200)
 
 
@@ -134,7 +134,7 @@ def test_include_non_image_flag_keeps_segmentations(scans: Path, tmp_path: Path)
     assert sorted(read_manifest(out / "manifest.csv")["modality"]) == ["CT", "SEG"]
 
 
-def _synth():  # noqa: ANN202
+def _synth():
     synth = pytest.importorskip("medrec.synth")
     if not hasattr(synth, "generate_cohort"):
         pytest.skip("medrec.synth.generate_cohort is not available yet")

@@ -17,7 +17,8 @@ from .builders import uid, write_series
 def cohort(scans: Path) -> dict[str, dict[str, str]]:
     """Three patients, one study each (P3 has two studies), 6-slice CT series."""
     studies = {}
-    for patient, study_name, accession in [("P1", "s1", "A1"), ("P2", "s2", "A2"), ("P3", "s3", "A3"), ("P3", "s4", "A4")]:
+    patient_study_accession = [("P1", "s1", "A1"), ("P2", "s2", "A2"), ("P3", "s3", "A3"), ("P3", "s4", "A4")]
+    for patient, study_name, accession in patient_study_accession:
         study = uid("labels", study_name)
         write_series(scans / patient / study_name, n=6, study_uid=study, patient_id=patient, accession=accession)
         studies[study_name] = {"patient_id": patient, "study_uid": study, "accession": accession}
@@ -29,7 +30,7 @@ def _write(path: Path, frame: pd.DataFrame, sep: str = ",") -> Path:
     return path
 
 
-def _run(scans: Path, tmp_path: Path, labels: Path, **kw: object):  # noqa: ANN202
+def _run(scans: Path, tmp_path: Path, labels: Path, **kw: object):
     return index_folder(scans, tmp_path / "out", labels=labels, show_progress=False, **kw)
 
 
@@ -106,7 +107,8 @@ def test_other_labels_columns_become_manifest_columns_for_subgroups(scans: Path,
     """A labels file's extra columns (lesion_type, site, sex) reach the manifest; identifiers never come from it."""
     frame = pd.DataFrame(
         [
-            {"patient_id": "P1", "label": "1", "lesion_type": "hyperdense", "site": "north", "sex": "F", "modality": "MR"},
+            {"patient_id": "P1", "label": "1", "lesion_type": "hyperdense", "site": "north", "sex": "F",
+             "modality": "MR"},
             {"patient_id": "P2", "label": "0", "lesion_type": "none", "site": "south", "sex": "F", "modality": "MR"},
             # one row for both of P3's studies
             {"patient_id": "P3", "label": "1", "lesion_type": "hypodense", "site": "north", "sex": "", "modality": ""},

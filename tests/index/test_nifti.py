@@ -14,7 +14,7 @@ import pytest
 from medrec.index import index_folder
 
 
-def _save(path: Path, data: np.ndarray, zooms=(0.9, 0.8, 2.5)) -> Path:  # noqa: ANN001
+def _save(path: Path, data: np.ndarray, zooms=(0.9, 0.8, 2.5)) -> Path:
     image = nib.Nifti1Image(data, np.diag([*zooms[:3], 1.0]))
     image.header.set_zooms(zooms[: data.ndim])
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -22,7 +22,7 @@ def _save(path: Path, data: np.ndarray, zooms=(0.9, 0.8, 2.5)) -> Path:  # noqa:
     return path
 
 
-def _run(scans: Path, tmp_path: Path, **kw: object):  # noqa: ANN202
+def _run(scans: Path, tmp_path: Path, **kw: object):
     return index_folder(scans, tmp_path / "out", show_progress=False, **kw)
 
 
@@ -99,11 +99,13 @@ def test_nifti_patient_id_from_labels_matched_by_path(scans: Path, tmp_path: Pat
 
 def test_synthetic_nifti_cohort_labelled_by_path(tmp_path: Path) -> None:
     synth = pytest.importorskip("medrec.synth")
-    cohort = synth.generate_cohort(tmp_path / "cohort", kind="mri-tumor", patients=2, fmt="nifti", image_size=32, seed=5)
+    cohort = synth.generate_cohort(
+        tmp_path / "cohort", kind="mri-tumor", patients=2, fmt="nifti", image_size=32, seed=5)
     result = index_folder(cohort.out_dir, tmp_path / "out", labels=cohort.labels_csv, show_progress=False)
     assert len(result.manifest) == len(cohort.studies)
     truth = {Path(f).name: s for s in cohort.studies for f in s.files}
     for _, row in result.manifest.iterrows():
         study = truth[Path(row["path"]).name]
         assert row["patient_id"] == study.patient_id and row["label"] == str(study.label)
-        assert (row["spacing_x"], row["spacing_y"], row["spacing_z"]) == tuple(round(float(v), 6) for v in study.spacing)
+        spacing = (row["spacing_x"], row["spacing_y"], row["spacing_z"])
+        assert spacing == tuple(round(float(v), 6) for v in study.spacing)

@@ -14,7 +14,7 @@ from .builders import uid, write_series
 CORONAL = (1, 0, 0, 0, 0, -1)
 
 
-def _run(scans: Path, tmp_path: Path, rules: SelectionRules | None = None):  # noqa: ANN202
+def _run(scans: Path, tmp_path: Path, rules: SelectionRules | None = None):
     return index_folder(scans, tmp_path / "out", rules=rules, show_progress=False)
 
 

@@ -15,11 +15,11 @@ from medrec.index import SelectionRules, index_folder, parse_age
 from .builders import make_slice, save, uid, write_series
 
 
-def _run(scans: Path, tmp_path: Path, **kw: object):  # noqa: ANN202
+def _run(scans: Path, tmp_path: Path, **kw: object):
     return index_folder(scans, tmp_path / "out", show_progress=False, **kw)
 
 
-def _files(row) -> list[str]:  # noqa: ANN001
+def _files(row) -> list[str]:
     return json.loads(row["files"])
 
 
@@ -136,7 +136,8 @@ def test_duplicate_sop_instance_keeps_one(scans: Path, tmp_path: Path) -> None:
 def test_multiframe_and_single_images_are_samples(scans: Path, tmp_path: Path) -> None:
     save(make_slice((0, 0, 0), series_uid=uid("mf"), study_uid=uid("mf-st"), frames=5), scans / "mf.dcm")
     for index in range(2):
-        ds = make_slice((0, 0, 0), series_uid=uid("dx"), study_uid=uid("dx-st"), modality="DX", sop_uid=uid("dx", index))
+        ds = make_slice(
+            (0, 0, 0), series_uid=uid("dx"), study_uid=uid("dx-st"), modality="DX", sop_uid=uid("dx", index))
         del ds.ImagePositionPatient, ds.ImageOrientationPatient
         save(ds, scans / f"dx{index}")
     save(make_slice((0, 0, 0), series_uid=uid("one"), study_uid=uid("one-st")), scans / "one.dcm")
@@ -165,7 +166,8 @@ def test_patient_name_never_written(scans: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "years"),
-    [("063Y", 63.0), ("006M", 0.5), ("052W", pytest.approx(52 * 7 / 365.25, abs=1e-3)), ("010D", pytest.approx(0.027, abs=1e-3)), ("", None), ("abc", None),
+    [("063Y", 63.0), ("006M", 0.5), ("052W", pytest.approx(52 * 7 / 365.25, abs=1e-3)),
+     ("010D", pytest.approx(0.027, abs=1e-3)), ("", None), ("abc", None),
      ("089Y", 89.0), ("090Y", 90.0), ("104Y", 90.0), ("121Y", 90.0)],
 )
 def test_parse_age(text: str, years: object) -> None:

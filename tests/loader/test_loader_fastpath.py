@@ -248,7 +248,7 @@ def test_over_budget_raises_the_pydicom_paths_error(tmp_path, slice_writer):
     assert read_dicom_series_fast(files, 16 * 16 * 4 * 3) is not None
 
 
-def _rewrite(path: str, change) -> None:  # noqa: ANN001 - callable(Dataset)
+def _rewrite(path: str, change) -> None:  # callable(Dataset)
     ds = dcmread(path)
     change(ds)
     ds.save_as(path, enforce_file_format=True)

@@ -41,7 +41,8 @@ def test_pooling_against_numpy():
     maps = torch.randn(2, 1, 5, 6, 4)
     flat = maps.reshape(2, -1).numpy()
     np.testing.assert_allclose(pool_map(maps, "max").numpy(), flat.max(axis=1), rtol=1e-6)
-    np.testing.assert_allclose(pool_map(maps, "topk_mean", 5).numpy(), np.sort(flat, axis=1)[:, -5:].mean(axis=1), rtol=1e-5)
+    top5_mean = np.sort(flat, axis=1)[:, -5:].mean(axis=1)
+    np.testing.assert_allclose(pool_map(maps, "topk_mean", 5).numpy(), top5_mean, rtol=1e-5)
     lse = np.log(np.exp(flat.astype(np.float64)).mean(axis=1))
     np.testing.assert_allclose(pool_map(maps, "lse").numpy(), lse, rtol=1e-5)
 
@@ -175,7 +176,7 @@ def test_hard_slices_come_from_the_top_slices_with_their_targets():
             if np.array_equal(item[0].numpy(), slice_stack(arrays["neg"], 4, 1))
             or np.array_equal(item[0].numpy(), slice_stack(arrays["pos"], 5, 1))]
     assert 0.4 * 300 < len(hard) < 0.7 * 300  # half drawn as hard slices, plus uniform draws that hit them
-    for image, target, _ in hard:
+    for _image, target, _ in hard:
         assert float(target.sum()) == 0.0  # neither slice holds lesion voxels (pos's lesion is on slices 1-2)
 
 

@@ -89,7 +89,8 @@ class OrthancServer:
     @property
     def url(self) -> str:
         if self.port is None:
-            raise OrthancStartError("OrthancServer.url read before start(); call start() or use it as a context manager")
+            raise OrthancStartError(
+                "OrthancServer.url read before start(); call start() or use it as a context manager")
         return f"http://127.0.0.1:{self.port}"
 
     @property

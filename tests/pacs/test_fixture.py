@@ -1,4 +1,5 @@
-"""The PACS fixtures themselves: Orthanc stores, lists and serves what it is sent; each proxy fault does what it says."""
+"""The PACS fixtures themselves: Orthanc stores, lists and serves what it is sent; each proxy fault does what it
+says."""
 
 from __future__ import annotations
 

@@ -104,7 +104,8 @@ def test_pacs_round_trip_scores_equal_folder_scoring_and_results_come_back(
     assert "studies unchanged" in stdout + err and len(_series(orthanc, "SR")) == 6
 
     # the report goes back too, as an Encapsulated PDF linked to the scored studies
-    code, stdout, err = medrec_cli("report", out, "-o", tmp_path / "report", "--bootstrap", "50", "--labels", ct_dicom["cohort"].labels_csv,
+    code, stdout, err = medrec_cli("report", out, "-o", tmp_path / "report", "--bootstrap", "50",
+                                   "--labels", ct_dicom["cohort"].labels_csv,
                                    "--dicom-out", tmp_path / "dicom", "--store", source)
     assert code == 0, err
     docs = _series(orthanc, "DOC")
@@ -122,8 +123,8 @@ def test_every_object_the_round_trip_writes_passes_dciodvfy(tmp_path, ct_dicom, 
     code, _, err = medrec_cli("score", annotated_ct_run, ct_dicom["root"] / "scans", "-o", out, "--workers", "0",
                               "--dicom-out", tmp_path / "dicom")
     assert code == 0, err
-    code, _, err = medrec_cli("report", out, "-o", tmp_path / "report", "--bootstrap", "50", "--labels", ct_dicom["cohort"].labels_csv,
-                              "--dicom-out", tmp_path / "dicom")
+    code, _, err = medrec_cli("report", out, "-o", tmp_path / "report", "--bootstrap", "50",
+                              "--labels", ct_dicom["cohort"].labels_csv, "--dicom-out", tmp_path / "dicom")
     assert code == 0, err
     written = sorted((tmp_path / "dicom").glob("*.dcm"))
     kinds = {path.name.split("_")[0] for path in written}

@@ -206,7 +206,7 @@ class DiskFull:
         disk = self
 
         class _FullDiskFile(io.FileIO):
-            def write(self, data: Any) -> int:  # noqa: D102
+            def write(self, data: Any) -> int:
                 granted = disk._take(len(memoryview(data).cast("B")), path)
                 return super().write(memoryview(data).cast("B")[:granted])
 

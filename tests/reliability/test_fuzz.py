@@ -16,7 +16,8 @@ huge values, a chunk duplicated) and drives every reading entry point:
   ``MemoryError`` or another exception type, and no allocation far beyond the budget.
 
 CI runs a fixed, derandomised set of examples (``MEDREC_FUZZ_EXAMPLES``, default 40: 40 loads, 80
-index runs and 200 header walks, the whole file in about 20 s); ``make fuzz`` runs many more from a new ``MEDREC_FUZZ_SEED`` each time.
+index runs and 200 header walks, the whole file in about 20 s); ``make fuzz`` runs many more from a
+new ``MEDREC_FUZZ_SEED`` each time.
 """
 
 from __future__ import annotations
@@ -55,10 +56,10 @@ _SETTINGS = settings(
 )
 
 
-def fuzz_settings(scale: int = 1):  # noqa: ANN201 - a hypothesis settings decorator
+def fuzz_settings(scale: int = 1):  # a hypothesis settings decorator
     """The harness settings (``scale`` x the examples for cheap entry points), plus ``MEDREC_FUZZ_SEED``."""
 
-    def apply(test):  # noqa: ANN001, ANN202
+    def apply(test):
         test = hypothesis_seed(int(FUZZ_SEED))(test) if FUZZ_SEED else test
         return settings(_SETTINGS, max_examples=EXAMPLES * scale)(test)
 
@@ -111,8 +112,8 @@ def _dicom_fields(content: bytes) -> tuple[tuple[tuple[int, str], ...], tuple[tu
         ds = pydicom.dcmread(io.BytesIO(content), force=True, defer_size=None)
     deflated = ds.file_meta.get("TransferSyntaxUID") == pydicom.uid.DeflatedExplicitVRLittleEndian
     lengths, dimensions = [], []
-    for tag in [] if deflated else list(ds._dict):  # noqa: SLF001 - raw elements carry their file offsets
-        raw = ds._dict[tag]  # noqa: SLF001
+    for tag in [] if deflated else list(ds._dict):  # raw elements carry their file offsets
+        raw = ds._dict[tag]
         tell = getattr(raw, "value_tell", None)
         if tell is None:
             continue
@@ -251,7 +252,7 @@ def _write_mutant(workdir: Path, seed: Seed, mutations: list[tuple]) -> Path:
 @given(mutant=MUTANT)
 def test_fast_header_returns_a_header_or_none(seeds: dict[str, Seed], mutant: tuple) -> None:
     from medrec.index.fastheader import FastHeader, read_fast_header
-    from medrec.index.headers import HEAD_BYTES, _FAST_SELECTION
+    from medrec.index.headers import _FAST_SELECTION, HEAD_BYTES
 
     name, mutations = mutant
     data = mutate(seeds[name], mutations)

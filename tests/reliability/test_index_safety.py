@@ -69,7 +69,8 @@ def test_executable_preamble_flagged_in_qc(tmp_path: Path, run_cli, ct_series) -
 def test_synth_dicom_has_zeroed_preamble(tmp_path: Path) -> None:
     from medrec.synth import generate_cohort
 
-    cohort = generate_cohort(tmp_path / "synth", kind="ct-lesion", patients=2, image_size=16, seed=3, follow_up_fraction=0.0)
+    cohort = generate_cohort(
+        tmp_path / "synth", kind="ct-lesion", patients=2, image_size=16, seed=3, follow_up_fraction=0.0)
     dicoms = [p for p in (tmp_path / "synth").rglob("*") if p.is_file() and p.read_bytes()[128:132] == b"DICM"]
     assert dicoms and len(dicoms) >= sum(len(s.files) for s in cohort.studies)
     for path in dicoms:
@@ -95,7 +96,8 @@ def test_output_under_a_regular_file_is_a_clear_error(tmp_path: Path, run_cli, c
     assert blocker.read_text() == "not a folder\n"
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores directory permissions, so chmod 0o555 cannot make a folder read-only")
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
+                    reason="root ignores directory permissions, so chmod 0o555 cannot make a folder read-only")
 def test_read_only_output_folder_is_a_clear_error(tmp_path: Path, run_cli, ct_series) -> None:
     scans = tmp_path / "scans"
     ct_series(scans / "s1", slices=3)

@@ -37,7 +37,6 @@ from .pipeline_faults import (
 )
 
 
-
 def _chmod_blocks_writes() -> bool:
     """False where the user ignores directory permissions (root with CAP_DAC_OVERRIDE)."""
     if os.name != "posix":

@@ -233,7 +233,8 @@ def test_index_tables_hold_no_name_birth_date_or_site(indexed: dict[str, Path]) 
 
 def _report(indexed: dict[str, Path], out: Path, run_cli, *extra: str) -> None:
     code, output = run_cli(
-        ["report", indexed["predictions"], "-o", out, "--threshold", "0.5", "--manifest", indexed["index"] / "manifest.csv", *extra]
+        ["report", indexed["predictions"], "-o", out, "--threshold", "0.5",
+         "--manifest", indexed["index"] / "manifest.csv", *extra]
     )
     assert code == 0, output
     assert files_under(out), "report wrote nothing"
@@ -246,7 +247,9 @@ def test_report_holds_no_canary(indexed: dict[str, Path], tmp_path: Path, run_cl
     assert leaks(out, [*NEVER, CANARY_PID]) == []
 
 
-def test_report_keep_identifiers_still_hides_name_birth_date_site(indexed: dict[str, Path], tmp_path: Path, run_cli) -> None:
+def test_report_keep_identifiers_still_hides_name_birth_date_site(
+    indexed: dict[str, Path], tmp_path: Path, run_cli
+) -> None:
     out = tmp_path / "report-ids"
     _report(indexed, out, run_cli, "--keep-identifiers")
     assert leaks(out, NEVER) == []

@@ -30,7 +30,9 @@ def unsafe_calls(tree: ast.AST) -> list[tuple[int, str]]:
     found: list[tuple[int, str]] = []
     for node in ast.walk(tree):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
-            names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            names = [a.name for a in node.names]
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.append(node.module)
             if any(n.split(".")[0] in ("cloudpickle", "dill") for n in names):
                 found.append((node.lineno, "imports cloudpickle/dill"))
             if isinstance(node, ast.ImportFrom) and node.module in ("pickle", "joblib", "cloudpickle"):
@@ -43,7 +45,8 @@ def unsafe_calls(tree: ast.AST) -> list[tuple[int, str]]:
         tail = name.rsplit(".", 1)[-1]
         if name in ("eval", "exec", "builtins.eval", "builtins.exec"):
             found.append((node.lineno, f"{name}("))
-        elif name in ("pickle.load", "pickle.loads", "pickle.Unpickler", "joblib.load", "_pickle.load", "_pickle.loads"):
+        elif name in ("pickle.load", "pickle.loads", "pickle.Unpickler", "joblib.load", "_pickle.load",
+                      "_pickle.loads"):
             found.append((node.lineno, f"{name}("))
         elif name.startswith("cloudpickle.") or name.startswith("dill."):
             found.append((node.lineno, f"{name}("))

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from score_helpers import StandInRun, write_nifti_cohort  # noqa: E402
+from score_helpers import StandInRun, write_nifti_cohort
 
 
 @pytest.fixture

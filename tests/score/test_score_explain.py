@@ -4,8 +4,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from score_helpers import StandInRun
 from monai.transforms import Compose, Orientationd, ScaleIntensityRanged, Spacingd
+from score_helpers import StandInRun
 from torch import nn
 
 from medrec.loader import LoadSampled

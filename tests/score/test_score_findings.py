@@ -15,13 +15,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from score_helpers import StandInRun  # noqa: E402
+from score_helpers import StandInRun
 
-from medrec.errors import OutputError  # noqa: E402
-from medrec.models.findings import FindingMapModel  # noqa: E402
-from medrec.score import ScoreOptions, score_manifest  # noqa: E402
-from medrec.score.findings import candidate_findings, top_finding  # noqa: E402
-from medrec.score.writer import FINDINGS_COLUMNS, FindingsWriter, findings_path, read_findings  # noqa: E402
+from medrec.errors import OutputError
+from medrec.models.findings import FindingMapModel
+from medrec.score import ScoreOptions, score_manifest
+from medrec.score.findings import candidate_findings, top_finding
+from medrec.score.writer import FINDINGS_COLUMNS, FindingsWriter, findings_path, read_findings
 
 AFFINE = np.array([[1.5, 0.0, 0.0, -40.0], [0.0, 2.0, 0.0, 12.0], [0.0, 0.0, 4.0, -7.0], [0.0, 0.0, 0.0, 1.0]])
 BLOBS = (  # (peak voxel, sigma in voxels, peak probability)

@@ -7,8 +7,8 @@ from unittest import mock
 import pytest
 import torch
 
-from medrec.score import pipeline
 from medrec.data.dataset import PreprocessDataset
+from medrec.score import pipeline
 from medrec.score.pipeline import default_workers, iterate_batches, threads_beside_workers
 
 

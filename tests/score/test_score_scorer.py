@@ -6,10 +6,10 @@ import pytest
 import torch
 from score_helpers import StandInRun, TinyNet, write_nifti_cohort
 
+from medrec.data.dataset import failure_reason
 from medrec.errors import ConfigError, OutputError
 from medrec.score import ScoreOptions, read_rows, read_sidecar, score_manifest
 from medrec.score.inference import flip_combinations
-from medrec.data.dataset import failure_reason
 
 
 def _scores(path) -> dict[str, dict[str, str]]:
@@ -229,7 +229,8 @@ def test_rerun_with_labels_refreshes_the_label_column_without_scoring_again(tmp_
                             refresh_labels=True)
     assert (result.scored, result.failed, result.skipped, result.relabelled) == (0, 0, 6, 6)
     refreshed = _scores(samples)
-    assert {key: row["label"] for key, row in refreshed.items()} == dict(zip(manifest["sample_id"], manifest["label"]))
+    labels = dict(zip(manifest["sample_id"], manifest["label"], strict=True))
+    assert {key: row["label"] for key, row in refreshed.items()} == labels
     assert {key: row["score"] for key, row in refreshed.items()} == {key: row["score"] for key, row in scored.items()}
     studies = read_rows(output)[1]
     assert len(studies) == 3 and all(row["label"] == "1" for row in studies)  # each study holds a positive sample

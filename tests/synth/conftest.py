@@ -9,7 +9,7 @@ from medrec.synth import generate_cohort, plan_cohort
 SMALL = {"image_size": 32, "slice_thickness": 10.0}
 
 
-def seed_where(kind: str, patients: int, predicate, **kw) -> int:  # noqa: ANN001
+def seed_where(kind: str, patients: int, predicate, **kw) -> int:
     """The first seed whose cohort plan satisfies ``predicate(plans)`` (cheap: no pixels)."""
     for seed in range(200):
         if predicate(plan_cohort(kind, patients=patients, seed=seed, **kw)):
@@ -38,7 +38,8 @@ def mr_dicom(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def xr_dicom(tmp_path_factory):
-    seed = seed_where("xr-nodule", 4, lambda plans: {p.scanner.photometric for p in plans} == {"MONOCHROME1", "MONOCHROME2"})
+    seed = seed_where(
+        "xr-nodule", 4, lambda plans: {p.scanner.photometric for p in plans} == {"MONOCHROME1", "MONOCHROME2"})
     return generate_cohort(tmp_path_factory.mktemp("xr_dicom"), kind="xr-nodule", patients=4, seed=seed,
                            return_volumes=True, image_size=48, quirks=True)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
-from pydicom.uid import ExplicitVRLittleEndian, UID
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
 REQUIRED = (
     "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge", "StudyInstanceUID",
@@ -75,7 +75,8 @@ def test_geometry_and_values_match_volume(cohort_name, request):
         # files are listed along the normal: the affine reproduces every IPP
         affine = study.affine_lps
         for k, ds in enumerate(datasets):
-            assert np.allclose(np.array(ds.ImagePositionPatient, dtype=float), affine[:3, 3] + k * affine[:3, 2], atol=1e-4)
+            position = np.array(ds.ImagePositionPatient, dtype=float)
+            assert np.allclose(position, affine[:3, 3] + k * affine[:3, 2], atol=1e-4)
             assert float(ds.SliceLocation) == pytest.approx(positions[k], abs=1e-4)
         assert np.allclose(affine[:3, 0] / np.linalg.norm(affine[:3, 0]), iop[:3])
         assert np.allclose(affine[:3, 1] / np.linalg.norm(affine[:3, 1]), iop[3:])

@@ -38,7 +38,8 @@ def test_ground_truth_rows_and_counts(ct_dicom):
         for lesion, row in zip(study.lesions, rows.itertuples(), strict=True):
             # the LPS centre is the affine applied to the voxel centre
             centre = study.affine_lps @ np.r_[lesion.center_index, 1.0]
-            np.testing.assert_allclose(centre[:3], [float(row.center_x), float(row.center_y), float(row.center_z)], atol=0.01)
+            stated = [float(row.center_x), float(row.center_y), float(row.center_z)]
+            np.testing.assert_allclose(centre[:3], stated, atol=0.01)
             assert all(0 <= i < n for i, n in zip(lesion.center_index, study.volume.shape, strict=True))
 
 
@@ -63,7 +64,8 @@ def _lesion_effect(kind, sign_of):
         for lesion in plan.lesions:
             index = tuple(int(round(v)) for v in lesion_index(plan, lesion.center))
             difference = float(with_lesion[index] - without[index])
-            assert sign_of(lesion) * difference > 0.3 * abs(lesion.contrast) * (1.0 if kind == "ct-lesion" else 0.0) + 1e-3
+            margin = 0.3 * abs(lesion.contrast) * (1.0 if kind == "ct-lesion" else 0.0) + 1e-3
+            assert sign_of(lesion) * difference > margin
         changed = np.abs(with_lesion - without) > 1e-3
         assert changed.any()
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pydantic
 import pytest
 import yaml
 
@@ -24,12 +25,13 @@ def test_defaults_and_relative_paths(tmp_path):
     assert config.training.lr > 0 and config.threshold.method == "youden"
     assert config.calibration.method == "temperature"
     # frozen
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         config.training.lr = 1.0  # type: ignore[misc]
 
 
 def test_dump_round_trips(tmp_path):
-    config = load_config(_write(tmp_path, {"data": {"manifest": "m.csv"}, "calibration": "none", "threshold": "youden"}))
+    config = load_config(
+        _write(tmp_path, {"data": {"manifest": "m.csv"}, "calibration": "none", "threshold": "youden"}))
     assert config.calibration.method == "none"
     again = _write(tmp_path / "other", yaml.safe_load(dump_config(config)))
     assert load_config(again) == config
@@ -116,7 +118,8 @@ def test_finding_training_knobs_are_checked(training, match):
 def test_finding_training_knobs_parse():
     config = parse_config({"data": {"manifest": "m.csv"},
                            "training": {"lesion_weight": "auto", "selection_window": 3, "mil_start": 0.4}})
-    assert (config.training.lesion_weight, config.training.selection_window, config.training.mil_start) == ("auto", 3, 0.4)
+    training = config.training
+    assert (training.lesion_weight, training.selection_window, training.mil_start) == ("auto", 3, 0.4)
     assert parse_config({"data": {"manifest": "m.csv"}}).training.lesion_weight == 1.0
 
 

@@ -87,7 +87,9 @@ def test_resume_matches_the_uninterrupted_run(annotated, finding_run, config_of)
 
 
 def test_a_finding_model_without_annotations_is_refused(annotated, tmp_path, config_of):
-    config = config_of(annotated).model_copy(update={"data": config_of(annotated).data.model_copy(update={"lesions": None})})
+    annotated_config = config_of(annotated)
+    config = annotated_config.model_copy(
+        update={"data": annotated_config.data.model_copy(update={"lesions": None})})
     with pytest.raises(ConfigError, match="give lesion annotations"):
         train(config, tmp_path / "run", show_progress=False)
 
@@ -146,8 +148,9 @@ def test_selection_window_keeps_the_epoch_with_the_best_trailing_mean(annotated,
     assert [r["val_auc_mean"] for r in records] == pytest.approx(means, abs=1e-6)
     best = 1
     for epoch in range(2, len(means) + 1):  # a strictly higher mean wins; a tie goes to the lower validation loss
+        tie = abs(means[epoch - 1] - means[best - 1]) <= 1e-9
         if means[epoch - 1] > means[best - 1] + 1e-9 or (
-                abs(means[epoch - 1] - means[best - 1]) <= 1e-9 and records[epoch - 1]["val_loss"] < records[best - 1]["val_loss"]):
+                tie and records[epoch - 1]["val_loss"] < records[best - 1]["val_loss"]):
             best = epoch
     assert result.best_epoch == best
     assert [r["best"] for r in records].count(True) >= 1 and records[best - 1]["best"]

@@ -44,7 +44,7 @@ def test_every_packaged_recipe_copy_is_a_training_config(name, tmp_path, medrec_
     config, source = recipe.config, yaml.safe_load(copy.read_text(encoding="utf-8"))
     assert config.data.manifest == tmp_path / "work" / "index" / "manifest.csv" and config.data.splits is None
     for section in TRAIN_SECTIONS:
-        for key, value in (source.get(section) or {}).items():
+        for key in source.get(section) or {}:
             assert getattr(getattr(config, section), key) is not None, f"{section}.{key} lost"
     assert config.split.val == source["split"]["val"] and config.model.name == source["model"]["name"]
     assert config.training.epochs == source["training"]["epochs"]
