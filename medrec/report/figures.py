@@ -170,42 +170,27 @@ def pr_figure(
     return png_bytes(fig)
 
 
-def _stacked_bars(ax, edges: np.ndarray, counts_by_class: Mapping[str, Sequence[float]], alpha: float = 1.0) -> None:
-    """Stacked histogram bars from per-bin counts (one layer per class, hatched for greyscale print)."""
-    colours = (OKABE_ITO["sky"], OKABE_ITO["vermillion"], OKABE_ITO["green"], OKABE_ITO["purple"])
-    hatches = ("", "////", "....", "xxxx")
-    widths = np.diff(edges)
-    bottom = np.zeros(len(widths))
-    for index, (label, counts) in enumerate(counts_by_class.items()):
-        values = np.nan_to_num(np.asarray(counts, dtype=float)[: len(widths)])
-        ax.bar(edges[:-1], values, width=widths, bottom=bottom, align="edge", color=colours[index % len(colours)],
-               edgecolor="white", linewidth=0.6, hatch=hatches[index % len(hatches)], alpha=alpha, label=label)
-        bottom = bottom + values
-
-
 def calibration_figure(
     mean_predicted: Sequence[float | None],
     observed_fraction: Sequence[float | None],
     counts: Sequence[int],
-    histogram_edges: Sequence[float] | None = None,
-    histogram_counts: Mapping[str, Sequence[float]] | None = None,
     recalibration: Mapping | None = None,
 ) -> bytes:
-    """Reliability diagram (observed vs predicted risk per bin) over a histogram of the scores.
+    """Reliability diagram: observed against predicted risk per bin, with the recalibration fit.
+
+    The distribution of the scores is the report's score-distribution figure, so it is not drawn
+    here a second time; the marker areas show how many samples each bin holds.
 
     Args:
         mean_predicted: mean predicted probability per bin (None / NaN for empty bins).
         observed_fraction: observed fraction of positives per bin.
         counts: samples per bin (the marker area follows it).
-        histogram_edges: bin edges of ``histogram_counts``.
-        histogram_counts: class label -> samples per histogram bin (stacked); when None the
-            lower panel shows ``counts`` per calibration bin.
         recalibration: the report's calibration ``slope`` entry (``value``, ``ci95`` and the joint
             fit's ``intercept``) and ``intercept`` entry (calibration-in-the-large): the fitted
             logistic recalibration curve ``expit(a + b logit(p))`` is drawn and both are printed.
     """
-    fig, axes = _new_figure(4.6, 5.2, nrows=2, ncols=1, sharex=True, gridspec_kw={"height_ratios": [3, 1.2]})
-    ax, hist_ax = axes[0, 0], axes[1, 0]
+    fig, axes = _new_figure(4.6, 5.3)
+    ax = axes[0, 0]
     ax.plot([0, 1], [0, 1], color=OKABE_ITO["grey"], linestyle=":", linewidth=1, label="perfect calibration")
     x = np.array([np.nan if v is None else v for v in mean_predicted], dtype=float)
     y = np.array([np.nan if v is None else v for v in observed_fraction], dtype=float)
@@ -218,22 +203,15 @@ def calibration_figure(
         ax.plot(x[keep], y[keep], color=OKABE_ITO["blue"], linewidth=1.5)
         ax.scatter(x[keep], y[keep], s=sizes, color=OKABE_ITO["blue"], edgecolor="white", zorder=3,
                    label="observed (marker area ~ n)")
-    _recalibration_curve(ax, recalibration)
+    fit_text = _recalibration_curve(ax, recalibration)
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.02)
+    ax.set_aspect("equal")
+    ax.set_xlabel("predicted probability")
     ax.set_ylabel("observed fraction positive")
-    ax.set_title("Calibration (reliability diagram)")
-    ax.legend(loc="upper left")
-    if histogram_counts and histogram_edges is not None:
-        _stacked_bars(hist_ax, np.asarray(histogram_edges, dtype=float), histogram_counts)
-        tallest = sum(np.nan_to_num(np.asarray(v, dtype=float)) for v in histogram_counts.values())
-        hist_ax.set_ylim(0, max(float(np.max(tallest)), 1.0) * 1.45)  # room for the legend above the bars
-        hist_ax.legend(loc="upper center", ncols=len(histogram_counts), fontsize=6.5)
-    elif len(n):
-        edges = np.linspace(0, 1, len(n) + 1)
-        _stacked_bars(hist_ax, edges, {"samples": n})
-    hist_ax.set_xlabel("predicted probability")
-    hist_ax.set_ylabel("count")
+    ax.set_title("Calibration (reliability diagram)" + (f"\n{fit_text}" if fit_text else ""),
+                 fontsize=9 if fit_text else None)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncols=2, fontsize=7.5)  # never over a point
     return png_bytes(fig)
 
 
@@ -244,10 +222,11 @@ def _estimate_text(entry: Mapping | None) -> str | None:
     return f"{point[0]:.2f} ({point[1]:.2f} to {point[2]:.2f})"
 
 
-def _recalibration_curve(ax, recalibration: Mapping | None) -> None:
-    """The logistic recalibration curve and a box with the calibration slope and intercept."""
+def _recalibration_curve(ax, recalibration: Mapping | None) -> str:
+    """Draw the logistic recalibration curve; return the calibration slope and intercept as a line of
+    text for the title (inside the axes it would hide points), "" without a fit."""
     if not recalibration:
-        return
+        return ""
     slope, intercept = recalibration.get("slope"), recalibration.get("intercept")
     lines = []
     slope_text = _estimate_text(slope)
@@ -262,8 +241,7 @@ def _recalibration_curve(ax, recalibration: Mapping | None) -> None:
         lines.append("slope not estimable")
     intercept_text = _estimate_text(intercept)
     lines.append(f"intercept {intercept_text}" if intercept_text else "intercept not estimable")
-    ax.text(0.98, 0.04, "\n".join(lines), transform=ax.transAxes, ha="right", va="bottom", fontsize=7.5,
-            bbox={"boxstyle": "round,pad=0.3", "facecolor": "white", "edgecolor": OKABE_ITO["grey"]})
+    return "; ".join(lines)
 
 
 def decision_curve_figure(decision: Mapping) -> bytes:

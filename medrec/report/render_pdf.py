@@ -3,13 +3,17 @@
 The PDF walks the same document as the HTML, so both say the same thing. Text is set in DejaVu
 Sans (shipped with matplotlib, so the figures and the text match and any Unicode subgroup name
 prints); tables repeat their header row across pages; every page has a footer with the report
-title, date and "page n of N". The file is written in reportlab's invariant mode (no creation
-time, fixed document id), so the same document gives the same bytes.
+title, date and "page n of N". The file is written in reportlab's invariant mode (fixed document
+id) with the report date as its creation and modification date, so the same document gives the
+same bytes.
 """
 
 from __future__ import annotations
 
+import calendar
+import datetime
 import io
+import time
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -21,6 +25,7 @@ from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.lib.utils import ImageReader
 from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.pdfdoc import TimeStamp
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen import canvas as pdfcanvas
 from reportlab.platypus import (
@@ -118,10 +123,20 @@ class _NumberedCanvas(pdfcanvas.Canvas):
 
     footer_text = ""
     footer_font = "Helvetica"
+    report_date = ""  # ISO date: the PDF's creation and modification dates (midnight UTC)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._saved_pages: list[dict] = []
+        try:
+            day = datetime.date.fromisoformat(self.report_date)
+        except ValueError:
+            return  # reportlab's invariant date stays
+        stamp = TimeStamp(invariant=True)
+        stamp.t = calendar.timegm(day.timetuple())
+        stamp.lt = time.gmtime(stamp.t)
+        stamp.YMDhms = tuple(stamp.lt)[:6]
+        self._doc._timeStamp = stamp
 
     def showPage(self) -> None:  # reportlab's name
         self._saved_pages.append(dict(self.__dict__))
@@ -287,6 +302,30 @@ def _key_figures(document: doc_model.Document, styles: dict[str, ParagraphStyle]
     return grid
 
 
+def _block_flowables(block: doc_model.Block, styles: dict[str, ParagraphStyle], frame_width: float,
+                     frame_height: float) -> list:
+    """The flowables of one block of a section."""
+    if block.kind == "paragraph":
+        return [Paragraph(_text(block.text), styles["body"]), Spacer(1, 4)]
+    if block.kind == "callout":
+        warning = block.level == "warning"
+        return [_boxed([Paragraph(_text(block.text), styles["banner" if warning else "body"])],
+                       WARN_BG if warning else BAND, WARN_RULE if warning else ACCENT, frame_width), Spacer(1, 5)]
+    if block.kind == "list":
+        items = [ListItem(Paragraph(_text(item), styles["body"]), leftIndent=10) for item in block.items]
+        return [ListFlowable(items, bulletType="bullet", start="\u2022", leftIndent=10, bulletFontSize=8),
+                Spacer(1, 4)]
+    if block.kind == "table":
+        return _table(block, styles, frame_width)
+    if block.kind == "figure":
+        return _figure(block, styles, frame_width, frame_height)
+    if block.kind == "figrow":
+        return _figure_row(block, styles, frame_width, frame_height)
+    if block.kind == "gallery":
+        return _gallery(block, styles, frame_width)
+    return []
+
+
 def render_pdf(document: doc_model.Document) -> bytes:
     """The report as PDF bytes: A4, headings, tables, figures, page numbers in the footer.
 
@@ -325,33 +364,20 @@ def render_pdf(document: doc_model.Document) -> bytes:
         story += [_key_figures(document, styles, frame_width), Spacer(1, 4)]
     for section in document.sections:
         story.append(CondPageBreak(40 * mm))
-        story.append(Paragraph(_text(section.title), styles["h2"]))
-        for block in section.blocks:
-            if block.kind == "paragraph":
-                story.append(Paragraph(_text(block.text), styles["body"]))
-                story.append(Spacer(1, 4))
-            elif block.kind == "callout":
-                warning = block.level == "warning"
-                story += [_boxed([Paragraph(_text(block.text), styles["banner" if warning else "body"])],
-                                 WARN_BG if warning else BAND, WARN_RULE if warning else ACCENT, frame_width),
-                          Spacer(1, 5)]
-            elif block.kind == "list":
-                items = [ListItem(Paragraph(_text(item), styles["body"]), leftIndent=10) for item in block.items]
-                story.append(ListFlowable(items, bulletType="bullet", start="\u2022", leftIndent=10,
-                                          bulletFontSize=8))
-                story.append(Spacer(1, 4))
-            elif block.kind == "table":
-                story += _table(block, styles, frame_width)
-            elif block.kind == "figure":
-                story += _figure(block, styles, frame_width, frame_height)
-            elif block.kind == "figrow":
-                story += _figure_row(block, styles, frame_width, frame_height)
-            elif block.kind == "gallery":
-                story += _gallery(block, styles, frame_width)
+        heading = Paragraph(_text(section.title), styles["h2"])
+        parts = [_block_flowables(block, styles, frame_width, frame_height) for block in section.blocks]
+        # the heading goes with its first block: never a heading alone at the foot of a page
+        # (a KeepTogether inside a KeepTogether moves to the next page even when it fits: unwrap it)
+        first = [inner for flowable in parts[0] for inner in
+                 (flowable._content if isinstance(flowable, KeepTogether) else [flowable])] if parts else []
+        story.append(KeepTogether([heading, *first]) if first else heading)
+        for flowables in parts[1:]:
+            story += flowables
 
     class _Canvas(_NumberedCanvas):
         footer_text = document.footer
         footer_font = styles["body"].fontName
+        report_date = document.date
 
     template.build(story, canvasmaker=_Canvas)
     return buffer.getvalue()

@@ -97,6 +97,17 @@ def test_pdf_renders_to_a_nonblank_page(cli_report) -> None:
     assert image.std() > 20
 
 
+def test_pdf_dates_are_the_report_date(cli_report, report: dict) -> None:
+    pdf = pdfium.PdfDocument(str(cli_report.out / "report.pdf"))
+    try:
+        metadata = pdf.get_metadata_dict()
+    finally:
+        pdf.close()
+    day = report["provenance"]["report_date"].replace("-", "")
+    assert metadata["CreationDate"].startswith(f"D:{day}000000")
+    assert metadata["ModDate"] == metadata["CreationDate"]
+
+
 def test_pdf_text_matches_the_report(cli_report, report: dict) -> None:
     text = _pdf_text(cli_report.out / "report.pdf")
     assert f"{100 * report['metrics']['sensitivity']['value']:.1f}%" in text
