@@ -37,8 +37,8 @@ from scipy import ndimage
 from medrec.atomicio import write_csv
 from medrec.errors import AnnotationError, LabelsError
 from medrec.index.labels import KEY_ALIASES, SERIES_UID_ALIASES, find_column, match_labels, read_labels, sniff_delimiter
+from medrec.labels import positive_labels
 from medrec.manifest import series_files
-from medrec.split import positive_labels
 
 PROBLEM_COLUMNS: tuple[str, ...] = ("source", "sample_id", "reason")
 CENTER_COLUMNS: tuple[str, ...] = ("center_x", "center_y", "center_z")
@@ -141,7 +141,7 @@ def read_annotations(
         masks: labels-style CSV with a ``mask`` column (NIfTI path relative to the CSV's folder; empty
             when the study has no lesion).
         label_positive: whether a label is the positive class; default: the project's rule
-            (:func:`medrec.split.positive_labels` over the manifest's labels). Empty labels are unknown.
+            (:func:`medrec.labels.positive_labels` over the manifest's labels). Empty labels are unknown.
 
     Returns:
         :class:`Annotations`; problems are listed, never raised.

@@ -27,6 +27,7 @@ from safetensors.torch import save as save_safetensors_bytes
 
 from medrec.atomicio import write_bytes, write_text
 from medrec.errors import ModelError, OutputError
+from medrec.hashing import sha256_file
 
 CHECKPOINT_FORMAT = "medrec-checkpoint-1"
 # Leading bytes of the weight formats we refuse: pickle protocols 2-5 and zip (torch.save).
@@ -159,10 +160,6 @@ def _pending_tensor_path(base: Path) -> Path:
     return base.with_name(base.name + ".next.safetensors")
 
 
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def load_checkpoint(stem: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`.
 
@@ -182,8 +179,8 @@ def load_checkpoint(stem: str | os.PathLike[str]) -> dict[str, Any]:
         raise ModelError(f"{json_path}: not a medrec checkpoint (format {found!r})")
     expected = document.get("tensors_sha256")
     pending = _pending_tensor_path(base)
-    if pending.is_file() and not (tensor_path.is_file() and _file_sha256(tensor_path) == expected):
-        if _file_sha256(pending) == expected:  # the JSON was committed, the rename not yet done
+    if pending.is_file() and not (tensor_path.is_file() and sha256_file(tensor_path) == expected):
+        if sha256_file(pending) == expected:  # the JSON was committed, the rename not yet done
             tensor_path = pending
     data = check_safetensors_file(tensor_path)
     if hashlib.sha256(data).hexdigest() != expected:

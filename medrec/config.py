@@ -21,8 +21,7 @@ Example (``train.yaml``)::
       batch_size: 4
       lr: 0.001
     threshold:
-      method: target_sensitivity
-      target_sensitivity: 0.95
+      method: sensitivity:0.95
 """
 
 from __future__ import annotations
@@ -47,7 +46,9 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from yaml.reader import ReaderError
 
+from medrec.device import DEVICE_PATTERN
 from medrec.errors import ConfigError, ModelError
+from medrec.thresholds import ThresholdRule, parse_rule
 from medrec.transforms import PreprocessConfig
 
 
@@ -230,7 +231,7 @@ class TrainingConfig(_Section):
             (class-balanced sampling with replacement) or ``none``.
         seed: seed of initialisation, sampling and augmentation.
         num_workers: DataLoader worker processes.
-        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+        device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
         amp: mixed precision (CUDA only; bf16 where supported, else fp16 with a GradScaler).
         cache_dir: folder of the preprocessed-sample cache (default: ``RUN/cache``).
         memory_budget_gb: largest allowed size of one input batch in memory; also the most
@@ -273,7 +274,7 @@ class TrainingConfig(_Section):
     imbalance: Literal["weighted_loss", "balanced_sampler", "none"] = "weighted_loss"
     seed: int = 0
     num_workers: int = Field(0, ge=0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: str = Field("auto", pattern=DEVICE_PATTERN.pattern)
     amp: bool = True
     cache_dir: ResolvedPath | None = None
     memory_budget_gb: float = Field(4.0, gt=0.0)
@@ -306,13 +307,32 @@ class ThresholdConfig(_Section):
     """How the binary operating threshold is chosen on the validation split.
 
     Attributes:
-        method: ``youden`` (max sensitivity + specificity - 1) or ``target_sensitivity`` (the highest
-            threshold whose validation sensitivity reaches ``target_sensitivity``).
-        target_sensitivity: in (0, 1].
+        method: a rule of :mod:`medrec.thresholds` (``youden``, ``sensitivity:0.95``,
+            ``specificity:0.9``: the grammar of ``medrec report --exploratory-threshold`` too), or
+            ``target_sensitivity`` with the target in ``target_sensitivity`` (the older spelling of
+            ``sensitivity:<target>``).
+        target_sensitivity: the target of ``method: target_sensitivity``, in (0, 1].
     """
 
-    method: Literal["youden", "target_sensitivity"] = "youden"
+    method: str = "youden"
     target_sensitivity: float = Field(0.95, gt=0.0, le=1.0)
+
+    @field_validator("method")
+    @classmethod
+    def _known_rule(cls, value: str) -> str:
+        if str(value).strip().lower() != "target_sensitivity":
+            try:
+                parse_rule(value, "threshold.method")
+            except ConfigError as e:
+                raise ValueError(str(e)) from e
+        return str(value).strip().lower()
+
+    @property
+    def rule(self) -> ThresholdRule:
+        """The parsed rule (``target_sensitivity`` becomes ``sensitivity:<target_sensitivity>``)."""
+        if self.method == "target_sensitivity":
+            return ThresholdRule("sensitivity", self.target_sensitivity)
+        return parse_rule(self.method, "threshold.method")
 
 
 class CalibrationConfig(_Section):

@@ -10,8 +10,6 @@ the scores away from those the plain threshold was chosen on.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from pydantic import ValidationError
 
 from medrec.config import AcceptanceCriteria, StudyContext, format_validation_error, parse_acceptance, read_yaml
 from medrec.errors import ConfigError, ManifestError, ModelError
+from medrec.hashing import sha256_file, sha256_json
 from medrec.manifest import read_manifest
 
 EVALUATION_DIR = "evaluation"
@@ -79,13 +78,7 @@ def recipe_evaluation(run_dir: str | Path) -> RecipeEvaluation:
 
 
 def _sha256_file(path: Path) -> str | None:
-    if not path.is_file():
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path) if path.is_file() else None
 
 
 def evaluation_fingerprint(run_dir: str | Path, options: dict[str, Any]) -> str:
@@ -94,7 +87,7 @@ def evaluation_fingerprint(run_dir: str | Path, options: dict[str, Any]) -> str:
     parts = {name: _sha256_file(folder / name)
              for name in ("model.safetensors", "model.json", "splits.csv", "manifest.csv")}
     parts["options"] = options
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+    return sha256_json(parts)
 
 
 def test_manifest(run_dir: str | Path) -> pd.DataFrame:

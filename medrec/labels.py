@@ -36,6 +36,7 @@ __all__ = [
     "mapping_text",
     "normalise_label",
     "polarity",
+    "positive_labels",
     "resolve_positive",
 ]
 
@@ -243,3 +244,20 @@ def group_label(labels: Sequence[str], classes: Sequence[str], positive_class: s
     counts = Counter(known)
     order = {name: index for index, name in enumerate(classes)}
     return sorted(counts, key=lambda name: (-counts[name], order.get(name, len(order)), name))[0]
+
+
+def positive_labels(labels: Iterable[str], positive_class: str | None = None) -> set[str]:
+    """The labels counted as positive (this module's vocabulary).
+
+    Binary: the positive class (``positive_class`` when given). One label or multi-class: every
+    label that is not known as negative (``0``, ``normal``, ``none``, ``no lesion``, ...).
+
+    Raises:
+        LabelsError: two labels whose positive class the vocabulary cannot tell, and no
+            ``positive_class``.
+    """
+    classes = distinct_labels(labels)
+    if len(classes) == 2:
+        return {resolve_positive(classes, positive_class, source="split labels",
+                                 fix="name it in the recipe's data.positive_class")}
+    return {name for name in classes if polarity(name) is not False}

@@ -35,6 +35,7 @@ import torch
 
 from medrec.atomicio import append_line
 from medrec.errors import ModelError, OutputError
+from medrec.thresholds import is_positive
 
 if TYPE_CHECKING:
     from monai.transforms import Compose
@@ -111,14 +112,6 @@ class TrainLog:
             append_line(self.path, f"{stamp} {line}")
 
 
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that decide a run's numbers."""
     import platform
@@ -189,7 +182,8 @@ class Run:
         positive, threshold = self.positive_class, self.threshold
         if positive is not None and threshold is not None:
             negative = next(c for c in self.classes if c != positive)
-            return [positive if p >= threshold else negative for p in probs[:, self.classes.index(positive)]]
+            decided = is_positive(probs[:, self.classes.index(positive)], threshold)
+            return [positive if p else negative for p in decided]
         return [self.classes[i] for i in probs.argmax(axis=1)]
 
     def deterministic_transforms(self, keys: tuple[str, ...] = ("image",)) -> Compose:
@@ -261,9 +255,9 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
         ModelError: not a complete run, weights that are not safetensors (refused), or weights that
             do not match ``model.json``.
     """
+    from medrec.checkpoint import check_safetensors_file, load_safetensors
     from medrec.models import create_model
     from medrec.planning import Plan
-    from medrec.train.checkpoint import check_safetensors_file, load_safetensors
 
     folder = Path(run_dir)
     if not folder.is_dir():

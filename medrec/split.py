@@ -42,7 +42,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from medrec.atomicio import write_csv
 from medrec.errors import ConfigError, LabelsError, LeakageError, ManifestError, OutputError
-from medrec.labels import distinct_labels, polarity, resolve_positive
+from medrec.labels import distinct_labels, positive_labels
 
 SPLIT_COLUMNS: tuple[str, ...] = ("sample_id", "patient_id", "split")
 HOLDOUT_NAMES: tuple[str, ...] = ("train", "val", "test")
@@ -571,23 +571,6 @@ def audit_leakage(
 
 # ---------------------------------------------------------------------------------------------
 # summary and the whole step
-
-
-def positive_labels(labels: Iterable[str], positive_class: str | None = None) -> set[str]:
-    """The labels counted as positive (:mod:`medrec.labels`' vocabulary).
-
-    Binary: the positive class (``positive_class`` when given). One label or multi-class: every
-    label that is not known as negative (``0``, ``normal``, ``none``, ``no lesion``, ...).
-
-    Raises:
-        LabelsError: two labels whose positive class the vocabulary cannot tell, and no
-            ``positive_class``.
-    """
-    classes = distinct_labels(labels)
-    if len(classes) == 2:
-        return {resolve_positive(classes, positive_class, source="split labels",
-                                 fix="name it in the recipe's data.positive_class")}
-    return {name for name in classes if polarity(name) is not False}
 
 
 def split_order(names: Iterable[str]) -> list[str]:

@@ -1,20 +1,69 @@
-"""Choice of the binary operating threshold on validation scores.
+"""Operating thresholds: one rule grammar for recipes, model.json and the report.
 
-The rule is ``prediction = positive if score >= threshold``. Candidate thresholds are the
-distinct validation scores (scikit-learn's ROC curve), so the validation sensitivity and
-specificity reported with a threshold are exactly what that rule gives on the validation split.
+The decision is ``positive if score >= threshold``. A threshold is chosen on data by a rule:
+
+* ``youden``: maximise Youden's J = sensitivity + specificity - 1 (ties: the higher threshold, the
+  more specific one);
+* ``sensitivity:<x>``: the highest threshold whose sensitivity reaches x (the best specificity
+  that still meets the target);
+* ``specificity:<x>``: the lowest threshold whose specificity reaches x (the best sensitivity
+  that still meets the target);
+
+with x in (0, 1]. ``target_sensitivity:<x>``, the name runs recorded before, reads as
+``sensitivity:<x>``. Candidate thresholds are the distinct scores (scikit-learn's ROC curve), so
+the sensitivity and specificity given with a threshold are exactly what the rule gives on the
+scores it was chosen on.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
+from typing import Any, overload
 
 import numpy as np
 from sklearn.metrics import roc_curve
 
 from medrec.errors import ConfigError
 
-THRESHOLD_METHODS: tuple[str, ...] = ("youden", "target_sensitivity")
+RULE_HELP = "'youden', 'sensitivity:<x>' or 'specificity:<x>' with x in (0, 1], e.g. 'sensitivity:0.95'"
+_RULE = re.compile(r"^(youden|(target_sensitivity|sensitivity|specificity):(0?\.\d+|1(?:\.0*)?))$")
+
+
+@dataclass(frozen=True)
+class ThresholdRule:
+    """A parsed rule: ``kind`` is ``youden``, ``sensitivity`` or ``specificity``; ``target`` None for youden."""
+
+    kind: str
+    target: float | None = None
+
+    @property
+    def text(self) -> str:
+        """The rule as written in recipes, model.json and reports (``sensitivity:0.95``)."""
+        return self.kind if self.target is None else f"{self.kind}:{self.target:g}"
+
+
+def parse_rule(rule: str, setting: str = "threshold rule") -> ThresholdRule:
+    """Read a threshold rule (see the module docstring).
+
+    Args:
+        rule: the rule text (case and surrounding spaces ignored).
+        setting: where it was written (``threshold.method``, ``--exploratory-threshold``), for the message.
+
+    Raises:
+        ConfigError: not a rule of the grammar, or a target of 0.
+    """
+    text = str(rule).strip().lower()
+    match = _RULE.match(text)
+    if not match:
+        raise ConfigError(f"{setting} {rule!r} is not a known rule; use {RULE_HELP}")
+    if match.group(1) == "youden":
+        return ThresholdRule("youden")
+    target = float(match.group(3))
+    if target <= 0.0:
+        raise ConfigError(f"{setting} {rule!r}: the target must lie in (0, 1]")
+    kind = "sensitivity" if match.group(2) == "target_sensitivity" else match.group(2)
+    return ThresholdRule(kind, target)
 
 
 @dataclass(frozen=True)
@@ -23,7 +72,7 @@ class ThresholdChoice:
 
     Attributes:
         value: the threshold; a sample is positive when its score is >= value.
-        method: ``"youden"`` or ``"target_sensitivity:<target>"``.
+        method: the rule (:attr:`ThresholdRule.text`).
         sensitivity: sensitivity at ``value`` on the scores it was chosen on.
         specificity: specificity at ``value`` on the scores it was chosen on.
     """
@@ -33,7 +82,7 @@ class ThresholdChoice:
     sensitivity: float
     specificity: float
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -52,59 +101,63 @@ def _check_inputs(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, n
     return labels, values
 
 
-def choose_threshold(
-    y_true: np.ndarray,
-    scores: np.ndarray,
-    method: str = "youden",
-    target_sensitivity: float = 0.95,
-) -> ThresholdChoice:
-    """Choose the operating threshold of a binary classifier.
-
-    ``youden`` maximises Youden's J = sensitivity + specificity - 1 (ties: the higher
-    threshold, i.e. the more specific one). ``target_sensitivity`` walks the thresholds from
-    high to low and takes the first one whose sensitivity reaches the target: the highest
-    threshold (best specificity) that still meets the target.
+def choose_threshold(y_true: np.ndarray, scores: np.ndarray, rule: str | ThresholdRule = "youden") -> ThresholdChoice:
+    """Choose the operating threshold of a binary classifier by ``rule``.
 
     Args:
         y_true: 1 for the positive class, 0 otherwise.
         scores: the positive-class probability (or any score, higher = more positive).
-        method: ``"youden"`` or ``"target_sensitivity"``.
-        target_sensitivity: the sensitivity to reach, in (0, 1].
+        rule: a rule of the grammar (text or parsed).
 
     Returns:
         The chosen :class:`ThresholdChoice`.
 
     Raises:
-        ConfigError: unknown method or target outside (0, 1].
+        ConfigError: an unknown rule.
         ValueError: only one class present, or mismatched / non-finite inputs.
     """
-    if method not in THRESHOLD_METHODS:
-        raise ConfigError(f"threshold.method: {method!r} is not one of {', '.join(THRESHOLD_METHODS)}")
-    if not 0.0 < target_sensitivity <= 1.0:
-        raise ConfigError(f"threshold.target_sensitivity: {target_sensitivity} must be in (0, 1]")
+    parsed = rule if isinstance(rule, ThresholdRule) else parse_rule(rule)
     labels, values = _check_inputs(y_true, scores)
     fpr, tpr, thresholds = roc_curve(labels, values, drop_intermediate=False)
     # roc_curve starts with +inf (nothing positive); it is never a usable operating point.
     fpr, tpr, thresholds = fpr[1:], tpr[1:], thresholds[1:]
-    if method == "youden":
+    target = 0.0 if parsed.target is None else parsed.target - 1e-12
+    if parsed.kind == "youden":
         index = int(np.argmax(tpr - fpr))  # argmax takes the first maximum: the highest threshold
-        name = "youden"
+    elif parsed.kind == "sensitivity":
+        index = int(np.flatnonzero(tpr >= target)[0])  # tpr reaches 1 at the lowest threshold
     else:
-        reaching = np.flatnonzero(tpr >= target_sensitivity - 1e-12)
-        index = int(reaching[0])  # tpr reaches 1.0 at the lowest threshold, so this exists
-        name = f"target_sensitivity:{target_sensitivity:g}"
+        reaching = np.flatnonzero(1.0 - fpr >= target)
+        if not reaching.size:  # the highest score is a negative's: only a threshold above every score is that specific
+            raise ValueError(f"no threshold at a score meets {parsed.text}: the highest score "
+                             "belongs to a negative")
+        index = int(reaching[-1])
     return ThresholdChoice(
         value=float(thresholds[index]),
-        method=name,
+        method=parsed.text,
         sensitivity=float(tpr[index]),
         specificity=float(1.0 - fpr[index]),
     )
 
 
+@overload
+def is_positive(scores: float, threshold: float) -> bool: ...
+
+
+@overload
+def is_positive(scores: np.ndarray, threshold: float) -> np.ndarray: ...
+
+
+def is_positive(scores: float | np.ndarray, threshold: float) -> bool | np.ndarray:
+    """The decision rule of every binary output of medrec: positive when ``score >= threshold``."""
+    decided = np.asarray(scores, dtype=np.float64) >= threshold
+    return bool(decided) if decided.ndim == 0 else decided
+
+
 def sensitivity_specificity(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[float, float]:
     """Sensitivity and specificity of the rule ``score >= threshold``."""
     labels, values = _check_inputs(y_true, scores)
-    predicted = values >= threshold
+    predicted = is_positive(values, threshold)
     sensitivity = float((predicted & labels).sum() / labels.sum())
     specificity = float((~predicted & ~labels).sum() / (~labels).sum())
     return sensitivity, specificity

@@ -56,7 +56,6 @@ epoch, and a fold whose weights were deleted trains again from the start.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import os
 import re
@@ -85,6 +84,7 @@ from medrec.config import (
 )
 from medrec.console import console
 from medrec.errors import ConfigError, OutputError
+from medrec.hashing import sha256_file, sha256_json
 from medrec.index.selection import SelectionRules
 
 STEPS: tuple[str, ...] = ("index", "split", "train", "evaluate")
@@ -471,18 +471,6 @@ def _masks_file(config: WorkflowConfig) -> Path | None:
     return Path(labels) if "mask" in {str(c).strip().lower() for c in columns} else None
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _sha256_json(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode("utf-8")).hexdigest()
-
-
 def folder_fingerprint(folder: Path, skip: Sequence[Path] = ()) -> str:
     """sha256 over the relative path, size and modification time of every file under ``folder``.
 
@@ -500,7 +488,7 @@ def folder_fingerprint(folder: Path, skip: Sequence[Path] = ()) -> str:
             except OSError:
                 continue
             entries.append((str(path.relative_to(folder)), stat.st_size, stat.st_mtime_ns))
-    return _sha256_json(entries)
+    return sha256_json(entries)
 
 
 class WorkflowState:
@@ -552,10 +540,10 @@ def _index_step(config: WorkflowConfig, run_dir: Path) -> tuple[str, Callable[[]
     scans = config.data.scans
     if not scans.exists():
         raise ConfigError(f"data.scans: {scans} does not exist")
-    fingerprint = _sha256_json({
-        "scans": folder_fingerprint(scans, skip=[run_dir]) if scans.is_dir() else _sha256_file(scans),
-        "labels": _sha256_file(config.data.labels) if config.data.labels and config.data.labels.is_file() else None,
-        "lesions": _sha256_file(config.data.lesions) if config.data.lesions and config.data.lesions.is_file() else None,
+    fingerprint = sha256_json({
+        "scans": folder_fingerprint(scans, skip=[run_dir]) if scans.is_dir() else sha256_file(scans),
+        "labels": sha256_file(config.data.labels) if config.data.labels and config.data.labels.is_file() else None,
+        "lesions": sha256_file(config.data.lesions) if config.data.lesions and config.data.lesions.is_file() else None,
         "settings": config.model_dump(mode="json", include={"data", "index"},
                                       exclude={"data": set(TRAIN_DATA_KEYS)}),
     })
@@ -574,7 +562,7 @@ def _index_step(config: WorkflowConfig, run_dir: Path) -> tuple[str, Callable[[]
 
 def _split_step(config: WorkflowConfig, run_dir: Path) -> tuple[str, Callable[[], str]]:
     manifest_path = run_dir / "index" / "manifest.csv"
-    fingerprint = _sha256_json({"manifest": _sha256_file(manifest_path) if manifest_path.is_file() else None,
+    fingerprint = sha256_json({"manifest": sha256_file(manifest_path) if manifest_path.is_file() else None,
                                 "split": config.split.model_dump(mode="json")})
 
     def run() -> str:
@@ -609,8 +597,8 @@ def _train_step(config: WorkflowConfig, run_dir: Path, fold: int | None = None) 
         train_config = train_config.model_copy(update={"split": train_config.split.model_copy(update={"fold": fold})})
     inputs = [run_dir / "index" / "manifest.csv", splits,
               *(Path(p) for p in (train_config.data.lesions, train_config.data.masks) if p is not None)]
-    fingerprint = _sha256_json({
-        "inputs": [_sha256_file(p) if p.is_file() else None for p in inputs],
+    fingerprint = sha256_json({
+        "inputs": [sha256_file(p) if p.is_file() else None for p in inputs],
         "config": train_config.to_yaml_dict(),
     })
 
@@ -821,10 +809,10 @@ def _cv_step(config: WorkflowConfig, run_dir: Path) -> tuple[str, Callable[[], s
 
         return (read_sidecar(path) or {}).get("threshold") if path.is_file() else None
 
-    fingerprint = _sha256_json({
-        "predictions": [_sha256_file(p) if p.is_file() else None for p in paths],
+    fingerprint = sha256_json({
+        "predictions": [sha256_file(p) if p.is_file() else None for p in paths],
         "thresholds": [threshold_of(p) for p in paths],
-        "manifest": _sha256_file(manifest) if manifest.is_file() else None,
+        "manifest": sha256_file(manifest) if manifest.is_file() else None,
         "evaluation": config.evaluation.model_dump(mode="json"),
     })
 
@@ -994,7 +982,7 @@ def run_workflow(config: WorkflowConfig, run_dir: str | Path) -> WorkflowResult:
     options = config.evaluation
     lesions = config.data.lesions
     fingerprint = evaluation_fingerprint(folder, {**options.model_dump(mode="json"),
-                                                  "lesions": _sha256_file(Path(lesions)) if lesions else None,
+                                                  "lesions": sha256_file(Path(lesions)) if lesions else None,
                                                   "context": config.context.model_dump(mode="json")})
 
     def evaluate() -> str:

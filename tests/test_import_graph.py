@@ -97,3 +97,38 @@ def test_no_import_cycles() -> None:
     except graphlib.CycleError as error:
         cycle = " -> ".join(error.args[1])
         pytest.fail(f"import cycle: {cycle}; move what both need into a module below them")
+
+
+# The pipeline's stages, lowest first: a module may import its own layer and those below it. Modules
+# in no layer (errors, console, atomicio, hashing, device, thresholds, labels, manifest, budget,
+# determinism, checkpoint) are the base that every stage may use; they import no stage.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("medrec.index", "medrec.annotations"),
+    ("medrec.loader", "medrec.transforms", "medrec.planning"),
+    ("medrec.split", "medrec.data"),
+    ("medrec.models", "medrec.config"),
+    ("medrec.rundir",),
+    ("medrec.train",),
+    ("medrec.score", "medrec.dicomout"),
+    ("medrec.report",),
+    ("medrec.evaluate", "medrec.workflow", "medrec.commands", "medrec.cli", "medrec.demo", "medrec.synth",
+     "medrec.__main__"),
+)
+
+
+def _layer(module: str) -> int | None:
+    for index, names in enumerate(LAYERS):
+        if any(module == name or module.startswith(f"{name}.") for name in names):
+            return index
+    return None
+
+
+def test_imports_flow_down_the_pipeline() -> None:
+    upward = []
+    for module, targets in sorted(import_graph().items()):
+        own = _layer(module)
+        for target in sorted(targets):
+            theirs = _layer(target)
+            if theirs is not None and (own is None or theirs > own):
+                upward.append(f"{module} -> {target}")
+    assert not upward, f"imports that run back up the pipeline: {upward}; move the shared part down"

@@ -9,9 +9,17 @@ import pandas as pd
 import pytest
 
 from medrec.errors import LabelsError
-from medrec.labels import NEGATIVE_TOKENS, POSITIVE_TOKENS, map_to_classes, normalise_label, polarity, resolve_positive
+from medrec.labels import (
+    NEGATIVE_TOKENS,
+    POSITIVE_TOKENS,
+    map_to_classes,
+    normalise_label,
+    polarity,
+    positive_labels,
+    resolve_positive,
+)
 from medrec.report.analysis import analyse_predictions
-from medrec.split import positive_labels, split_summary
+from medrec.split import split_summary
 from medrec.train.setup import label_space
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -163,7 +171,7 @@ def test_ambiguous_labels_fail_training_and_report_but_not_the_split():
     labels = pd.Series(["cat", "dog", "dog", "cat"])
     with pytest.raises(LabelsError, match="data.positive_class"):
         label_space(labels, None, None)
-    with pytest.raises(LabelsError, match="positive_label"):
+    with pytest.raises(LabelsError, match="--positive-label"):
         analyse_predictions(_predictions("cat", "dog"), 0.5, "given", n_boot=50, seed=0)
     with pytest.raises(LabelsError, match="data.positive_class"):
         positive_labels(labels)

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_curve
 
+from medrec.config import ThresholdConfig
 from medrec.errors import ConfigError
-from medrec.train.threshold import choose_threshold, sensitivity_specificity
+from medrec.thresholds import ThresholdRule, choose_threshold, parse_rule, sensitivity_specificity
 
 
 def test_youden_on_hand_made_case():
@@ -37,9 +38,9 @@ def test_youden_matches_brute_force():
 def test_target_sensitivity_takes_highest_threshold_reaching_target():
     labels = np.array([1] * 10 + [0] * 10)
     scores = np.concatenate([np.linspace(0.5, 0.95, 10), np.linspace(0.0, 0.6, 10)])
-    choice = choose_threshold(labels, scores, "target_sensitivity", target_sensitivity=0.9)
+    choice = choose_threshold(labels, scores, "sensitivity:0.9")
     assert choice.sensitivity >= 0.9
-    assert choice.method == "target_sensitivity:0.9"
+    assert choice.method == "sensitivity:0.9"
     # 9 of 10 positives are >= the second-lowest positive score (0.55); no higher threshold reaches 0.9
     assert choice.value == pytest.approx(0.55)
     sens, spec = sensitivity_specificity(labels, scores, choice.value)
@@ -49,13 +50,59 @@ def test_target_sensitivity_takes_highest_threshold_reaching_target():
 def test_target_sensitivity_one_takes_lowest_positive():
     labels = np.array([1, 0, 1, 0])
     scores = np.array([0.3, 0.2, 0.9, 0.5])
-    choice = choose_threshold(labels, scores, "target_sensitivity", target_sensitivity=1.0)
+    choice = choose_threshold(labels, scores, "sensitivity:1")
     assert choice.value == pytest.approx(0.3)
     assert choice.sensitivity == 1.0 and choice.specificity == 0.5
 
 
+def test_specificity_takes_the_lowest_threshold_reaching_target():
+    # negatives 0.1 0.2 0.3 0.5 0.7; positives 0.4 0.6 0.8 0.9
+    labels = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1])
+    scores = np.array([0.1, 0.2, 0.3, 0.5, 0.7, 0.4, 0.6, 0.8, 0.9])
+    choice = choose_threshold(labels, scores, "specificity:0.8")
+    # at 0.6: 4 of 5 negatives below (spec 0.8), 3 of 4 positives at or above; 0.5 would give spec 0.6
+    assert choice.value == pytest.approx(0.6)
+    assert (choice.sensitivity, choice.specificity) == pytest.approx((0.75, 0.8))
+    assert choice.method == "specificity:0.8"
+    with pytest.raises(ValueError, match="meets specificity:1"):
+        choose_threshold(np.array([1, 0]), np.array([0.2, 0.9]), "specificity:1")
+
+
+@pytest.mark.parametrize(("text", "rule"), [
+    ("youden", ThresholdRule("youden")), (" Youden ", ThresholdRule("youden")),
+    ("sensitivity:0.95", ThresholdRule("sensitivity", 0.95)), ("specificity:.9", ThresholdRule("specificity", 0.9)),
+    ("sensitivity:1", ThresholdRule("sensitivity", 1.0)),
+    ("target_sensitivity:0.9", ThresholdRule("sensitivity", 0.9)),  # what runs recorded before
+])
+def test_one_grammar_reads_every_spelling(text, rule):
+    assert parse_rule(text) == rule
+
+
+@pytest.mark.parametrize("text", ["f1", "sensitivity", "sensitivity:0", "sensitivity:1.5", "specificity:-0.1",
+                                  "youden:0.5", "ppv:0.9"])
+def test_unknown_rules_are_refused_naming_the_setting(text):
+    with pytest.raises(ConfigError, match=r"threshold\.method .* (is not a known rule|target must lie)"):
+        parse_rule(text, "threshold.method")
+
+
+def test_a_recipe_and_the_report_share_the_grammar():
+    assert ThresholdConfig(method="specificity:0.9").rule == ThresholdRule("specificity", 0.9)
+    legacy = ThresholdConfig(method="target_sensitivity", target_sensitivity=0.8)
+    assert legacy.rule == ThresholdRule("sensitivity", 0.8)
+    assert ThresholdConfig().rule == ThresholdRule("youden")
+    with pytest.raises(ValueError, match="is not a known rule"):
+        ThresholdConfig(method="f1")
+
+
 def test_bad_inputs():
-    with pytest.raises(ConfigError, match="threshold.method"):
+    with pytest.raises(ConfigError, match="not a known rule"):
         choose_threshold([0, 1], [0.1, 0.9], "f1")
     with pytest.raises(ValueError, match="both positive and negative"):
         choose_threshold([1, 1], [0.1, 0.9])
+
+
+def test_the_decision_rule_is_score_at_or_above_the_threshold():
+    from medrec.thresholds import is_positive
+
+    assert is_positive(0.5, 0.5) is True and is_positive(0.4999, 0.5) is False
+    np.testing.assert_array_equal(is_positive(np.array([0.2, 0.5, 0.7]), 0.5), [False, True, True])

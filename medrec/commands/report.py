@@ -65,6 +65,10 @@ def register(app: typer.Typer) -> None:
         match_on: MatchOn | None = typer.Option(
             None, "--match-on", help="Labels key; default: the column that matches most scored samples."),
         label_column: str = typer.Option("label", "--label-column", help="Name of the labels column."),
+        positive_label: str | None = typer.Option(
+            None, "--positive-label", metavar="LABEL",
+            help="The positive class among the reference labels, when their values do not say which (e.g. "
+                 "'hcc' / 'fnh'); with --run, the label that means the run's positive class."),
         acceptance: Path | None = typer.Option(
             None, "--acceptance", help="YAML file of pre-specified acceptance criteria, e.g. 'auc: {lower_ci: 0.85}' "
                                        "and 'specificity: {value: 0.85}' (as a recipe's evaluation.acceptance): "
@@ -115,6 +119,11 @@ def register(app: typer.Typer) -> None:
         A score that is not a number ('abc', '0,73') is an error naming the
         row; an empty score (with the reason in 'error') excludes the row.
 
+        The positive class is the run's (--run or the sidecar), else the label
+        the vocabulary knows as positive (1, true, positive, tumor, lesion,
+        malignant, ...); labels that do not say which (e.g. hcc / fnh) are an
+        error until --positive-label names it.
+
         Identifiers are pseudonymised unless --keep-identifiers.
 
         --acceptance FILE judges pre-specified criteria (value: the point
@@ -161,6 +170,7 @@ def register(app: typer.Typer) -> None:
                 match_on=match_on.value if match_on is not None else None, label_column=label_column,
                 prevalence_source="--prevalence" if prevalence is not None else None,
                 acceptance=criteria, acceptance_source=f"--acceptance {acceptance.name}" if acceptance else "",
+                positive_label=positive_label,
             )
         metrics = result.get("metrics") or {}
         rows = []

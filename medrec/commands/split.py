@@ -54,9 +54,9 @@ def register(app: typer.Typer) -> None:
 
         from medrec.console import console, print_summary, progress
         from medrec.errors import LabelsError
-        from medrec.labels import distinct_labels
+        from medrec.labels import distinct_labels, positive_labels
         from medrec.manifest import read_manifest
-        from medrec.split import ensure_splits, positive_labels
+        from medrec.split import ensure_splits
 
         table = read_manifest(manifest)
         target = output if output is not None else manifest.parent / "splits.csv"

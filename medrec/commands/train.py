@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import typer
-
-
-class Device(StrEnum):
-    """Where to train."""
-
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 def on_interrupt(params: Mapping[str, Any], args: Sequence[str]) -> tuple[str, list[str]]:
@@ -64,7 +55,8 @@ def register(app: typer.Typer) -> None:
                                    "recipe's split section)."),
         resume: bool = typer.Option(
             False, "--resume", help="Continue an unfinished run from its last completed epoch."),
-        device: Device | None = typer.Option(None, "--device", help="Override training.device (auto, cpu, cuda)."),
+        device: str | None = typer.Option(None, "--device", help="Override training.device (auto, cpu, cuda, "
+                                                                 "cuda:N)."),
     ) -> None:
         """Train a classifier; write config.yaml, splits.csv, model.safetensors, model.json, metrics.jsonl, train.log.
 
@@ -105,7 +97,7 @@ def register(app: typer.Typer) -> None:
         recipe = load_train_recipe(config_path, manifest=manifest, splits=splits)
         if os.environ.get("RANK", "0") == "0":
             console.print(f"recipe {escape(str(config_path))}: {escape(recipe.describe())}", soft_wrap=True)
-        result = train(recipe.config, run_dir, resume=resume, device=device.value if device else None)
+        result = train(recipe.config, run_dir, resume=resume, device=device)
         if os.environ.get("RANK", "0") != "0":
             return  # under torchrun only rank 0 reports
         metrics = result.val_metrics

@@ -22,8 +22,8 @@ from monai.data import MetaTensor
 from torch.utils.data import DataLoader, Dataset
 
 from medrec.data.cache import CachedSample, SampleCache
+from medrec.determinism import derive_seed
 from medrec.errors import InputError, MedrecError
-from medrec.train.determinism import derive_seed
 from medrec.transforms.presets import patient_affine, planar_affine
 
 logger = logging.getLogger("medrec.data")

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from medrec.budget import MAX_BYTES_ENV, format_bytes, resolve_max_bytes
 from medrec.index.problems import FileProblem
-from medrec.loader.budget import MAX_BYTES_ENV, format_bytes, resolve_max_bytes
 
 AFFINE_TOLERANCE = 1e-3
 

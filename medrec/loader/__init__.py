@@ -16,7 +16,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from medrec.loader.budget import DEFAULT_MAX_BYTES, MAX_BYTES_ENV, resolve_max_bytes
+    from medrec.budget import DEFAULT_MAX_BYTES, MAX_BYTES_ENV, resolve_max_bytes
     from medrec.loader.dicom import read_dicom_series
     from medrec.loader.nifti import read_nifti
     from medrec.loader.rows import content_hash, load_volume
@@ -25,9 +25,9 @@ if TYPE_CHECKING:
     from medrec.loader.volume import LPS_TO_RAS, Volume
 
 _EXPORTS: dict[str, str] = {
-    "DEFAULT_MAX_BYTES": "medrec.loader.budget",
-    "MAX_BYTES_ENV": "medrec.loader.budget",
-    "resolve_max_bytes": "medrec.loader.budget",
+    "DEFAULT_MAX_BYTES": "medrec.budget",
+    "MAX_BYTES_ENV": "medrec.budget",
+    "resolve_max_bytes": "medrec.budget",
     "read_dicom_series": "medrec.loader.dicom",
     "read_nifti": "medrec.loader.nifti",
     "content_hash": "medrec.loader.rows",

@@ -68,8 +68,8 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from medrec.budget import check_budget
 from medrec.errors import DicomError, MedrecError
-from medrec.loader.budget import check_budget
 from medrec.loader.dicom_fast import FastFile, Unsupported, read_fast_file, read_fast_pixels
 from medrec.loader.volume import LPS_TO_RAS, Volume
 

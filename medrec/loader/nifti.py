@@ -22,8 +22,8 @@ import warnings
 import nibabel as nib
 import numpy as np
 
+from medrec.budget import check_budget
 from medrec.errors import MedrecError, NiftiError
-from medrec.loader.budget import check_budget
 from medrec.loader.volume import Volume
 
 _AFFINE_SOURCES = {0: "fallback (pixdim only)", 1: "qform", 2: "sform"}

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from medrec.budget import resolve_max_bytes
 from medrec.errors import ManifestError, MedrecError
-from medrec.loader.budget import resolve_max_bytes
 from medrec.loader.dicom import read_dicom_series
 from medrec.loader.nifti import read_nifti
 from medrec.loader.volume import Volume

@@ -95,7 +95,6 @@ Statistical choices (also written into each metric's ``method``):
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -103,9 +102,11 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 
+from medrec import thresholds
 from medrec.errors import ConfigError, InputError
 from medrec.labels import distinct_labels, polarity, resolve_positive
 from medrec.report import stats
+from medrec.thresholds import parse_rule
 
 __all__ = ["AGE_BANDS", "SCHEMA_VERSION", "analyse_predictions", "choose_threshold"]
 
@@ -121,7 +122,6 @@ MAX_CURVE_POINTS = 500
 N_FLAGGED = 5
 REQUIRED_COLUMNS: tuple[str, ...] = ("sample_id", "label")
 
-EXPLORATORY_RULES = ("youden", "sensitivity:<x>", "specificity:<x>")
 TEST_SET_PREVALENCE = "test set"
 STATED_PREVALENCE = "stated by the user (--prevalence or the recipe's evaluation.prevalence)"
 
@@ -177,7 +177,8 @@ def _resolve_positive_label(labels: pd.Series, positive_label: str | None) -> tu
     """(negative, positive) label text for a binary table (:func:`medrec.labels.resolve_positive`)."""
     distinct = distinct_labels(labels)
     positive = resolve_positive(distinct, positive_label, source="predictions",
-                                fix="pass positive_label (the run's positive class, e.g. 'tumor')")
+                                fix="name it with --positive-label LABEL (or report with --run RUN, whose "
+                                    "positive class decides)")
     others = [value for value in distinct if value != positive]
     return (others[0] if others else "negative", positive)
 
@@ -206,36 +207,17 @@ def _age_band(ages: pd.Series) -> pd.Series:
 
 
 def choose_threshold(labels: np.ndarray, scores: np.ndarray, rule: str) -> float:
-    """A threshold chosen on these data (``score >= threshold`` is positive).
-
-    Args:
-        labels: 0/1 outcomes; scores: positive-class probabilities.
-        rule: ``"youden"`` (maximises sensitivity + specificity - 1; the highest such threshold),
-            ``"sensitivity:<x>"`` (the highest threshold whose sensitivity is at least x) or
-            ``"specificity:<x>"`` (the lowest threshold whose specificity is at least x).
+    """A threshold chosen on these data by a rule of :mod:`medrec.thresholds` (``score >= threshold`` is positive).
 
     Raises:
-        ConfigError: unknown rule, or only one class present.
+        ConfigError: unknown rule, only one class present, or no threshold meets the rule.
     """
-    y = np.asarray(labels).astype(int)
-    s = np.asarray(scores, dtype=np.float64)
-    if y.size == 0 or y.min() == y.max():
-        raise ConfigError(f"choosing a threshold by {rule!r} needs positives and negatives; got {int(y.sum())} "
-                          f"positive of {y.size}")
-    fpr, tpr, thresholds = roc_curve(y, s, drop_intermediate=False)
-    finite = np.isfinite(thresholds)
-    fpr, tpr, thresholds = fpr[finite], tpr[finite], thresholds[finite]
-    if rule == "youden":
-        return float(thresholds[int(np.argmax(tpr - fpr))])
-    match = re.fullmatch(r"(sensitivity|specificity):(0?\.\d+|1(?:\.0*)?)", rule.strip())
-    if not match:
-        raise ConfigError(f"exploratory_threshold {rule!r} is not a known rule; use one of "
-                          f"{', '.join(EXPLORATORY_RULES)} with x in (0, 1], e.g. 'sensitivity:0.95'")
-    target = float(match.group(2))
-    if match.group(1) == "sensitivity":
-        return float(thresholds[int(np.flatnonzero(tpr >= target - 1e-12)[0])])
-    reaching = np.flatnonzero(1.0 - fpr >= target - 1e-12)
-    return float(thresholds[int(reaching[-1])])
+    parsed = parse_rule(rule, "exploratory_threshold")
+    try:
+        return thresholds.choose_threshold(np.asarray(labels).astype(int), np.asarray(scores, dtype=np.float64),
+                                           parsed).value
+    except ValueError as e:
+        raise ConfigError(f"choosing a threshold by {rule!r} on these data: {e}") from e
 
 
 # --------------------------------------------------------------------------------------------------

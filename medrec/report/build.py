@@ -16,7 +16,6 @@ contains a raw patient, study or sample identifier.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import math
 import os
@@ -35,6 +34,7 @@ from medrec import __version__
 from medrec.annotations import Annotations
 from medrec.atomicio import write_bytes, write_text
 from medrec.errors import ConfigError, InputError, MedrecError, ModelError, OutputError
+from medrec.hashing import sha256_file, sha256_json
 from medrec.labels import map_to_classes, mapping_text
 from medrec.manifest import read_manifest
 from medrec.report import document as doc_model
@@ -51,6 +51,7 @@ from medrec.report.pseudonym import (
 from medrec.report.reference import PREDICTIONS_REFERENCE, attach_labels
 from medrec.report.render_html import render_html
 from medrec.report.render_pdf import render_pdf
+from medrec.thresholds import parse_rule
 
 if TYPE_CHECKING:  # medrec.config imports medrec.transforms, which imports torch: not at report start-up
     from medrec.config import AcceptanceCriteria, StudyContext
@@ -58,7 +59,6 @@ if TYPE_CHECKING:  # medrec.config imports medrec.transforms, which imports torc
 LIBRARIES: tuple[str, ...] = ("medrec", "torch", "monai", "numpy", "pydicom", "scikit-learn", "scipy", "pandas",
                               "matplotlib", "reportlab")
 PREDICTION_ID_COLUMNS: tuple[str, ...] = ("sample_id", "patient_id", "study_uid")
-EXPLORATORY_RULES = re.compile(r"^(youden|(sensitivity|specificity):(0(\.\d+)?|1(\.0+)?))$")
 MAX_THUMBNAILS = 6  # per kind (false negatives, false positives)
 THUMBNAIL_MAX_BYTES = 512 * 1024 * 1024
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -275,12 +275,7 @@ def _chosen_threshold(
         return float(threshold), "user-given", "given on the command line", \
             "user-given (--threshold); not chosen by medrec"
     if exploratory_threshold:
-        rule = exploratory_threshold.strip().lower()
-        if not EXPLORATORY_RULES.match(rule):
-            raise ConfigError(
-                f"--exploratory-threshold {exploratory_threshold!r} is not a known rule; use 'youden', "
-                "'sensitivity:0.95' or 'specificity:0.9' (target in [0, 1])"
-            )
+        rule = parse_rule(exploratory_threshold, "--exploratory-threshold").text
         return None, "exploratory", rule, f"EXPLORATORY: chosen on the test data ({rule})"
     if model_json is not None:
         entry = model_json.get("threshold")
@@ -1063,7 +1058,7 @@ def _fingerprint_text(value: object) -> str:
         return ""
     if isinstance(value, str):
         return value
-    digest = hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    digest = sha256_json(value)[:16]
     details = []
     if isinstance(value, Mapping):
         for key, item in value.items():
@@ -1131,21 +1126,13 @@ def _plan_summary(model_json: Mapping | None) -> tuple[dict[str, str], list[str]
     return settings, reasons
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _model_sha256(run_dir: Path | None, model_json: Mapping) -> str | None:
     """The sha256 of the run's weights (as model.json records it, else computed from model.safetensors)."""
     weights = model_json.get("weights")
     if isinstance(weights, Mapping) and isinstance(weights.get("sha256"), str):
         return weights["sha256"]
     if run_dir is not None and (run_dir / "model.safetensors").is_file():
-        return _sha256(run_dir / "model.safetensors")
+        return sha256_file(run_dir / "model.safetensors")
     return None
 
 
@@ -1181,9 +1168,9 @@ def provenance_block(
         "report_date": date,
         "medrec_version": __version__,
         "predictions_file": predictions_csv.name,
-        "predictions_sha256": _sha256(predictions_csv),
+        "predictions_sha256": sha256_file(predictions_csv),
         "compare_file": compare_path.name if compare_path is not None else None,
-        "compare_sha256": _sha256(compare_path) if compare_path is not None else None,
+        "compare_sha256": sha256_file(compare_path) if compare_path is not None else None,
         "manifest": manifest_path.name if manifest_path is not None else None,
         "model_sha256": _model_sha256(run_dir, model),
         "model_name": model_name,
@@ -1291,7 +1278,7 @@ def draw_figures(report: Mapping, other_curves: Mapping | None = None) -> dict[s
     if binary and isinstance(calibration, Mapping) and calibration.get("mean_predicted") is not None:
         figures["calibration.png"] = figs.calibration_figure(
             calibration["mean_predicted"], calibration.get("observed_fraction") or [], calibration.get("count") or [],
-            histogram.get("bin_edges"), counts_by_class or None, report.get("calibration"),
+            report.get("calibration"),
         )
     decision = curves.get("decision")
     if binary and isinstance(decision, Mapping) and decision.get("thresholds"):

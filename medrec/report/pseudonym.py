@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping
 import pandas as pd
 
 from medrec.errors import SecurityError
+from medrec.hashing import sha256_file
 
 # Identifier columns and the prefix of their pseudonyms.
 IDENTIFIER_PREFIXES: dict[str, str] = {
@@ -53,11 +54,7 @@ _KEY_DOMAIN = b"medrec pseudonym key v1\0"
 
 def key_from_file(path: str | os.PathLike[str]) -> bytes:
     """The pseudonymisation key of a predictions file: SHA-256 of a domain prefix plus its bytes."""
-    digest = hashlib.sha256(_KEY_DOMAIN)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.digest()
+    return bytes.fromhex(sha256_file(path, prefix=_KEY_DOMAIN))
 
 
 class Pseudonymiser:

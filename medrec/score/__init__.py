@@ -17,7 +17,7 @@ from __future__ import annotations
 from medrec.score.aggregate import aggregate_rows
 from medrec.score.merge import MergeResult, merge_parts
 from medrec.score.pipeline import default_workers
-from medrec.score.scorer import ScoreOptions, ScoreResult, file_sha256, load_scoring_run, score, score_manifest
+from medrec.score.scorer import ScoreOptions, ScoreResult, load_scoring_run, score, score_manifest
 from medrec.score.shards import select_part, shard_of
 from medrec.score.writer import PredictionsWriter, read_rows, read_sidecar, sidecar_path
 
@@ -28,7 +28,6 @@ __all__ = [
     "ScoreResult",
     "aggregate_rows",
     "default_workers",
-    "file_sha256",
     "load_scoring_run",
     "merge_parts",
     "read_rows",

@@ -23,6 +23,7 @@ import numpy as np
 
 from medrec.errors import ConfigError
 from medrec.labels import group_label
+from medrec.thresholds import is_positive
 
 AGGREGATIONS = ("max", "mean")
 GROUP_COLUMNS = ("n_samples", "n_failed", "sample_ids")
@@ -121,7 +122,7 @@ def aggregate_rows(
             uncertainty = None if uncertainties is None else float(uncertainties.mean())
         record.update({name: float(value) for name, value in zip(score_columns, values, strict=True)})
         if binary:
-            record["prediction"] = positive if threshold is not None and values[0] >= threshold else negative
+            record["prediction"] = positive if threshold is not None and is_positive(values[0], threshold) else negative
         else:
             record["prediction"] = classes[int(np.argmax(values))]
         if with_uncertainty:

@@ -9,26 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medrec.errors import ConfigError, ModelError
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; ``cpu`` / ``cuda`` / ``cuda:N`` as given.
-
-    Raises:
-        ConfigError: CUDA was asked for but is not available, or the name is unknown.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError) as e:
-        raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
-    return device
+from medrec.errors import ModelError
 
 
 def flip_combinations(spatial_dims: int) -> list[tuple[int, ...]]:

@@ -23,10 +23,10 @@ import pandas as pd
 from medrec.atomicio import write_text
 from medrec.console import console
 from medrec.data.dataset import PreprocessDataset
-from medrec.errors import ModelError
+from medrec.errors import ConfigError, ModelError
 from medrec.score.inference import Predictor
 from medrec.score.pipeline import iterate_batches
-from medrec.train.threshold import choose_threshold, sensitivity_specificity
+from medrec.thresholds import ThresholdRule, choose_threshold, parse_rule, sensitivity_specificity
 
 TTA_THRESHOLD_KEY = "threshold_tta"
 TTA_SOURCE_MARK = "with test-time flip averaging"
@@ -41,18 +41,12 @@ def needs_own_threshold(run: Any) -> bool:
     return isinstance(entry, Mapping) and entry.get("value") is not None and bool(entry.get("chosen_on"))
 
 
-def _rule(entry: Mapping[str, Any]) -> tuple[str, float]:
-    """``(method, target sensitivity)`` for :func:`choose_threshold` from a recorded method name."""
-    method = str(entry.get("method") or "youden")
-    if method.startswith("target_sensitivity"):
-        _, _, target = method.partition(":")
-        try:
-            return "target_sensitivity", float(target) if target else 0.95
-        except ValueError as e:
-            raise ModelError(f"model.json threshold.method {method!r}: the target is not a number") from e
-    if method != "youden":
-        raise ModelError(f"model.json threshold.method {method!r} is not youden or target_sensitivity:<target>")
-    return "youden", 0.95
+def _rule(entry: Mapping[str, Any]) -> ThresholdRule:
+    """The rule a recorded threshold was chosen by (model.json ``threshold.method``)."""
+    try:
+        return parse_rule(str(entry.get("method") or "youden"), "model.json threshold.method")
+    except ConfigError as e:
+        raise ModelError(str(e)) from e
 
 
 def validation_scores(run: Any, device: Any, *, tta: bool, batch_size: int = 8, workers: int = 0,
@@ -132,12 +126,12 @@ def tta_threshold(run: Any, device: Any, *, batch_size: int = 8, workers: int = 
     if isinstance(cached, Mapping) and cached.get("value") is not None and cached.get("weights_sha256") == weights:
         return dict(cached)
     entry = info["threshold"]
-    method, target = _rule(entry)
+    rule = _rule(entry)
     console.print("Choosing the operating threshold for test-time augmented scores on the run's validation split "
                   f"({entry.get('method')}, as training chose its own) ...")
     _, positive, scores = validation_scores(run, device, tta=True, batch_size=batch_size, workers=workers, amp=amp)
     try:
-        choice = choose_threshold(positive, scores, method, target)
+        choice = choose_threshold(positive, scores, rule)
     except ValueError as e:
         raise ModelError(f"{Path(run.run_dir) / 'val_predictions.csv'}: cannot choose a threshold for TTA scores "
                          f"({e}); pass --threshold T, or score without --tta") from e

@@ -22,7 +22,9 @@ from medrec import __version__
 from medrec.atomicio import write_csv
 from medrec.console import console, progress
 from medrec.data.dataset import PreprocessDataset
+from medrec.device import resolve_device
 from medrec.errors import ConfigError, InputError, ModelError, OutputError
+from medrec.hashing import sha256_file
 from medrec.models.findings import is_finding_model
 from medrec.rundir import positive_index_of
 from medrec.score.aggregate import AGGREGATIONS, GROUP_COLUMNS, aggregate_rows
@@ -34,7 +36,7 @@ from medrec.score.findings import (
     finding_probability_map,
     top_finding,
 )
-from medrec.score.inference import Predictor, resolve_device
+from medrec.score.inference import Predictor
 from medrec.score.operating_point import needs_own_threshold, tta_threshold
 from medrec.score.operating_point import source_text as tta_source_text
 from medrec.score.pipeline import iterate_batches
@@ -48,6 +50,7 @@ from medrec.score.writer import (
     sidecar_path,
     write_sidecar,
 )
+from medrec.thresholds import is_positive
 
 LEVELS = tuple(LEVEL_KEYS)
 IDENTITY_COLUMNS = ("sample_id", "patient_id", "study_uid")
@@ -132,15 +135,6 @@ class ScoreResult:
     rows_ok: int = 0
     failures: Counter = field(default_factory=Counter)
     record: dict[str, Any] = field(default_factory=dict)
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes (streamed)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def input_fingerprint(manifest: pd.DataFrame) -> str:
@@ -472,7 +466,7 @@ def score_manifest(
                         probs = probabilities[offset]
                         if binary:
                             row["score"] = float(probs[positive_index])
-                            row["prediction"] = positive if probs[positive_index] >= threshold else negative
+                            row["prediction"] = positive if is_positive(row["score"], threshold) else negative
                         else:
                             row.update({name: float(probs[c]) for c, name in enumerate(probability_columns)})
                             row["prediction"] = classes[int(probs.argmax())]
@@ -757,7 +751,7 @@ def load_scoring_run(run_dir: str | Path) -> tuple[Any, str]:
     weights = folder / "model.safetensors"
     if not weights.is_file():
         raise ModelError(f"{folder}: has no model.safetensors; only safetensors run directories are scored")
-    return run, file_sha256(weights)
+    return run, sha256_file(weights)
 
 
 def score(

@@ -1,4 +1,4 @@
-"""Training: the epoch loop, threshold choice, temperature calibration, checkpoints and DDP.
+"""Training: the epoch loop, threshold choice, temperature calibration and DDP.
 
 Decisions made on the validation split only (the test split is never loaded during training):
 the best epoch (highest validation AUC; macro one-vs-rest for multi-class; ties broken by lower
@@ -22,8 +22,9 @@ Examples:
 
 from __future__ import annotations
 
+from medrec.thresholds import ThresholdChoice, choose_threshold
 from medrec.train.calibration import TemperatureFit, calibrated_probabilities, fit_temperature
-from medrec.train.threshold import ThresholdChoice, choose_threshold
+from medrec.train.loop import RunResult, train
 
 __all__ = [
     "RunResult",
@@ -32,14 +33,5 @@ __all__ = [
     "calibrated_probabilities",
     "choose_threshold",
     "fit_temperature",
-    "resolve_device",
     "train",
 ]
-
-
-def __getattr__(name: str):  # the loop imports medrec.data, which uses train.determinism
-    if name in ("RunResult", "resolve_device", "train"):
-        from medrec.train import loop
-
-        return getattr(loop, name)
-    raise AttributeError(f"module 'medrec.train' has no attribute {name!r}")

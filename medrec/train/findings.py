@@ -36,8 +36,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from medrec.data.dataset import SampleStore
+from medrec.determinism import derive_seed
 from medrec.errors import ConfigError, InputError
-from medrec.train.determinism import derive_seed
 from medrec.train.paste import LesionPiece, cut_lesions, paste_lesion
 
 # The target of a label-only slice: "somewhere in here is a lesion" (no voxel target).

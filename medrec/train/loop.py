@@ -31,10 +31,19 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, WeightedRandomSampler
 
 from medrec.atomicio import append_line, read_complete_lines, write_csv, write_text
+from medrec.checkpoint import load_checkpoint, load_safetensors, save_checkpoint, save_weights
 from medrec.config import TrainConfig, dump_config
 from medrec.console import progress
 from medrec.data.cache import SampleCache
 from medrec.data.dataset import CachedImageDataset, SampleStore, ThreadPrefetcher, die_with_parent, fill_cache
+from medrec.determinism import (
+    capture_rng_state,
+    derive_seed,
+    enable_deterministic_mode,
+    restore_rng_state,
+    seed_everything,
+)
+from medrec.device import resolve_device
 from medrec.errors import (
     AnnotationError,
     ConfigError,
@@ -45,6 +54,7 @@ from medrec.errors import (
     OutputError,
     ResourceBudgetError,
 )
+from medrec.hashing import sha256_file, sha256_json
 from medrec.manifest import MANIFEST_HASH_RULE, manifest_sha256, read_manifest
 from medrec.models.registry import model_family
 from medrec.rundir import (
@@ -63,10 +73,9 @@ from medrec.rundir import (
     TrainLog,
     check_run_dir_for_training,
     library_versions,
-    sha256_file,
 )
+from medrec.thresholds import choose_threshold, sensitivity_specificity
 from medrec.train.calibration import TemperatureFit, calibrated_probabilities, fit_temperature, negative_log_likelihood
-from medrec.train.checkpoint import load_checkpoint, load_safetensors, save_checkpoint, save_weights
 from medrec.train.ddp import (
     DistributedContext,
     DistributedWeightedSampler,
@@ -76,13 +85,6 @@ from medrec.train.ddp import (
     broadcast_object,
     setup_distributed,
     teardown_distributed,
-)
-from medrec.train.determinism import (
-    capture_rng_state,
-    derive_seed,
-    enable_deterministic_mode,
-    restore_rng_state,
-    seed_everything,
 )
 from medrec.train.evaluation import classification_auc, validation_summary
 from medrec.train.findings import finding_loss
@@ -94,7 +96,6 @@ from medrec.train.setup import (
     labelled_rows,
     partition,
 )
-from medrec.train.threshold import choose_threshold, sensitivity_specificity
 
 # Config keys that may differ between a run and its --resume (they do not change the result).
 RESUME_FREE_KEYS: frozenset[str] = frozenset({"training.device", "training.num_workers", "training.cache_dir"})
@@ -135,21 +136,6 @@ class RunResult:
     seconds: float = 0.0
 
 
-def resolve_device(requested: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error.
-
-    Raises:
-        ConfigError: CUDA requested but not available.
-    """
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("training.device: 'cuda' requested but no CUDA device is available; use cpu or auto")
-    if requested not in ("cpu", "cuda"):
-        raise ConfigError(f"training.device: {requested!r} is not one of auto, cpu, cuda")
-    return torch.device(requested)
-
-
 def train(
     config: TrainConfig,
     run_dir: str | Path,
@@ -180,7 +166,7 @@ def train(
             or output folder, always before training starts where they can be detected.
     """
     started = time.perf_counter()
-    target = resolve_device(device or config.training.device)
+    target = resolve_device(device or config.training.device, "--device" if device else "training.device")
     context = setup_distributed(target.type)
     try:
         trainer = _Trainer(config, Path(run_dir).resolve(), resume, context, target, show_progress)
@@ -198,7 +184,7 @@ def _json_number(value: float | None) -> float | None:
 
 def plan_hash(plan_data: dict[str, Any]) -> str:
     """sha256 of a plan's canonical JSON (keys sorted)."""
-    return hashlib.sha256(json.dumps(plan_data, sort_keys=True, default=str).encode()).hexdigest()
+    return sha256_json(plan_data)
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -238,7 +224,10 @@ class _Trainer:
         self.resume = resume
         self.context = context
         self.main = context.is_main
-        self.device = torch.device("cuda", context.local_rank) if target.type == "cuda" else torch.device("cpu")
+        if target.type == "cuda":  # under torchrun each rank takes the GPU of its local rank
+            self.device = torch.device("cuda", context.local_rank) if context.world_size > 1 else target
+        else:
+            self.device = torch.device("cpu")
         self.show_progress = show_progress and self.main
         self.log = TrainLog(run_dir / TRAIN_LOG, enabled=self.main)
 
@@ -981,7 +970,7 @@ class _Trainer:
         if space.binary:
             positive = val_labels == space.positive_index
             scores = probabilities[:, space.positive_index]
-            choice = choose_threshold(positive, scores, config.threshold.method, config.threshold.target_sensitivity)
+            choice = choose_threshold(positive, scores, config.threshold.rule)
             sensitivity, specificity = sensitivity_specificity(positive, scores, choice.value)
             threshold = {
                 "value": choice.value,

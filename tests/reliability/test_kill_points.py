@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from medrec.train.checkpoint import load_checkpoint
+from medrec.checkpoint import load_checkpoint
 
 from .pipeline_faults import (
     check_folder,

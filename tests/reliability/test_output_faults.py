@@ -22,8 +22,8 @@ import pytest
 import torch
 
 from medrec.atomicio import append_line, read_complete_lines
+from medrec.checkpoint import load_checkpoint, save_checkpoint
 from medrec.errors import OutputError
-from medrec.train.checkpoint import load_checkpoint, save_checkpoint
 
 from .pipeline_faults import (
     COHORT,

@@ -284,7 +284,7 @@ def test_positive_label_resolution():
     assert result["confusion_matrix"] == {"tp": 4, "fp": 2, "tn": 3, "fn": 2}
     pets = _frame()
     pets["label"] = pets["label"].map({"tumor": "dog", "normal": "cat", "": ""})
-    with pytest.raises(LabelsError, match="positive_label"):
+    with pytest.raises(LabelsError, match="--positive-label"):
         analyse_predictions(pets, 0.5, "given", **FAST)
     result = analyse_predictions(pets, 0.5, "given", positive_label="dog", **FAST)
     assert result["confusion_matrix"] == {"tp": 4, "fp": 2, "tn": 3, "fn": 2}

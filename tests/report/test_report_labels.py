@@ -7,7 +7,10 @@ import html
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
 
 THRESHOLD = 0.5
 COLUMNS = ["sample_id", "patient_id", "study_uid", "score", "prediction", "label", "error"]
@@ -148,3 +151,26 @@ def test_labels_matching_no_prediction_are_refused(report_inputs, tmp_path, run_
                                "--labels", str(labels_csv)])
     assert code != 0 and "Traceback" not in output
     assert "labels.csv" in output and "matches none" in output
+
+
+def test_positive_label_names_the_class_a_vocabulary_does_not(tmp_path, run_medrec) -> None:
+    """Labels that do not say which is positive ('hcc' / 'fnh') are an error until --positive-label names it."""
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    score = np.array([0.9, 0.8, 0.6, 0.3, 0.7, 0.2, 0.1, 0.4, 0.3, 0.2])
+    predictions = tmp_path / "pred.csv"
+    pd.DataFrame({"sample_id": [f"s{i}" for i in range(y.size)], "patient_id": [f"p{i}" for i in range(y.size)],
+                  "label": np.where(y == 1, "hcc", "fnh"), "score": score}).to_csv(predictions, index=False)
+    code, output = run_medrec(["report", str(predictions), "-o", str(tmp_path / "none"), "--threshold", "0.5"])
+    assert code != 0 and "Traceback" not in output
+    assert "'fnh', 'hcc'" in output and "--positive-label" in output
+
+    for positive, truth in (("hcc", y == 1), ("fnh", y == 0)):
+        out = tmp_path / positive
+        code, output = run_medrec(["report", str(predictions), "-o", str(out), "--threshold", "0.5",
+                                   "--positive-label", positive])
+        assert code == 0, output
+        report = json.loads((out / "report.json").read_text())
+        assert report["positive_label"] == positive
+        called = score >= 0.5
+        assert report["metrics"]["sensitivity"]["value"] == pytest.approx((called & truth).sum() / truth.sum())
+        assert report["metrics"]["auc"]["value"] == pytest.approx(roc_auc_score(truth, score))

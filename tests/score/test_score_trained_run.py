@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 import torch
 
+from medrec.hashing import sha256_file
 from medrec.manifest import read_manifest
-from medrec.score import file_sha256, read_rows, read_sidecar
+from medrec.score import read_rows, read_sidecar
 
 pytestmark = pytest.mark.slow
 MEDREC = [sys.executable, "-m", "medrec"]
@@ -57,7 +58,7 @@ def test_scores_equal_the_run_applied_in_memory(trained_run, scored):
         assert row["prediction"] == run.decide(probabilities.numpy())[0]
         assert row["label"] == sample["label"]
     record = read_sidecar(scored)
-    assert record["model_sha256"] == file_sha256(trained_run["run"] / "model.safetensors")
+    assert record["model_sha256"] == sha256_file(trained_run["run"] / "model.safetensors")
     assert record["threshold"] == pytest.approx(run.threshold)
     assert record["threshold_source"].startswith("run:")
     assert record["counts"]["scored"] == len(manifest) and record["status"] == "complete"

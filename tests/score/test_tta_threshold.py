@@ -63,7 +63,7 @@ def _tta_threshold_by_hand(run: Path, tmp_path: Path) -> float:
     """Score the run's validation samples with --tta at a fixed threshold and choose by the run's rule (youden)."""
     from medrec.manifest import read_manifest
     from medrec.score import ScoreOptions, load_scoring_run, score_manifest
-    from medrec.train.threshold import choose_threshold
+    from medrec.thresholds import choose_threshold
 
     loaded, model_hash = load_scoring_run(run)
     validation = pd.read_csv(run / "val_predictions.csv", dtype=str, keep_default_na=False)
@@ -81,7 +81,7 @@ def test_validation_scores_without_tta_reproduce_the_trained_threshold(tested_ru
     # the machinery that scores the validation split gives training's own scores and threshold back
     from medrec.rundir import load_run
     from medrec.score.operating_point import validation_scores
-    from medrec.train.threshold import choose_threshold
+    from medrec.thresholds import choose_threshold
 
     run = load_run(tested_run["run"])
     sample_ids, positive, scores = validation_scores(run, run.device, tta=False)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from medrec.checkpoint import load_checkpoint, save_checkpoint, save_weights
+from medrec.determinism import capture_rng_state, restore_rng_state
 from medrec.errors import ModelError
 from medrec.models import create_model
 from medrec.rundir import MODEL_JSON, MODEL_WEIGHTS, RUN_FORMAT, load_run
-from medrec.train.checkpoint import load_checkpoint, save_checkpoint, save_weights
-from medrec.train.determinism import capture_rng_state, restore_rng_state
 
 
 class _Marker:

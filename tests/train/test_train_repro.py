@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
+from medrec.checkpoint import load_checkpoint
 from medrec.errors import ConfigError, OutputError
 from medrec.train import train
-from medrec.train.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 
