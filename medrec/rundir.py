@@ -11,7 +11,8 @@ Layout (all files written atomically)::
       model.json             architecture, plan, classes, threshold, calibration, versions,
                              data fingerprint; written last: its presence marks a complete run
                              (scoring with --tta later adds threshold_tta, the threshold chosen
-                             on validation scored with TTA: medrec.score.operating_point)
+                             on validation scored with TTA: medrec.score.operating_point);
+                             its typed record, writer and reader: medrec.runinfo (re-exported here)
       checkpoint_last.safetensors / .json   last epoch's full state, for --resume
       metrics.jsonl          one line per epoch
       val_predictions.csv    calibrated validation probabilities of the kept weights
@@ -24,25 +25,29 @@ Layout (all files written atomically)::
 from __future__ import annotations
 
 import hashlib
-import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 
 from medrec.atomicio import append_line
 from medrec.errors import ModelError, OutputError
+from medrec.runinfo import MODEL_JSON as MODEL_JSON
+from medrec.runinfo import MODEL_WEIGHTS as MODEL_WEIGHTS
+from medrec.runinfo import RUN_FORMAT as RUN_FORMAT
+from medrec.runinfo import Calibration
+from medrec.runinfo import RunInfo as RunInfo
+from medrec.runinfo import read_run_info as read_run_info
+from medrec.runinfo import write_run_info as write_run_info
 from medrec.thresholds import is_positive
 
 if TYPE_CHECKING:
     from monai.transforms import Compose
 
-RUN_FORMAT = "medrec-run-1"
-MODEL_JSON = "model.json"
-MODEL_WEIGHTS = "model.safetensors"
 CONFIG_YAML = "config.yaml"
 PLAN_JSON = "plan.json"
 SPLITS_CSV = "splits.csv"
@@ -126,14 +131,60 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+class ScoringRun(Protocol):
+    """What scoring needs of a run: :class:`Run` has it, and so does a test's stand-in.
+
+    Optional extras are looked up with ``getattr``: ``positive_class`` / ``positive_index``
+    (:func:`positive_index_of`), ``threshold_source``, ``plan``, ``device`` and ``info``.
+    """
+
+    @property
+    def model(self) -> torch.nn.Module: ...
+
+    @property
+    def classes(self) -> Sequence[str]: ...
+
+    @property
+    def threshold(self) -> float | None: ...
+
+    def predict(self, batch: torch.Tensor) -> torch.Tensor:
+        """Calibrated class probabilities ``(B, n_classes)`` of a preprocessed batch."""
+        ...
+
+    def deterministic_transforms(self) -> Compose:
+        """The preprocessing chain of training, without augmentation."""
+        ...
+
+
+class LoadedRun(ScoringRun, Protocol):
+    """A run read from its directory (:func:`load_run`): what choosing a threshold on its validation split needs."""
+
+    @property
+    def run_dir(self) -> Path: ...
+
+    info: RunInfo  # replaced (RunInfo is frozen) when scoring adds a threshold to model.json
+
+    @property
+    def positive_class(self) -> str | None: ...
+
+    @property
+    def plan(self) -> Any: ...
+
+    @property
+    def temperature(self) -> float: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+
 @dataclass
 class Run:
-    """A trained model loaded from a run directory, ready to score.
+    """A trained model loaded from a run directory, ready to score (a :class:`LoadedRun`).
 
     Attributes:
         run_dir: the folder.
         model: the network in eval mode, with the best weights.
-        info: the content of ``model.json``.
+        info: the content of ``model.json`` (:class:`~medrec.runinfo.RunInfo`).
         plan: the preprocessing plan (``medrec.planning.Plan``).
         classes: class names in model-output order.
         positive_class: the positive class (binary) or None (multi-class: argmax).
@@ -144,7 +195,7 @@ class Run:
 
     run_dir: Path
     model: torch.nn.Module
-    info: dict[str, Any]
+    info: RunInfo
     plan: Any
     classes: tuple[str, ...]
     positive_class: str | None
@@ -153,8 +204,8 @@ class Run:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
-    def calibration(self) -> dict[str, Any]:
-        return dict(self.info.get("calibration") or {"method": "none", "temperature": 1.0})
+    def calibration(self) -> Calibration:
+        return self.info.calibration or Calibration()
 
     @property
     def positive_index(self) -> int | None:
@@ -194,7 +245,7 @@ class Run:
         return deterministic
 
 
-def positive_index_of(run: Any) -> int | None:
+def positive_index_of(run: ScoringRun) -> int | None:
     """Index of the positive class in the run's outputs (binary runs; None for multi-class).
 
     ``run.positive_index`` / ``run.positive_class`` when the run records them, else the second class.
@@ -203,29 +254,21 @@ def positive_index_of(run: Any) -> int | None:
     if len(classes) != 2:
         return None
     index = getattr(run, "positive_index", None)
-    if index is None and getattr(run, "positive_class", None) is not None:
-        index = classes.index(str(run.positive_class)) if str(run.positive_class) in classes else None
+    positive = getattr(run, "positive_class", None)
+    if index is None and positive is not None:
+        index = classes.index(str(positive)) if str(positive) in classes else None
     return 1 if index is None else int(index)
 
 
-def _read_model_json(folder: Path) -> dict[str, Any]:
-    path = folder / MODEL_JSON
-    if not path.is_file():
-        if has_started(folder):
-            raise ModelError(
-                f"{folder}: the run is not complete (no model.json); finish it with 'medrec train ... --resume'")
-        raise ModelError(f"{folder}: not a medrec run directory (no model.json); train one with "
-                         "'medrec train RECIPE -o RUN --manifest MANIFEST' or 'medrec run RECIPE'")
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelError(f"{path}: not valid JSON ({e}); the run directory is damaged") from e
-    if not isinstance(info, dict) or info.get("format") != RUN_FORMAT:
-        raise ModelError(f"{path}: not a {RUN_FORMAT} model description")
-    for key in ("architecture", "classes", "plan", "weights"):
-        if key not in info:
-            raise ModelError(f"{path}: lacks {key!r}; the run directory is damaged or from another tool")
-    return info
+def _require_model_json(folder: Path) -> None:
+    """Say why a folder has no ``model.json``: a run still training, or no run at all."""
+    if (folder / MODEL_JSON).is_file():
+        return
+    if has_started(folder):
+        raise ModelError(
+            f"{folder}: the run is not complete (no model.json); finish it with 'medrec train ... --resume'")
+    raise ModelError(f"{folder}: not a medrec run directory (no model.json); train one with "
+                     "'medrec train RECIPE -o RUN --manifest MANIFEST' or 'medrec run RECIPE'")
 
 
 def _check_weight_files(folder: Path) -> Path:
@@ -262,23 +305,19 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     folder = Path(run_dir)
     if not folder.is_dir():
         raise ModelError(f"{folder}: run directory not found")
-    info = _read_model_json(folder)
-    weights_path = _check_weight_files(folder)
+    _require_model_json(folder)
+    weights_path = _check_weight_files(folder)  # pickles are refused before anything else is read
+    info = read_run_info(folder)
     data = check_safetensors_file(weights_path)
-    expected = info["weights"].get("sha256")
+    expected = info.weights.sha256
     if expected and hashlib.sha256(data).hexdigest() != expected:
         raise ModelError(
             f"{weights_path}: does not match model.json (sha256 differs); the weights were replaced after training"
         )
-    architecture = info["architecture"]
+    architecture = info.architecture
     try:
-        model = create_model(
-            architecture["name"],
-            int(architecture["spatial_dims"]),
-            int(architecture["in_channels"]),
-            int(architecture["num_classes"]),
-            **dict(architecture.get("kwargs") or {}),
-        )
+        model = create_model(architecture.name, architecture.spatial_dims, architecture.in_channels,
+                             architecture.num_classes, **architecture.options)
     except (KeyError, TypeError, ValueError) as e:
         raise ModelError(f"{folder / MODEL_JSON}: bad architecture entry ({e})") from e
     state = load_safetensors(weights_path)
@@ -289,23 +328,17 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     target = torch.device(device)
     model.to(target).eval()
     try:
-        plan = Plan.model_validate(info["plan"])
+        plan = Plan.model_validate(info.plan)
     except ValueError as e:
         raise ModelError(f"{folder / MODEL_JSON}: the preprocessing plan does not validate ({e})") from e
-    threshold_entry = info.get("threshold") or {}
-    calibration = info.get("calibration") or {}
-    temperature = float(calibration.get("temperature", 1.0)) if calibration.get("method") == "temperature" else 1.0
-    if not temperature > 0:
-        raise ModelError(f"{folder / MODEL_JSON}: calibration temperature must be > 0, got {temperature}")
-    threshold = threshold_entry.get("value")
     return Run(
         run_dir=folder.resolve(),
         model=model,
         info=info,
         plan=plan,
-        classes=tuple(info["classes"]),
-        positive_class=info.get("positive_class"),
-        threshold=None if threshold is None else float(threshold),
-        temperature=temperature,
+        classes=info.classes,
+        positive_class=info.positive_class,
+        threshold=info.threshold_value,
+        temperature=info.temperature,
         device=target,
     )

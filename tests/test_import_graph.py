@@ -107,7 +107,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("medrec.loader", "medrec.transforms", "medrec.planning"),
     ("medrec.split", "medrec.data"),
     ("medrec.models", "medrec.config"),
-    ("medrec.rundir",),
+    ("medrec.rundir", "medrec.runinfo"),
     ("medrec.train",),
     ("medrec.score", "medrec.dicomout"),
     ("medrec.report",),

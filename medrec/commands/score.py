@@ -11,7 +11,7 @@ import typer
 from medrec.commands import dicomweb_options
 from medrec.commands.index import MatchOn
 from medrec.console import console, print_summary
-from medrec.errors import ConfigError, InputError
+from medrec.errors import ConfigError, InputError, ModelError
 
 HELP = """Score a scan folder or a manifest with a trained run; resumable, one bad
 study never stops the batch.
@@ -145,15 +145,14 @@ def on_interrupt(params: Mapping[str, Any], args: Sequence[str]) -> tuple[str, l
 
 def _finding_run(run_dir: Path) -> bool:
     """Whether RUN holds a finding-map model (read from its model.json; False when that cannot be read)."""
-    import json
+    from medrec.runinfo import read_run_info  # deferred: the CLI starts without pydantic
 
     try:
-        name = json.loads((run_dir / "model.json").read_text(encoding="utf-8"))["architecture"]["name"]
-        from medrec.errors import ModelError
-        from medrec.models.registry import model_family
+        name = read_run_info(run_dir).architecture.name
+        from medrec.models.registry import model_family  # deferred: imports torch
 
-        return model_family(str(name)) == "finding-map"
-    except (OSError, ValueError, KeyError, TypeError, LookupError, ModelError):
+        return model_family(name) == "finding-map"
+    except (LookupError, ModelError):
         return False
 
 

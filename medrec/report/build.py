@@ -51,6 +51,8 @@ from medrec.report.pseudonym import (
 from medrec.report.reference import PREDICTIONS_REFERENCE, attach_labels
 from medrec.report.render_html import render_html
 from medrec.report.render_pdf import render_pdf
+from medrec.report.validation_split import validation_results
+from medrec.runinfo import MODEL_JSON, MODEL_WEIGHTS, RunInfo, read_run_info
 from medrec.thresholds import parse_rule
 
 if TYPE_CHECKING:  # medrec.config imports medrec.transforms, which imports torch: not at report start-up
@@ -128,22 +130,20 @@ def is_multiclass(predictions: pd.DataFrame) -> bool:
     return "score" not in predictions.columns and any(c.startswith("score_") for c in predictions.columns)
 
 
-def read_model_json(run_dir: Path) -> dict:
-    """The run's ``model.json``.
+def read_run(run_dir: Path) -> RunInfo:
+    """The run's ``model.json`` (:func:`medrec.runinfo.read_run_info`).
 
     Raises:
-        ModelError: the file is missing or not JSON.
+        ModelError: the file is missing (the report's threshold is then unknown), not JSON, or not
+            a valid run description.
     """
-    path = run_dir / "model.json"
+    path = run_dir / MODEL_JSON
     if not path.is_file():
         raise ModelError(
             f"{path}: not found, so the run's operating threshold is unknown; pass the run directory written by "
             "'medrec train', or give --threshold T or --exploratory-threshold youden"
         )
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelError(f"{path}: not valid JSON ({e}); the run directory is damaged") from e
+    return read_run_info(run_dir)
 
 
 @dataclass(frozen=True)
@@ -217,7 +217,7 @@ def scored_threshold(record: Mapping | None, sidecar: Path) -> ScoredThreshold |
 
 
 def resolve_threshold(
-    model_json: Mapping | None,
+    run_info: RunInfo | None,
     model_json_path: Path | None,
     threshold: float | None,
     exploratory_threshold: str | None,
@@ -232,7 +232,7 @@ def resolve_threshold(
     the predictions were made at the other threshold and their decisions recomputed.
 
     Args:
-        model_json: the run's model.json (None without --run).
+        run_info: the run's model.json (None without --run).
         model_json_path: its path, for errors.
         threshold: the --threshold value.
         exploratory_threshold: the --exploratory-threshold rule.
@@ -249,7 +249,7 @@ def resolve_threshold(
             unknown exploratory rule, or no threshold source at all.
         ModelError: the run's model.json lacks a usable ``threshold``.
     """
-    value, kind, method, text = _chosen_threshold(model_json, model_json_path, threshold, exploratory_threshold,
+    value, kind, method, text = _chosen_threshold(run_info, model_json_path, threshold, exploratory_threshold,
                                                   multiclass, scored)
     if scored is not None and value is not None and kind != "exploratory" \
             and not math.isclose(value, scored.value, rel_tol=0.0, abs_tol=1e-12):
@@ -259,7 +259,7 @@ def resolve_threshold(
 
 
 def _chosen_threshold(
-    model_json: Mapping | None,
+    run_info: RunInfo | None,
     model_json_path: Path | None,
     threshold: float | None,
     exploratory_threshold: str | None,
@@ -277,32 +277,22 @@ def _chosen_threshold(
     if exploratory_threshold:
         rule = parse_rule(exploratory_threshold, "--exploratory-threshold").text
         return None, "exploratory", rule, f"EXPLORATORY: chosen on the test data ({rule})"
-    if model_json is not None:
-        entry = model_json.get("threshold")
-        if isinstance(entry, Mapping):
-            value, method = entry.get("value"), str(entry.get("method") or "")
-            chosen_on = str(entry.get("chosen_on") or "validation")
-        else:
-            value, method, chosen_on = entry, "", "validation"
-        if value is None:
+    if run_info is not None:
+        entry = run_info.threshold
+        if entry is None or entry.value is None:
             if multiclass:
                 return None, "argmax", "argmax", "argmax (multi-class)"
             raise ModelError(
                 f"{model_json_path}: has no 'threshold' with a 'value'; re-run 'medrec train' to store one, or "
                 "give --threshold T or --exploratory-threshold youden"
             )
-        try:
-            number = float(value)
-        except (TypeError, ValueError) as e:
-            raise ModelError(f"{model_json_path}: threshold value {value!r} is not a number") from e
-        if math.isnan(number) or not 0.0 <= number <= 1.0:
-            raise ModelError(f"{model_json_path}: threshold value {number} lies outside [0, 1]")
+        value, method, chosen_on = entry.value, entry.method or "", entry.chosen_on or "validation"
         how = f" by {method}" if method else ""
         if chosen_on in ("validation", "val"):
-            return number, "validation", method, \
+            return value, "validation", method, \
                 f"validation: chosen on the validation split{how} and frozen before the test data were scored " \
                 "(run's model.json)"
-        return number, "user-given", method, f"run's model.json, chosen on {chosen_on}{how}"
+        return value, "user-given", method, f"run's model.json, chosen on {chosen_on}{how}"
     if scored is not None:
         return scored.decision()
     if multiclass:
@@ -437,18 +427,17 @@ def _read_optional_csv(path: Path | None) -> pd.DataFrame | None:
         raise InputError(f"{path}: not a readable CSV ({e})") from e
 
 
-def _run_weights_sha256(run_dir: Path, model_json: Mapping | None) -> str | None:
+def _run_weights_sha256(run_dir: Path, run_info: RunInfo | None) -> str | None:
     """The sha256 of a run's weights: as its model.json records it, else computed from model.safetensors."""
-    info = model_json
-    if info is None and (run_dir / "model.json").is_file():
+    if run_info is None and (run_dir / MODEL_JSON).is_file():
         try:
-            info = json.loads((run_dir / "model.json").read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
-            info = None
-    return _model_sha256(run_dir, info if isinstance(info, Mapping) else {})
+            run_info = read_run_info(run_dir)
+        except ModelError:
+            run_info = None  # not a readable run description: the weights file alone names the model
+    return _model_sha256(run_dir, run_info)
 
 
-def check_same_model(record: Mapping | None, sidecar: Path, run_dir: Path | None, model_json: Mapping | None) -> None:
+def check_same_model(record: Mapping | None, sidecar: Path, run_dir: Path | None, run_info: RunInfo | None) -> None:
     """Refuse predictions that another model made than the ``--run`` named for them.
 
     The run gives the report its threshold, its training / validation split (left out of the
@@ -460,7 +449,7 @@ def check_same_model(record: Mapping | None, sidecar: Path, run_dir: Path | None
     scored_by = str((record or {}).get("model_sha256") or "")
     if run_dir is None or not scored_by:
         return
-    run_hash = _run_weights_sha256(run_dir, model_json)
+    run_hash = _run_weights_sha256(run_dir, run_info)
     if run_hash and run_hash != scored_by:
         raise InputError(
             f"{sidecar.name}: the predictions were made by the model with weights sha256 {scored_by[:12]}..., but "
@@ -469,11 +458,11 @@ def check_same_model(record: Mapping | None, sidecar: Path, run_dir: Path | None
         )
 
 
-def tta_model_json(
-    model_json: Mapping | None, record: Mapping | None, scored: ScoredThreshold | None, sidecar: Path,
+def tta_run_info(
+    run_info: RunInfo | None, record: Mapping | None, scored: ScoredThreshold | None, sidecar: Path,
     threshold: float | None, exploratory_threshold: str | None,
-) -> tuple[Mapping | None, bool]:
-    """The model.json view whose ``threshold`` belongs to the predictions' scoring setting.
+) -> tuple[RunInfo | None, bool]:
+    """The run description whose ``threshold`` belongs to the predictions' scoring setting.
 
     Predictions scored with test-time augmentation (``tta`` in their sidecar) are compared with
     the threshold chosen on validation scored with TTA (``model.json`` ``threshold_tta``, written
@@ -481,7 +470,7 @@ def tta_model_json(
     scores (on the demo every negative ended above the plain threshold).
 
     Returns:
-        ``(model_json view, used the TTA threshold)``; the view is None when the sidecar's
+        ``(run description, used the TTA threshold)``; the description is None when the sidecar's
         threshold (chosen with TTA) is the one to use.
 
     Raises:
@@ -489,28 +478,27 @@ def tta_model_json(
             before such thresholds existed).
     """
     if not (record or {}).get("tta") or threshold is not None or exploratory_threshold:
-        return model_json, False
-    from medrec.score.operating_point import TTA_SOURCE_MARK, TTA_THRESHOLD_KEY  # deferred: imports torch
+        return run_info, False
+    from medrec.score.operating_point import TTA_SOURCE_MARK  # deferred: imports torch
 
     scored_with_tta = scored is not None and TTA_SOURCE_MARK in str((record or {}).get("threshold_source") or "")
     fix = ("score them again with 'medrec score --tta' or 'medrec evaluate RUN --tta' (it chooses the threshold on "
            "validation scored with TTA and keeps it in model.json), or pass --threshold T")
-    if model_json is not None:
-        entry = model_json.get(TTA_THRESHOLD_KEY)
-        if isinstance(entry, Mapping) and entry.get("value") is not None:
-            return {**model_json, "threshold": entry}, True
+    if run_info is not None:
+        entry = run_info.threshold_tta
+        if entry is not None and entry.value is not None:
+            return run_info.model_copy(update={"threshold": entry}), True
         if scored_with_tta:
             return None, True
-        chosen = model_json.get("threshold")
-        if isinstance(chosen, Mapping) and chosen.get("value") is None:
-            return model_json, False  # multi-class: argmax, no threshold
+        if run_info.threshold is not None and run_info.threshold.value is None:
+            return run_info, False  # multi-class: argmax, no threshold
         raise ModelError(f"{sidecar.name}: the predictions were scored with test-time augmentation, but the run's "
                          f"model.json holds only the threshold chosen on validation without it, which does not "
                          f"apply to TTA scores; {fix}")
     if scored is not None and scored.kind == "validation" and not scored_with_tta:
         raise ModelError(f"{sidecar.name}: the predictions were scored with test-time augmentation at the run's "
                          f"threshold chosen without it ({scored.value:g}), which does not apply to TTA scores; {fix}")
-    return model_json, scored_with_tta
+    return run_info, scored_with_tta
 
 
 # Why rows from the run's own training / validation split leave a validation report.
@@ -1113,12 +1101,10 @@ def _training_summary(run_dir: Path | None) -> tuple[dict[str, str], list[str]]:
     return settings, left_out
 
 
-def _plan_summary(model_json: Mapping | None) -> tuple[dict[str, str], list[str]]:
+def _plan_summary(run_info: RunInfo | None) -> tuple[dict[str, str], list[str]]:
     """The run's preprocessing plan as model.json records it (resolved spacing, input size, ...), and the
     reason for each choice; the data fingerprint the plan was made from is given separately."""
-    plan = (model_json or {}).get("plan")
-    if not isinstance(plan, Mapping):
-        return {}, []
+    plan = run_info.plan if run_info is not None else {}
     settings: dict[str, str] = {}
     left_out: list[str] = []
     _flatten_settings({k: v for k, v in plan.items() if k not in ("reasons", "fingerprint")}, "", settings, left_out)
@@ -1126,20 +1112,19 @@ def _plan_summary(model_json: Mapping | None) -> tuple[dict[str, str], list[str]
     return settings, reasons
 
 
-def _model_sha256(run_dir: Path | None, model_json: Mapping) -> str | None:
+def _model_sha256(run_dir: Path | None, run_info: RunInfo | None) -> str | None:
     """The sha256 of the run's weights (as model.json records it, else computed from model.safetensors)."""
-    weights = model_json.get("weights")
-    if isinstance(weights, Mapping) and isinstance(weights.get("sha256"), str):
-        return weights["sha256"]
-    if run_dir is not None and (run_dir / "model.safetensors").is_file():
-        return sha256_file(run_dir / "model.safetensors")
+    if run_info is not None and run_info.weights.sha256:
+        return run_info.weights.sha256
+    if run_dir is not None and (run_dir / MODEL_WEIGHTS).is_file():
+        return sha256_file(run_dir / MODEL_WEIGHTS)
     return None
 
 
 def provenance_block(
     predictions_csv: Path,
     run_dir: Path | None,
-    model_json: Mapping | None,
+    run_info: RunInfo | None,
     report: Mapping,
     keep_identifiers: bool,
     analysis_kw: Mapping,
@@ -1153,17 +1138,11 @@ def provenance_block(
     The run is named by the sha256 of its weights, not by its folder: the same run reported from two
     folders (or copied elsewhere) gives the same report.json, and the hash names the model exactly.
     """
-    model = model_json or {}
-    architecture = model.get("architecture") or {}
-    if isinstance(architecture, Mapping):
-        model_name = architecture.get("name") or model.get("name")
-        architecture_text = doc_model.plain_text({k: v for k, v in architecture.items()
-                                              if isinstance(v, int | float | str | bool)}) or None
-    else:
-        model_name, architecture_text = model.get("name") or str(architecture), str(architecture)
-    calibration = model.get("calibration")
+    architecture = run_info.architecture.to_json() if run_info is not None else {}
+    calibration = run_info.calibration if run_info is not None else None
+    fingerprint = run_info.data_fingerprint if run_info is not None else None
     training, training_paths = _training_summary(run_dir)
-    plan, plan_reasons = _plan_summary(model)
+    plan, plan_reasons = _plan_summary(run_info)
     return {
         "report_date": date,
         "medrec_version": __version__,
@@ -1172,32 +1151,32 @@ def provenance_block(
         "compare_file": compare_path.name if compare_path is not None else None,
         "compare_sha256": sha256_file(compare_path) if compare_path is not None else None,
         "manifest": manifest_path.name if manifest_path is not None else None,
-        "model_sha256": _model_sha256(run_dir, model),
-        "model_name": model_name,
-        "architecture": architecture_text,
-        "classes": model.get("classes") or report.get("classes"),
-        "positive_class": model.get("positive_class") or report.get("positive_label"),
+        "model_sha256": _model_sha256(run_dir, run_info),
+        "model_name": architecture.get("name"),
+        "architecture": doc_model.plain_text({k: v for k, v in architecture.items()
+                                              if isinstance(v, int | float | str | bool)}) or None,
+        "classes": (list(run_info.classes) if run_info is not None else None) or report.get("classes"),
+        "positive_class": (run_info.positive_class if run_info is not None else None) or report.get("positive_label"),
         "label_mapping": (f"{mapping_text(report['label_mapping'])} (the predictions' labels matched to the run's "
                           "classes by polarity)") if report.get("label_mapping") else None,
         "reference_standard": (report.get("reference_standard") or {}).get("summary") or PREDICTIONS_REFERENCE,
         "threshold": report.get("threshold"),
         "threshold_source": report.get("threshold_source"),
         "threshold_method": report.get("threshold_method"),
-        "calibration": calibration if calibration is None or isinstance(calibration, str | int | float)
-        else doc_model.plain_text(calibration),
-        "data_fingerprint": _fingerprint_text(model.get("data_fingerprint") or model.get("fingerprint")),
+        "calibration": doc_model.plain_text(calibration.to_json()) if calibration is not None else None,
+        "data_fingerprint": _fingerprint_text(fingerprint.to_json() if fingerprint is not None else None),
         "ci_method": analysis_kw.get("ci_method"),
         "n_boot": analysis_kw.get("n_boot"),
         "seed": analysis_kw.get("seed"),
         "identifiers": "kept (--keep-identifiers)" if keep_identifiers else
         "pseudonymised: keyed SHA-256 HMAC, key derived from the predictions file (medrec.report.pseudonym)",
         "library_versions": _versions(),
-        "training_library_versions": model.get("library_versions") or model.get("versions") or {},
+        "training_library_versions": dict(run_info.versions or {}) if run_info is not None else {},
         "training": training,
         "training_paths_left_out": training_paths,
         "plan": plan,
         "plan_reasons": plan_reasons,
-        "plan_hash": model.get("plan_hash"),
+        "plan_hash": run_info.plan_hash if run_info is not None else None,
     }
 
 
@@ -1561,7 +1540,7 @@ def write_report(
     the threshold the predictions were made at (their sidecar ``PREDICTIONS.json``, written by
     ``medrec score``). When the one used differs from the one the predictions were made at, the
     decisions are recomputed (``score >= threshold``) and ``threshold_source`` says both.
-    Predictions scored with TTA take the run's ``threshold_tta`` (:func:`tta_model_json`).
+    Predictions scored with TTA take the run's ``threshold_tta`` (:func:`tta_run_info`).
 
     Rows from the training or validation split of the run (``run_dir``, else the run the sidecar
     names when it still holds the weights that scored) are left out of the analysis, counted in
@@ -1604,16 +1583,17 @@ def write_report(
             raise InputError(f"{lesions}: lesion table not found; pass a CSV with study_uid or series_uid, "
                              "center_x, center_y, center_z (LPS mm) and diameter_mm")
 
-    model_json = None
-    if run is not None and ((threshold is None and not exploratory_threshold) or (run / "model.json").is_file()):
-        model_json = read_model_json(run)
-    check_same_model(record, sidecar, run, model_json)
+    run_info = None
+    if run is not None and ((threshold is None and not exploratory_threshold) or (run / MODEL_JSON).is_file()):
+        run_info = read_run(run)
+    check_same_model(record, sidecar, run, run_info)
     scored = scored_threshold(record, sidecar)
-    space = run_label_space(model_json if model_json is not None else record)
-    threshold_json, tta_threshold_used = tta_model_json(model_json, record, scored, sidecar, threshold,
-                                                        exploratory_threshold)
+    space = run_label_space({"classes": run_info.classes, "positive_class": run_info.positive_class}
+                            if run_info is not None else record)
+    threshold_info, tta_threshold_used = tta_run_info(run_info, record, scored, sidecar, threshold,
+                                                      exploratory_threshold)
     value, kind, method, source_text = resolve_threshold(
-        threshold_json, run / "model.json" if run else None, threshold, exploratory_threshold, multiclass, scored)
+        threshold_info, run / MODEL_JSON if run else None, threshold, exploratory_threshold, multiclass, scored)
     if tta_threshold_used:
         source_text += "; chosen on validation scored with test-time augmentation, as these predictions were"
 
@@ -1683,8 +1663,8 @@ def write_report(
     mapping: dict[str, str] = {}
     if not multiclass:
         mapping, positive_label = label_mapping(predictions, space, positive_label, predictions_path.name)
-        if positive_label is None and model_json is not None and model_json.get("positive_class") is not None:
-            positive_label = str(model_json["positive_class"])
+        if positive_label is None and run_info is not None and run_info.positive_class is not None:
+            positive_label = run_info.positive_class
     if mapping and "prediction" in predictions_view.columns:
         # 'prediction' holds the run's class names; the analysis reads it in the labels' vocabulary
         to_label = {name: label for label, name in mapping.items()}
@@ -1736,6 +1716,9 @@ def write_report(
                                   also_scored=training_rows, level=level).items():
         cohort.setdefault(name, item)
     report["cohort"] = cohort
+    report["validation_split"] = validation_results(
+        run if run is not None else owner, report.get("threshold"), space[1] if space is not None else None,
+        ci_method)
     report["context"] = {key: value for key, value in (context.model_dump() if context is not None else {}).items()
                          if value} or None
     report["data_origin"] = synthetic_origin(manifest_frame, [scanned_folder(record)])
@@ -1744,7 +1727,7 @@ def write_report(
     report["limitations"] = doc_model.limitations(report)
     date = report_date()
     report["provenance"] = provenance_block(
-        predictions_path, run, model_json, report, keep_identifiers,
+        predictions_path, run, run_info, report, keep_identifiers,
         {"ci_method": ci_method, "n_boot": n_boot, "seed": seed}, date,
         compare_path=compare_path, manifest_path=manifest_path if manifest_frame is not None else None,
     )

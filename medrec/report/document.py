@@ -902,7 +902,29 @@ def performance_section(report: Mapping) -> Section:
     calibration = calibration_table(report.get("calibration"))
     if calibration is not None:
         section.blocks.append(calibration)
+    validation = validation_table(report)
+    if validation is not None:
+        section.blocks.append(validation)
     return section
+
+
+def validation_table(report: Mapping) -> Table | None:
+    """The run's validation split beside this report's data (:mod:`medrec.report.validation_split`)."""
+    validation = report.get("validation_split")
+    if not isinstance(validation, Mapping) or not validation.get("metrics"):
+        return None
+    metrics = report.get("metrics") or {}
+    rows = [[METRICS[name][0], *_metric_cell(validation["metrics"].get(name), name),
+             *_metric_cell(metrics.get(name), name)] for name in ("auc", "sensitivity", "specificity")]
+    return Table(
+        ["Metric", "Validation split", "95% CI", "These data", "95% CI"], rows,
+        caption=f"The run's validation split ({fmt_count(validation.get('n'))} samples, "
+                f"{fmt_count(validation.get('n_positive'))} positive) beside these data, at the same threshold "
+                f"{fmt_threshold(validation.get('threshold'))}",
+        note="Training chose the best epoch, the calibration and the threshold on the validation split, so its "
+             "figures are optimistic; the difference shows how much of them was tuning. Validation intervals count "
+             "samples (its file names no patients).",
+    )
 
 
 CALIBRATION_ROWS: dict[str, str] = {

@@ -17,7 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from medrec.errors import InputError, OutputError
+from medrec.errors import InputError, ModelError, OutputError
+from medrec.runinfo import read_run_info
 
 LEDGER = "dicom_out.csv"
 LEDGER_COLUMNS = ("study_uid", "samples", "fingerprint", "sr", "seg", "stored", "error")
@@ -50,12 +51,10 @@ def _algorithm(record: Mapping[str, Any]) -> Any:
     from medrec.dicomout import Algorithm
 
     run_dir = Path(str((record.get("input") or {}).get("run_dir") or ""))
-    name = "medrec model"
     try:
-        model = json.loads((run_dir / "model.json").read_text(encoding="utf-8"))
-        name = str((model.get("architecture") or {}).get("name") or name)
-    except (OSError, ValueError, AttributeError):
-        pass
+        name = read_run_info(run_dir).architecture.name
+    except ModelError:  # the run folder moved or is gone: the results still name the weights by sha256
+        name = "medrec model"
     return Algorithm(name=name, version=str(record.get("medrec_version") or __version__),
                      weights_sha256=str(record["model_sha256"]), threshold=float(record["threshold"]),
                      threshold_source=str(record.get("threshold_source") or ""),

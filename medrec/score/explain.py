@@ -36,7 +36,7 @@ from torch import nn
 
 from medrec.atomicio import write_bytes
 from medrec.errors import ModelError, OutputError
-from medrec.rundir import positive_index_of
+from medrec.rundir import ScoringRun, positive_index_of
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
@@ -218,7 +218,7 @@ class GradCamExplainer:
         device: where the model lives.
     """
 
-    def __init__(self, run: Any, out_dir: str | Path, device: torch.device | None = None) -> None:
+    def __init__(self, run: ScoringRun, out_dir: str | Path, device: torch.device | None = None) -> None:
         self.run = run
         self.out_dir = Path(out_dir)
         try:

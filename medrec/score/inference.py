@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from medrec.errors import ModelError
+from medrec.rundir import ScoringRun
 
 
 def flip_combinations(spatial_dims: int) -> list[tuple[int, ...]]:
@@ -56,7 +57,8 @@ class Predictor:
     """
 
     def __init__(
-        self, run: Any, device: torch.device, amp: bool = True, tta: bool = False, uncertainty_class: int | None = None
+        self, run: ScoringRun, device: torch.device, amp: bool = True, tta: bool = False,
+        uncertainty_class: int | None = None,
     ) -> None:
         self.run = run
         self.device = device

@@ -12,44 +12,47 @@ computed the first time a run scores with TTA and kept in ``model.json`` as ``th
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+import contextlib
 from pathlib import Path
-from typing import Any
+from typing import TypeGuard
 
 import numpy as np
 import pandas as pd
+import torch
 
-from medrec.atomicio import write_text
 from medrec.console import console
 from medrec.data.dataset import PreprocessDataset
-from medrec.errors import ConfigError, ModelError
+from medrec.errors import ConfigError, MedrecError, ModelError
+from medrec.rundir import LoadedRun, ScoringRun
+from medrec.runinfo import MODEL_JSON, RunInfo, ThresholdEntry, TtaThresholdEntry, read_run_info, write_run_info
 from medrec.score.inference import Predictor
 from medrec.score.pipeline import iterate_batches
 from medrec.thresholds import ThresholdRule, choose_threshold, parse_rule, sensitivity_specificity
 
-TTA_THRESHOLD_KEY = "threshold_tta"
+TTA_THRESHOLD_KEY = "threshold_tta"  # the RunInfo field
 TTA_SOURCE_MARK = "with test-time flip averaging"
 
 
-def needs_own_threshold(run: Any) -> bool:
+def needs_own_threshold(run: ScoringRun) -> TypeGuard[LoadedRun]:
     """Whether the run's threshold was chosen on data (validation), so that it belongs to one scoring setting.
 
-    A stand-in without ``info`` (or a threshold fixed by hand) applies to any setting as given.
+    Only a run read from its directory records that (``info.threshold.chosen_on``); a stand-in
+    without ``info`` (or a threshold fixed by hand) applies to any setting as given.
     """
-    entry = (getattr(run, "info", None) or {}).get("threshold")
-    return isinstance(entry, Mapping) and entry.get("value") is not None and bool(entry.get("chosen_on"))
+    info = getattr(run, "info", None)
+    entry = info.threshold if isinstance(info, RunInfo) else None
+    return entry is not None and entry.value is not None and bool(entry.chosen_on)
 
 
-def _rule(entry: Mapping[str, Any]) -> ThresholdRule:
+def _rule(entry: ThresholdEntry) -> ThresholdRule:
     """The rule a recorded threshold was chosen by (model.json ``threshold.method``)."""
     try:
-        return parse_rule(str(entry.get("method") or "youden"), "model.json threshold.method")
+        return parse_rule(entry.method or "youden", f"{MODEL_JSON} threshold.method")
     except ConfigError as e:
         raise ModelError(str(e)) from e
 
 
-def validation_scores(run: Any, device: Any, *, tta: bool, batch_size: int = 8, workers: int = 0,
+def validation_scores(run: LoadedRun, device: torch.device, *, tta: bool, batch_size: int = 8, workers: int = 0,
                       amp: bool = True) -> tuple[list[str], np.ndarray, np.ndarray]:
     """The run's validation samples scored as ``medrec score`` scores (positive-class probability).
 
@@ -97,13 +100,13 @@ def validation_scores(run: Any, device: Any, *, tta: bool, batch_size: int = 8, 
     return validation["sample_id"].tolist(), positive, scores
 
 
-def tta_threshold(run: Any, device: Any, *, batch_size: int = 8, workers: int = 0, amp: bool = True,
-                  model_sha256: str | None = None) -> dict[str, Any]:
+def tta_threshold(run: LoadedRun, device: torch.device, *, batch_size: int = 8, workers: int = 0,
+                  amp: bool = True, model_sha256: str | None = None) -> TtaThresholdEntry:
     """The operating threshold for flip-TTA scores of ``run`` (``model.json`` ``threshold_tta``).
 
     Taken from ``model.json`` when it is there for these weights; else chosen now on the
     validation split scored with TTA, by the rule of the run's own threshold, and written into
-    ``model.json`` (when the run folder is writable; ``cached`` says whether it was).
+    ``model.json`` (when the run folder is writable; it is kept in ``run.info`` either way).
 
     Args:
         run: a loaded run (:func:`medrec.rundir.load_run`) whose threshold was chosen on validation.
@@ -114,21 +117,24 @@ def tta_threshold(run: Any, device: Any, *, batch_size: int = 8, workers: int = 
         model_sha256: sha256 of the weights (default: as ``model.json`` records it).
 
     Returns:
-        The entry: ``value``, ``method``, ``chosen_on``, ``tta``, ``val_sensitivity``,
-        ``val_specificity``, ``n_val``, ``weights_sha256``, ``cached``.
+        The entry (``value``, ``method``, ``chosen_on``, ``tta``, ``val_sensitivity``,
+        ``val_specificity``, ``n_val``, ``weights_sha256``).
 
     Raises:
         ModelError: the validation split cannot be scored, or holds one class only.
     """
     info = run.info
-    weights = model_sha256 or (info.get("weights") or {}).get("sha256")
-    cached = info.get(TTA_THRESHOLD_KEY)
-    if isinstance(cached, Mapping) and cached.get("value") is not None and cached.get("weights_sha256") == weights:
-        return dict(cached)
-    entry = info["threshold"]
+    weights = model_sha256 or info.weights.sha256
+    cached = info.threshold_tta
+    if cached is not None and cached.value is not None and cached.weights_sha256 == weights:
+        return cached
+    entry = info.threshold
+    if entry is None:
+        raise ModelError(f"{Path(run.run_dir) / MODEL_JSON}: records no threshold chosen on validation, so none can "
+                         "be chosen the same way for TTA scores; pass --threshold T, or score without --tta")
     rule = _rule(entry)
     console.print("Choosing the operating threshold for test-time augmented scores on the run's validation split "
-                  f"({entry.get('method')}, as training chose its own) ...")
+                  f"({entry.method}, as training chose its own) ...")
     _, positive, scores = validation_scores(run, device, tta=True, batch_size=batch_size, workers=workers, amp=amp)
     try:
         choice = choose_threshold(positive, scores, rule)
@@ -136,35 +142,33 @@ def tta_threshold(run: Any, device: Any, *, batch_size: int = 8, workers: int = 
         raise ModelError(f"{Path(run.run_dir) / 'val_predictions.csv'}: cannot choose a threshold for TTA scores "
                          f"({e}); pass --threshold T, or score without --tta") from e
     sensitivity, specificity = sensitivity_specificity(positive, scores, choice.value)
-    result: dict[str, Any] = {
-        "value": choice.value,
-        "method": choice.method,
-        "chosen_on": "validation",
-        "tta": "mean over every flip of the input's spatial axes (as medrec score --tta)",
-        "val_sensitivity": sensitivity,
-        "val_specificity": specificity,
-        "n_val": int(len(scores)),
-        "applies_to": f"TTA-averaged calibrated probability of {run.positive_class!r}",
-        "rule": "positive if score >= value",
-        "weights_sha256": weights,
-        "note": "chosen when the run first scored with --tta; the threshold without TTA is 'threshold'",
-    }
-    result["cached"] = _store(Path(run.run_dir) / "model.json", result)
-    info[TTA_THRESHOLD_KEY] = result
+    result = TtaThresholdEntry(
+        value=choice.value,
+        method=choice.method,
+        chosen_on="validation",
+        tta="mean over every flip of the input's spatial axes (as medrec score --tta)",
+        val_sensitivity=sensitivity,
+        val_specificity=specificity,
+        n_val=int(len(scores)),
+        applies_to=f"TTA-averaged calibrated probability of {run.positive_class!r}",
+        rule="positive if score >= value",
+        weights_sha256=weights,
+        note="chosen when the run first scored with --tta; the threshold without TTA is 'threshold'",
+    )
+    _store(Path(run.run_dir), result)
+    # kept in memory too: a read-only run folder still chooses it once per process
+    run.info = info.model_copy(update={"threshold_tta": result})
     return result
 
 
-def _store(model_json: Path, entry: Mapping[str, Any]) -> bool:
-    """Add ``entry`` to ``model.json`` (atomically); False when the run folder cannot be written."""
-    try:
-        info = json.loads(model_json.read_text(encoding="utf-8"))
-        info[TTA_THRESHOLD_KEY] = {key: value for key, value in entry.items() if key != "cached"}
-        write_text(model_json, json.dumps(info, indent=1, default=str) + "\n")
-    except (OSError, ValueError):
-        return False
-    return True
+def _store(run_dir: Path, entry: TtaThresholdEntry) -> None:
+    """Add ``entry`` to the run's ``model.json`` (atomically), as read now (another scorer may have written it);
+    a run folder that cannot be written is left as it is."""
+    with contextlib.suppress(OSError, MedrecError):
+        info = read_run_info(run_dir)
+        write_run_info(run_dir, info.model_copy(update={"threshold_tta": entry}))
 
 
-def source_text(entry: Mapping[str, Any]) -> str:
+def source_text(entry: TtaThresholdEntry) -> str:
     """The sidecar's ``threshold_source`` for a TTA threshold (``medrec report`` reads it back)."""
-    return f"run: {entry.get('method')}, chosen on validation {TTA_SOURCE_MARK} (model.json {TTA_THRESHOLD_KEY})"
+    return f"run: {entry.method}, chosen on validation {TTA_SOURCE_MARK} (model.json {TTA_THRESHOLD_KEY})"

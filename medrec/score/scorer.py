@@ -14,9 +14,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import yaml
 
 from medrec import __version__
 from medrec.atomicio import write_csv
@@ -26,7 +27,8 @@ from medrec.device import resolve_device
 from medrec.errors import ConfigError, InputError, ModelError, OutputError
 from medrec.hashing import sha256_file
 from medrec.models.findings import is_finding_model
-from medrec.rundir import positive_index_of
+from medrec.rundir import Run, ScoringRun, load_run, positive_index_of
+from medrec.runinfo import MODEL_JSON, MODEL_WEIGHTS, RunInfo
 from medrec.score.aggregate import AGGREGATIONS, GROUP_COLUMNS, aggregate_rows
 from medrec.score.findings import (
     CANDIDATE_MIN_PROBABILITY,
@@ -51,6 +53,12 @@ from medrec.score.writer import (
     write_sidecar,
 )
 from medrec.thresholds import is_positive
+
+if TYPE_CHECKING:
+    import torch
+    from monai.transforms import Compose
+
+    from medrec.index import SelectionRules
 
 LEVELS = tuple(LEVEL_KEYS)
 IDENTITY_COLUMNS = ("sample_id", "patient_id", "study_uid")
@@ -179,7 +187,7 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _run_threshold(run: Any, options: ScoreOptions, device: Any = None,
+def _run_threshold(run: ScoringRun, options: ScoreOptions, device: torch.device | None = None,
                    model_sha256: str | None = None) -> tuple[float | None, str]:
     """The operating threshold and where it came from (None for multi-class runs).
 
@@ -195,16 +203,17 @@ def _run_threshold(run: Any, options: ScoreOptions, device: Any = None,
         entry = tta_threshold(run, device if device is not None else resolve_device(options.device),
                               batch_size=options.batch_size, workers=options.workers, amp=options.amp,
                               model_sha256=model_sha256)
-        return float(entry["value"]), tta_source_text(entry)
-    value = getattr(run, "threshold", None)
+        return float(entry.value), tta_source_text(entry)
+    value = run.threshold
     if value is None:
         return 0.5, "default 0.5 (the run records no operating threshold)"
     source = getattr(run, "threshold_source", None)
-    entry = (getattr(run, "info", None) or {}).get("threshold")
-    if source is None and isinstance(entry, dict) and entry.get("method"):
-        chosen_on = f", chosen on {entry['chosen_on']}" if entry.get("chosen_on") else ""
-        source = f"{entry['method']}{chosen_on}"
-    return float(value), f"run: {source or 'model.json'}"
+    info = getattr(run, "info", None)
+    entry = info.threshold if isinstance(info, RunInfo) else None
+    if source is None and entry is not None and entry.method:
+        chosen_on = f", chosen on {entry.chosen_on}" if entry.chosen_on else ""
+        source = f"{entry.method}{chosen_on}"
+    return float(value), f"run: {source or MODEL_JSON}"
 
 
 def _check_resume(output: Path, rows_file: Path, record: Mapping[str, Any], overwrite: bool) -> dict[str, Any] | None:
@@ -326,7 +335,7 @@ def _locked_handle(output: Path, lock_path: Path, attempts: int = 20) -> Any:
 
 
 def score_manifest(
-    run: Any,
+    run: ScoringRun,
     manifest: pd.DataFrame,
     output: str | Path,
     options: ScoreOptions | None = None,
@@ -554,13 +563,13 @@ def _refresh_labels(writer: PredictionsWriter, done: dict[str, dict[str, str]], 
     return changed
 
 
-def _voxel_mm(run: Any) -> float | None:
+def _voxel_mm(run: ScoringRun) -> float | None:
     """The largest voxel edge (mm) of the run's preprocessed grid: one voxel of a finding map's location."""
     spacing = getattr(getattr(run, "plan", None), "spacing", None)
     return round(float(max(spacing)), 4) if spacing else None
 
 
-def scoring_transforms(run: Any, keep_geometry: bool = False) -> Any:
+def scoring_transforms(run: ScoringRun, keep_geometry: bool = False) -> Compose:
     """The run's deterministic preprocessing chain (training's, without augmentation).
 
     Args:
@@ -688,49 +697,42 @@ def _describe_rules(rules: Any) -> Any:
         return repr(rules)
 
 
-def selection_rules_of(run: Any, run_dir: str | Path) -> Any:
-    """The series-selection rules the run was trained with, or None for ``SelectionRules`` defaults.
+def selection_rules_of(run_dir: str | Path) -> SelectionRules | None:
+    """The series-selection rules the run's scans were indexed with, or None for ``SelectionRules`` defaults.
 
-    Looked up as ``run.selection_rules``, else the ``selection_rules`` (or ``index.rules``) entry of
-    ``model.json`` / ``config.yaml`` / ``workflow.yaml`` (written by ``medrec run``) in the run directory.
+    ``medrec train`` takes a manifest and records no indexing rules; ``medrec run`` indexes the
+    scans itself and keeps its resolved recipe, ``index.rules`` included, in ``RUN/workflow.yaml``
+    (a cross-validation fold, ``RUN/folds/fold_i``, in its recipe's folder two levels up).
+
+    Raises:
+        ModelError: the recorded rules are not valid :class:`~medrec.index.SelectionRules`.
     """
-    rules = getattr(run, "selection_rules", None)
-    if rules is not None:
-        return rules
-    import json
-
-    import yaml
-
-    found: Any = None
     folder = Path(run_dir)
-    for name, parse in (("model.json", json.loads), ("config.yaml", yaml.safe_load), ("workflow.yaml", yaml.safe_load)):
-        path = folder / name
-        if not path.is_file():
-            continue
-        try:
-            content = parse(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, yaml.YAMLError):
-            continue
-        if not isinstance(content, dict):
-            continue
-        found = content.get("selection_rules")
-        if found is None and isinstance(content.get("index"), dict):
-            found = content["index"].get("rules") or content["index"].get("selection_rules")
-        if found is not None:
-            break
-    if found is None:
+    # the file and folder names of medrec.workflow, which lies above scoring in the pipeline
+    candidates = [folder / "workflow.yaml"]
+    if folder.parent.name == "folds":
+        candidates.append(folder.parent.parent / "workflow.yaml")
+    recipe = next((path for path in candidates if path.is_file()), None)
+    if recipe is None:
         return None
-    if not isinstance(found, dict):
-        return found
+    try:
+        content = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ModelError(f"{recipe}: cannot be read ({e}); the series-selection rules of the run are unknown: "
+                         "repair or remove the file (without it the default rules apply)") from e
+    index = content.get("index") if isinstance(content, dict) else None
+    rules = index.get("rules") if isinstance(index, dict) else None
+    if rules is None:
+        return None
     from medrec.index import SelectionRules
 
     try:
-        return SelectionRules(**found)
-    except Exception as e:
-        raise ModelError(f"{folder}: the run's selection rules {found} are not valid SelectionRules ({e})") from e
+        return SelectionRules.model_validate(rules)
+    except ValueError as e:
+        raise ModelError(f"{recipe}: index.rules are not valid series-selection rules ({e})") from e
 
 
-def load_scoring_run(run_dir: str | Path) -> tuple[Any, str]:
+def load_scoring_run(run_dir: str | Path) -> tuple[Run, str]:
     """Load a run directory for scoring; returns ``(run, sha256 of model.safetensors)``.
 
     Raises:
@@ -745,12 +747,10 @@ def load_scoring_run(run_dir: str | Path) -> tuple[Any, str]:
     if not folder.is_dir():
         raise ModelError(
             f"{folder}: run directory not found; train one with 'medrec train RECIPE -o RUN --manifest MANIFEST'")
-    from medrec.rundir import load_run
-
     run = load_run(folder)
-    weights = folder / "model.safetensors"
+    weights = folder / MODEL_WEIGHTS
     if not weights.is_file():
-        raise ModelError(f"{folder}: has no model.safetensors; only safetensors run directories are scored")
+        raise ModelError(f"{folder}: has no {MODEL_WEIGHTS}; only safetensors run directories are scored")
     return run, sha256_file(weights)
 
 
@@ -793,7 +793,7 @@ def score(
     options = options or ScoreOptions()
     options.validate()
     run, model_hash = load_scoring_run(run_dir)
-    rules = selection_rules_of(run, run_dir)
+    rules = selection_rules_of(run_dir)
     from medrec.index.dicomweb import is_dicomweb
 
     # only a PACS input needs them: its scored studies are not fetched again (a folder is read whole anyway)

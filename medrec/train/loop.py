@@ -63,7 +63,6 @@ from medrec.rundir import (
     CHECKPOINT_STEM,
     CONFIG_YAML,
     METRICS_JSONL,
-    MODEL_JSON,
     MODEL_WEIGHTS,
     PLAN_JSON,
     RUN_FORMAT,
@@ -73,6 +72,16 @@ from medrec.rundir import (
     TrainLog,
     check_run_dir_for_training,
     library_versions,
+)
+from medrec.runinfo import (
+    Architecture,
+    Calibration,
+    DataFingerprint,
+    RunInfo,
+    ThresholdEntry,
+    WeightsRecord,
+    read_run_info,
+    write_run_info,
 )
 from medrec.thresholds import choose_threshold, sensitivity_specificity
 from medrec.train.calibration import TemperatureFit, calibrated_probabilities, fit_temperature, negative_log_likelihood
@@ -1000,30 +1009,31 @@ class _Trainer:
         self.log(fit.summary())
         self._write_val_predictions(probabilities, val_labels)
         weights_sha = sha256_file(self.run_dir / MODEL_WEIGHTS)
-        info = {
-            "format": RUN_FORMAT,
-            "architecture": {k: v for k, v in self.architecture.items() if k != "mode"},
-            "mode": self.architecture["mode"],
-            "input_shape": list(self.val_dataset.store.get(self.parts["val"][0]).array.shape),
-            "weights": {"file": MODEL_WEIGHTS, "sha256": weights_sha},
-            "plan": self.plan.model_dump(mode="json"),
-            "plan_hash": self.plan_hash,
-            "classes": list(space.classes),
-            "positive_class": space.positive_class,
-            "task": "binary" if space.binary else "multiclass",
-            "threshold": threshold,
-            "calibration": fit.to_dict(),
-            "versions": library_versions(),
-            "data_fingerprint": self._data_fingerprint(),
-            "seed": config.training.seed,
-            "best_epoch": self.loop["best_epoch"],
-            "epochs_completed": epochs_completed,
-            "stopped_early": bool(self.loop["stopped_early"]),
-            "val_metrics": val_metrics,
-            "device": self.device.type,
-            "world_size": self.context.world_size,
-        }
-        write_text(self.run_dir / MODEL_JSON, json.dumps(info, indent=1, default=str) + "\n")
+        architecture = {k: v for k, v in self.architecture.items() if k != "mode"}
+        info = RunInfo(
+            format=RUN_FORMAT,
+            architecture=Architecture.model_validate(architecture),
+            mode=self.architecture["mode"],
+            input_shape=tuple(self.val_dataset.store.get(self.parts["val"][0]).array.shape),
+            weights=WeightsRecord(file=MODEL_WEIGHTS, sha256=weights_sha),
+            plan=self.plan.model_dump(mode="json"),
+            plan_hash=self.plan_hash,
+            classes=tuple(space.classes),
+            positive_class=space.positive_class,
+            task="binary" if space.binary else "multiclass",
+            threshold=ThresholdEntry.model_validate(threshold),
+            calibration=Calibration.model_validate(fit.to_dict()),
+            versions=library_versions(),
+            data_fingerprint=self._data_fingerprint(),
+            seed=config.training.seed,
+            best_epoch=self.loop["best_epoch"],
+            epochs_completed=epochs_completed,
+            stopped_early=bool(self.loop["stopped_early"]),
+            val_metrics=val_metrics,
+            device=self.device.type,
+            world_size=self.context.world_size,
+        )
+        write_run_info(self.run_dir, info)
         self.log(f"done: best epoch {self.loop['best_epoch']} of {epochs_completed}; run written to {self.run_dir}")
         return RunResult(
             self.run_dir, True, self.loop["best_epoch"], epochs_completed, bool(self.loop["stopped_early"]),
@@ -1041,34 +1051,34 @@ class _Trainer:
                 frame[f"score_{name}"] = probabilities[:, index]
         write_csv(self.run_dir / VAL_PREDICTIONS_CSV, frame)
 
-    def _data_fingerprint(self) -> dict[str, Any]:
+    def _data_fingerprint(self) -> DataFingerprint:
         digest = hashlib.sha256()
         split_of = dict(zip(self.splits["sample_id"], self.splits["split"], strict=True))
         for sample_id in sorted(split_of):
             digest.update(f"{sample_id}\t{self.labels[sample_id]}\t{split_of[sample_id]}\n".encode())
-        return {
-            "samples_sha256": digest.hexdigest(),
-            "samples_rule": "sha256 over sorted 'sample_id<TAB>label<TAB>split' lines",
-            "manifest_sha256": manifest_sha256(self.manifest_path),
-            "n_train": len(self.parts["train"]),
-            "n_val": len(self.parts["val"]),
-            "n_test": len(self.parts["test"]),
-            "manifest_rule": MANIFEST_HASH_RULE,
-            "planning_fingerprint": self.plan.fingerprint,
-        }
+        return DataFingerprint(
+            samples_sha256=digest.hexdigest(),
+            samples_rule="sha256 over sorted 'sample_id<TAB>label<TAB>split' lines",
+            manifest_sha256=manifest_sha256(self.manifest_path),
+            n_train=len(self.parts["train"]),
+            n_val=len(self.parts["val"]),
+            n_test=len(self.parts["test"]),
+            manifest_rule=MANIFEST_HASH_RULE,
+            planning_fingerprint=self.plan.fingerprint,
+        )
 
 
 def _result_from_run(run_dir: Path) -> RunResult:
-    info = json.loads((run_dir / MODEL_JSON).read_text(encoding="utf-8"))
+    info = read_run_info(run_dir)
     return RunResult(
         run_dir=run_dir,
         complete=True,
-        best_epoch=int(info.get("best_epoch", 0)),
-        epochs_completed=int(info.get("epochs_completed", 0)),
-        stopped_early=bool(info.get("stopped_early", False)),
-        val_metrics=dict(info.get("val_metrics") or {}),
-        threshold=info.get("threshold"),
-        calibration=info.get("calibration"),
-        classes=tuple(info.get("classes") or ()),
-        positive_class=info.get("positive_class"),
+        best_epoch=info.best_epoch or 0,
+        epochs_completed=info.epochs_completed or 0,
+        stopped_early=bool(info.stopped_early),
+        val_metrics=dict(info.val_metrics or {}),
+        threshold=None if info.threshold is None else info.threshold.to_json(),
+        calibration=None if info.calibration is None else info.calibration.to_json(),
+        classes=info.classes,
+        positive_class=info.positive_class,
     )

@@ -117,12 +117,14 @@ def report_inputs(tmp_path_factory: pytest.TempPathFactory) -> ReportInputs:
     (run / "model.json").write_text(json.dumps({
         "format": "medrec-run-1",
         "architecture": {"name": "resnet10", "spatial_dims": 3, "in_channels": 1, "num_classes": 2},
+        "weights": {"file": "model.safetensors"},
+        "plan": {},
         "classes": ["0", "1"],
         "positive_class": "1",
         "threshold": {"value": THRESHOLD, "method": "youden", "chosen_on": "validation",
                       "sensitivity": 0.9, "specificity": 0.8},
         "calibration": {"method": "temperature", "temperature": 1.3},
-        "library_versions": {"torch": "2.13.0", "monai": "1.6.1"},
+        "versions": {"torch": "2.13.0", "monai": "1.6.1"},
         "data_fingerprint": {"n_samples": 80, "modality": "MR", "median_spacing": [1.0, 1.0, 2.0]},
     }))
     (run / "config.yaml").write_text(

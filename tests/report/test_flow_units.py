@@ -62,7 +62,9 @@ def flow_case(tmp_path_factory: pytest.TempPathFactory) -> FlowCase:
     splits = manifest[["sample_id", "patient_id"]].assign(split=manifest["patient_id"].map(split_of))
     splits.to_csv(run / "splits.csv", index=False)
     (run / "model.json").write_text(json.dumps({
-        "classes": ["0", "1"], "positive_class": "1",
+        "format": "medrec-run-1", "architecture": {"name": "resnet10", "spatial_dims": 3, "in_channels": 1,
+                                                   "num_classes": 2},
+        "weights": {"file": "model.safetensors"}, "plan": {}, "classes": ["0", "1"], "positive_class": "1",
         "threshold": {"value": THRESHOLD, "method": "youden", "chosen_on": "validation"}}))
     test = manifest[splits["split"] == "test"]
     rng = np.random.default_rng(0)

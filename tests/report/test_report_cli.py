@@ -45,7 +45,10 @@ def test_run_without_model_json_fails(report_inputs, tmp_path, run_medrec) -> No
 def test_run_model_json_without_threshold_fails(report_inputs, tmp_path, run_medrec) -> None:
     run = tmp_path / "run"
     run.mkdir()
-    (run / "model.json").write_text(json.dumps({"architecture": {"name": "resnet10"}, "classes": ["0", "1"]}))
+    (run / "model.json").write_text(json.dumps({
+        "format": "medrec-run-1", "architecture": {"name": "resnet10", "spatial_dims": 3, "in_channels": 1,
+                                                   "num_classes": 2},
+        "weights": {"file": "model.safetensors"}, "plan": {}, "classes": ["0", "1"]}))
     code, output = run_medrec(["report", str(report_inputs.predictions), "-o", str(tmp_path / "r"), "--run", str(run)])
     assert code != 0
     assert "threshold" in output and "model.json" in output

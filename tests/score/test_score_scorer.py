@@ -240,3 +240,30 @@ def test_rerun_with_labels_refreshes_the_label_column_without_scoring_again(tmp_
     again = score_manifest(stand_in_run, unlabelled, output, options, model_sha256="m", show_progress=False)
     assert (again.scored, again.relabelled) == (0, 0)
     assert {row["label"] for row in _scores(samples).values()} == {"0", "1"}
+
+
+def test_a_folder_is_indexed_with_the_rules_medrec_run_recorded(tmp_path):
+    """``medrec run`` keeps its recipe, index rules included, in RUN/workflow.yaml (a fold's two levels up);
+    ``medrec train`` records none, so its runs index with the defaults."""
+    import yaml
+
+    from medrec.errors import ModelError
+    from medrec.index import SelectionRules
+    from medrec.score.scorer import selection_rules_of
+    from medrec.workflow import dump_workflow, load_workflow
+
+    (tmp_path / "scans").mkdir()
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"data": {"scans": "scans", "labels": "labels.csv"},
+                                      "index": {"rules": {"modalities": ["CT"], "min_slices": 5,
+                                                          "exclude": ["*_scout*"]}}}))
+    run = tmp_path / "run"
+    (run / "folds" / "fold_0").mkdir(parents=True)
+    assert selection_rules_of(run) is None
+    (run / "workflow.yaml").write_text(dump_workflow(load_workflow(recipe)))
+    expected = SelectionRules(modalities=("CT",), min_slices=5, exclude=("*_scout*",))
+    assert selection_rules_of(run) == expected
+    assert selection_rules_of(run / "folds" / "fold_0") == expected
+    (run / "workflow.yaml").write_text("index:\n  rules:\n    min_slices: many\n")
+    with pytest.raises(ModelError, match=r"workflow\.yaml: index\.rules"):
+        selection_rules_of(run)

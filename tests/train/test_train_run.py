@@ -108,9 +108,9 @@ def test_load_run_reproduces_in_memory_predictions(trained):
     run_dir = trained["run_dir"]
     run = load_run(run_dir)
     info = run.info
-    assert run.classes == ("0", "1") and run.threshold == info["threshold"]["value"]
+    assert run.classes == ("0", "1") and run.threshold == info.threshold_value
     val = pd.read_csv(run_dir / "val_predictions.csv", dtype={"sample_id": str})
-    cache = SampleCache(run_dir / "cache", info["plan_hash"])
+    cache = SampleCache(run_dir / "cache", info.plan_hash)
     batch = torch.from_numpy(np.stack([cache.get(s).array for s in val["sample_id"]]))
     probabilities = run.predict(batch).numpy()
     np.testing.assert_allclose(probabilities[:, run.positive_index], val["score"].to_numpy(), rtol=1e-5, atol=1e-6)
