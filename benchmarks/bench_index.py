@@ -196,7 +196,9 @@ def run(quick: bool = False) -> dict:
 
     paths = list_files(top_folder)
     sample = sorted(random.Random(SAMPLE_SEED).sample(paths, min(sample_size, len(paths))))
-    cores = os.cpu_count() or 1
+    from medrec.index.headers import resolve_workers
+
+    default_workers = resolve_workers(None, len(paths))  # what index_folder(workers=None) uses here
     say("warm-up: every variant runs once untimed first (the page cache cannot be dropped here): the floor, the "
         f"sampled full reads and index_folder(default workers) over all {n_top} files, index_folder(workers=1) "
         f"over the {counts[min(levels)]}-file level")
@@ -248,7 +250,7 @@ def run(quick: bool = False) -> dict:
                FLAT_TOLERANCE, False, f"index_folder(workers=1) seconds per file at {counts[hi]} / at {counts[lo]} files",
                {f"ms_per_file_{level}": round(1e3 * per_file["index_serial"][level], 3) for level in levels}),
         Figure(NAME, "index vs full read (default workers)", full_top / times["index_default"][top], 5.0, True,
-               f"full read (serial, extrapolated) / index_folder(workers=None: {min(8, cores)} processes); "
+               f"full read (serial, extrapolated) / index_folder(workers=None: {default_workers} process(es)); "
                f"{compared_data}",
                {"full_read_s_extrapolated": round(full_top, 2), "index_s": round(times["index_default"][top], 2)}),
         Figure(NAME, "index vs 8 KiB floor (default workers)", times["index_default"][top] / times["floor"][top], 3.0,

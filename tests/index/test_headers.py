@@ -232,3 +232,16 @@ def test_process_pool_gives_the_same_results_as_serial(tmp_path: Path) -> None:
     assert parallel == read_headers(paths, ReadOptions(), workers=1)
     assert sum(seen) == len(paths)
     assert isinstance(parallel[-1], FileProblem)
+
+
+def test_the_default_pool_needs_many_files_and_three_cores(monkeypatch) -> None:
+    from medrec.index import headers
+
+    monkeypatch.setattr(headers.os, "sched_getaffinity", lambda pid: set(range(2)))
+    assert headers.resolve_workers(None, 50_000) == 1  # two cores: serial is as fast (benchmarks, index)
+    assert headers.resolve_workers(2, 50_000) == 2  # asked for: given
+    monkeypatch.setattr(headers.os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert headers.resolve_workers(None, 50_000) == 8
+    assert headers.resolve_workers(None, headers.PARALLEL_MIN_FILES - 1) == 1
+    monkeypatch.setattr(headers.os, "sched_getaffinity", lambda pid: set(range(4)))
+    assert headers.resolve_workers(None, 50_000) == 4
