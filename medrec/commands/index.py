@@ -51,7 +51,8 @@ def register(app: typer.Typer) -> None:
         ),
         workers: int | None = typer.Option(
             None, "--workers", min=1,
-            help="Header-reading processes (default: serial below 8000 files, else one per core, up to 8).",
+            help="Header-reading processes (default: serial below 8000 files or 3 cores, else one per core, "
+                 "up to 8)."
         ),
         all_series: bool = typer.Option(False, "--all-series", help="Keep every eligible series, not one per study."),
         modality: list[str] = typer.Option(
