@@ -403,12 +403,32 @@ def rasterise_spheres(shape: tuple[int, ...], affine_ras: np.ndarray, lesions: S
             world = np.tensordot(affine[:3, :3], np.stack([ii, jj, kk]), axes=1) + affine[:3, 3, None, None, None]
             inside = np.sum((world - center_ras[:3, None, None, None]) ** 2, axis=0) <= radius**2
             target[lo[0] : hi[0] + 1, lo[1] : hi[1] + 1, lo[2] : hi[2] + 1] |= inside.astype(np.uint8)
-        nearest = np.floor(center_index + 0.5).astype(int)
-        if flat:
-            nearest[2] = 0
-        if np.all(nearest >= 0) and np.all(nearest < np.array(grid)):
-            target[tuple(nearest)] = 1
+        nearest = nearest_voxel(lesion.center_lps, shape, affine_ras)
+        if nearest is not None:
+            target[(*nearest, 0) if flat else nearest] = 1
     return target.reshape(tuple(int(n) for n in shape))
+
+
+def nearest_voxel(center_lps: Sequence[float], shape: tuple[int, ...],
+                  affine_ras: np.ndarray) -> tuple[int, ...] | None:
+    """The voxel that holds an LPS point (the one :func:`rasterise_spheres` always marks), or None
+    when it lies outside the array. A 2D target gives ``(i, j)``: the point projected onto it.
+
+    Args:
+        center_lps: ``(x, y, z)`` patient LPS mm.
+        shape: spatial shape, ``(I, J, K)`` or ``(I, J)``.
+        affine_ras: 4x4 voxel-to-RAS matrix of the target (3x3 accepted for 2D).
+    """
+    grid = np.array(_spatial_shape(shape))
+    flat = len(tuple(shape)) == 2
+    x, y, z = (float(v) for v in center_lps)
+    index = (np.linalg.inv(_affine_4x4(affine_ras, len(tuple(shape)))) @ np.array([-x, -y, z, 1.0]))[:3]
+    nearest = np.floor(index + 0.5).astype(int)
+    if flat:
+        nearest[2] = 0
+    if not (np.all(nearest >= 0) and np.all(nearest < grid)):
+        return None
+    return tuple(int(v) for v in nearest[:2]) if flat else tuple(int(v) for v in nearest)
 
 
 @dataclass(frozen=True)

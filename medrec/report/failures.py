@@ -19,8 +19,8 @@ it when it lies there (the note names its slice otherwise). Lesions are matched 
 lesion-level results match them (:func:`medrec.annotations.read_annotations`: by series, then by
 study), and a reference-negative sample has no lesion, whatever the table says. LPS millimetres
 become voxel indices through the loaded image's voxel-to-RAS affine by
-:func:`medrec.annotations.rasterise_spheres`, the rule that makes the finding-map training targets,
-so a mark sits on the voxel the lesion was trained on.
+:func:`medrec.annotations.nearest_voxel`, the rule the finding-map training targets use for a
+lesion's centre, so a mark sits on the voxel the lesion was trained on.
 
 Beside each case the report lists the same patient's other analysed rows (:func:`other_studies`),
 so that a reader sees whether the model missed the patient or only this study.
@@ -41,7 +41,7 @@ from medrec.annotations import (
     Annotations,
     Lesion,
     annotation_mask,
-    rasterise_spheres,
+    nearest_voxel,
     read_annotations,
 )
 from medrec.errors import LabelsError
@@ -54,8 +54,6 @@ from medrec.report.analysis import analysed_rows
 Point = tuple[float, float, float]
 OtherStudy = tuple[str, float | None, str]  # (sample id as shown, score, reference label)
 FINDING_POSITION_COLUMNS: tuple[str, ...] = ("finding_x", "finding_y", "finding_z")
-# a sphere this small holds no voxel centre: rasterised, it marks only the voxel that holds its centre
-_POINT_DIAMETER_MM = 1e-3
 
 
 @dataclass(frozen=True)
@@ -90,10 +88,7 @@ def voxel_of(point_lps: Sequence[float], shape: tuple[int, ...], affine_ras: np.
         shape: spatial shape, ``(I, J, K)`` or ``(I, J)`` (a 2D image: the point is projected onto it).
         affine_ras: the image's voxel-to-RAS matrix.
     """
-    x, y, z = (float(v) for v in point_lps)
-    marked = rasterise_spheres(shape, affine_ras, [Lesion((x, y, z), _POINT_DIAMETER_MM, "point")])
-    found = np.argwhere(marked)
-    return tuple(int(v) for v in found[0]) if len(found) else None
+    return nearest_voxel(point_lps, shape, affine_ras)
 
 
 def _mm(value: float) -> str:

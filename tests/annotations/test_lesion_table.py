@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medrec.annotations import Lesion, annotation_mask, rasterise_spheres, read_annotations
+from medrec.annotations import Lesion, annotation_mask, nearest_voxel, rasterise_spheres, read_annotations
 from medrec.loader import load_sample
 
 from .builders import IndexedCohort, spheres_by_distance
@@ -32,6 +32,8 @@ def test_spheres_land_on_ground_truth_voxels(ct_cohort: IndexedCohort) -> None:
         lesion = truth.iloc[0]
         center = np.array([lesion["center_i"], lesion["center_j"], lesion["center_k"]])
         assert mask[tuple(np.floor(center + 0.5).astype(int))] == 1
+        centre_lps = lesion[["center_x", "center_y", "center_z"]].to_numpy(float)
+        assert nearest_voxel(centre_lps, shape, affine) == tuple(np.floor(center + 0.5).astype(int))
         assert np.all(np.abs(np.argwhere(mask).mean(axis=0) - center) <= 1.0)
         # the voxels are exactly those whose centres lie within the radius (plus the centre's voxel)
         expected = spheres_by_distance(shape, affine, [lesion[["center_x", "center_y", "center_z"]].to_numpy(float)],
@@ -52,6 +54,8 @@ def test_radiograph_lesions_project_onto_the_image(xr_cohort: IndexedCohort) -> 
         for _, lesion in _truth_rows(xr_cohort, row["study_uid"]).iterrows():
             center = np.array([lesion["center_i"], lesion["center_j"]])
             assert mask[tuple(np.floor(center + 0.5).astype(int))] == 1
+            centre_lps = lesion[["center_x", "center_y", "center_z"]].to_numpy(float)
+            assert nearest_voxel(centre_lps, shape, affine) == tuple(np.floor(center + 0.5).astype(int))
             # in-plane distances, computed from the affine's first two columns
             ii, jj = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
             center_world = affine[:3, :2] @ center + affine[:3, 3]
@@ -113,3 +117,10 @@ def test_preprocessed_radiographs_keep_their_patient_geometry(xr_cohort: Indexed
             raw_centre = raw_affine[:3, :2] @ np.array([lesion["center_i"], lesion["center_j"]]) + raw_affine[:3, 3]
             index_after = np.linalg.lstsq(affine[:3, :2], raw_centre - affine[:3, 3], rcond=None)[0]
             assert mask[tuple(np.floor(index_after + 0.5).astype(int))] == 1
+
+
+def test_a_point_outside_the_image_has_no_voxel() -> None:
+    affine = np.diag([2.0, 2.0, 3.0, 1.0])  # RAS: i -> +x (R), so LPS x = -2 i
+    assert nearest_voxel((-4.0, -6.0, 9.0), (10, 10, 5), affine) == (2, 3, 3)
+    assert nearest_voxel((4.0, -6.0, 9.0), (10, 10, 5), affine) is None  # i = -2
+    assert nearest_voxel((-4.0, -6.0, 30.0), (10, 10, 5), affine) is None  # k = 10
