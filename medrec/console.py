@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -32,6 +34,24 @@ def progress(transient: bool = False) -> Progress:
         transient=transient,
         disable=not console.is_terminal and console.quiet,
     )
+
+
+class _NoProgress:
+    """Stands in for a ``Progress`` where no bars are shown (other ranks, ``show_progress=False``)."""
+
+    def add_task(self, *args: Any, **kwargs: Any) -> int:
+        return 0
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def advance(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def progress_bars(show: bool) -> contextlib.AbstractContextManager:
+    """:func:`progress` when ``show``, else a context giving an object that accepts the same calls."""
+    return progress() if show else contextlib.nullcontext(_NoProgress())
 
 
 def summary_table(title: str, rows: Iterable[Sequence[object]], columns: Sequence[str] = ("item", "value")) -> Table:

@@ -8,11 +8,42 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("MKL_NUM_THREADS", "2")
 
+import shlex
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+class ReadmeSteps:
+    """The ``medrec`` commands of the README's "Step by step on your own data" block.
+
+    Attributes:
+        steps: sub-command -> its words as written (``{"index": ["index", "/data/scans", ...], ...}``).
+    """
+
+    def __init__(self) -> None:
+        block = README.read_text(encoding="utf-8").split("Step by step on your own data", 1)[1].split("```", 2)[1]
+        self.steps: dict[str, list[str]] = {}
+        for line in block.splitlines():
+            command = line.split("#", 1)[0].strip()
+            if command.startswith("medrec "):
+                words = shlex.split(command)[1:]
+                self.steps[words[0]] = words
+
+    def local(self, name: str, root: Path) -> list[str]:
+        """The words of sub-command ``name`` with the README's example paths (/data/...) moved under ``root``."""
+        return [str(root / word.lstrip("/")) if word.startswith("/data/") else word for word in self.steps[name]]
+
+
+@pytest.fixture
+def readme_steps() -> ReadmeSteps:
+    """The README's step-by-step commands (see :class:`ReadmeSteps`)."""
+    return ReadmeSteps()
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from medrec.train.setup import label_space
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
-# (negative, positive): every pair the README promises, and the ones issue #14 was about.
+# (negative, positive): every pair the README promises, and pairs seen on exports from other sites.
 PAIRS: list[tuple[str, str]] = [
     ("0", "1"),
     ("0.0", "1.0"),

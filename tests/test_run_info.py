@@ -209,10 +209,12 @@ def _loadable_run(folder: Path, info: dict) -> Path:
 
 
 def test_the_report_and_the_scorer_read_the_same_threshold(tmp_path: Path) -> None:
-    from medrec.report.build import read_run, resolve_threshold, scored_threshold, tta_run_info
+    from medrec.report.inputs import read_run
+    from medrec.report.operating_threshold import resolve_threshold, scored_threshold, tta_run_info
     from medrec.rundir import load_run
     from medrec.score.operating_point import source_text
-    from medrec.score.scorer import ScoreOptions, _run_threshold
+    from medrec.score.options import ScoreOptions
+    from medrec.score.scoring_run import _run_threshold
 
     run_dir = _loadable_run(tmp_path / "run", LEGACY_MODEL_JSON)
     expected = LEGACY_MODEL_JSON["threshold"]["value"]

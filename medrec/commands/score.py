@@ -128,7 +128,7 @@ def on_interrupt(params: Mapping[str, Any], args: Sequence[str]) -> tuple[str, l
     if params.get("merge"):
         return f"nothing was merged into {output}; the part files are unchanged", resume_args
     # deferred: medrec.score imports torch, which the CLI does not load before a command needs it
-    from medrec.score.scorer import samples_path
+    from medrec.score.layout import samples_path
     from medrec.score.writer import read_rows
 
     rows_file = output if params.get("level", "series") == "series" else samples_path(output)

@@ -108,16 +108,16 @@ def register(app: typer.Typer) -> None:
             ("best epoch", result.best_epoch),
             ("val AUC", "n/a" if metrics.get("auc") is None else f"{metrics['auc']:.3f}"),
         ]
-        if result.threshold and result.threshold.get("value") is not None:
+        if result.threshold is not None and result.threshold.value is not None:
             rows += [
-                ("threshold", f"{result.threshold['value']:.4f} ({result.threshold['method']}, on validation)"),
+                ("threshold", f"{result.threshold.value:.4f} ({result.threshold.method}, on validation)"),
                 ("val sensitivity", f"{metrics.get('sensitivity', float('nan')):.3f}"),
                 ("val specificity", f"{metrics.get('specificity', float('nan')):.3f}"),
             ]
-        elif result.threshold:
+        elif result.threshold is not None:
             rows.append(("decision", "argmax (multi-class)"))
-        if result.calibration:
-            rows.append(("temperature", f"{result.calibration.get('temperature', 1.0):.3f}"))
+        if result.calibration is not None:
+            rows.append(("temperature", f"{result.calibration.temperature:.3f}"))
         rows.append(("time", f"{result.seconds:.1f} s"))
         print_summary("medrec train", rows)
         console.print(f"next: medrec evaluate {result.run_dir}")

@@ -4,7 +4,8 @@ Stages (one module each): :mod:`~medrec.index.headers` walks the folder and read
 (pixels are never decoded), :mod:`~medrec.index.nifti` checks NIfTI files,
 :mod:`~medrec.index.series` groups DICOM files into series and checks their geometry,
 :mod:`~medrec.index.selection` picks the series to use per study, :mod:`~medrec.index.labels`
-attaches labels, and :mod:`~medrec.index.indexer` runs them in order and writes the tables.
+attaches labels, :mod:`~medrec.index.indexer` runs them in order and writes the tables, and
+:mod:`~medrec.index.summary` counts what it did.
 
 Every input file ends up either in a manifest row (through its series' ``files`` list, or as
 the NIfTI ``path``) or in ``qc.csv`` with a reason, except operating-system clutter
@@ -22,16 +23,17 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from medrec.index.indexer import IndexResult, index_folder, index_summary_rows, print_index_summary
+    from medrec.index.indexer import IndexResult, index_folder
     from medrec.index.labels import read_labels
     from medrec.index.selection import SelectionRules
     from medrec.index.series import parse_age
+    from medrec.index.summary import index_summary_rows, print_index_summary
 
 _EXPORTS: dict[str, str] = {
     "IndexResult": "medrec.index.indexer",
     "index_folder": "medrec.index.indexer",
-    "index_summary_rows": "medrec.index.indexer",
-    "print_index_summary": "medrec.index.indexer",
+    "index_summary_rows": "medrec.index.summary",
+    "print_index_summary": "medrec.index.summary",
     "read_labels": "medrec.index.labels",
     "SelectionRules": "medrec.index.selection",
     "parse_age": "medrec.index.series",

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from medrec.score.aggregate import aggregate_rows
 from medrec.score.merge import MergeResult, merge_parts
+from medrec.score.options import ScoreOptions, ScoreResult
 from medrec.score.pipeline import default_workers
-from medrec.score.scorer import ScoreOptions, ScoreResult, load_scoring_run, score, score_manifest
+from medrec.score.scorer import score, score_manifest
+from medrec.score.scoring_run import load_scoring_run
 from medrec.score.shards import select_part, shard_of
 from medrec.score.writer import PredictionsWriter, read_rows, read_sidecar, sidecar_path
 

@@ -134,7 +134,7 @@ def write_dicom_results(
     """
     from medrec.dicomout import SeriesResult, finding_seg, study_sr, write_dataset
     from medrec.manifest import series_files
-    from medrec.score.scorer import samples_path
+    from medrec.score.layout import samples_path
     from medrec.score.writer import read_rows, read_sidecar
 
     output, folder = Path(output), Path(folder)
@@ -281,7 +281,7 @@ def write_report_dicom(
             table = pd.read_csv(splits, dtype=str, keep_default_na=False)
             seen = set(table.loc[table["split"].isin(["train", "val"]), "sample_id"])
     level = record.get("level") or "series"
-    from medrec.score.scorer import samples_path
+    from medrec.score.layout import samples_path
 
     rows = read_rows(predictions if level == "series" else samples_path(predictions))[1]
     sources: list[Path] = []

@@ -1,35 +1,29 @@
-"""``medrec score``: batch scoring of a manifest or a scan folder with a trained run directory."""
+"""``medrec score``: batch scoring of a manifest or a scan folder with a trained run directory.
+
+The steps live in their own modules: options and result (:mod:`medrec.score.options`), the run directory
+(:mod:`medrec.score.scoring_run`), INPUT (:mod:`medrec.score.inputs`), the file's columns
+(:mod:`medrec.score.layout`), its lock (:mod:`medrec.score.lock`) and resuming it (:mod:`medrec.score.resume`).
+"""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import math
-import os
-import threading
 import time
-from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
-import yaml
 
 from medrec import __version__
 from medrec.atomicio import write_csv
-from medrec.console import console, progress
+from medrec.console import progress
 from medrec.data.dataset import PreprocessDataset
 from medrec.device import resolve_device
 from medrec.errors import ConfigError, InputError, ModelError, OutputError
-from medrec.hashing import sha256_file
 from medrec.models.findings import is_finding_model
-from medrec.rundir import Run, ScoringRun, load_run, positive_index_of
-from medrec.runinfo import MODEL_JSON, MODEL_WEIGHTS, RunInfo
-from medrec.score.aggregate import AGGREGATIONS, GROUP_COLUMNS, aggregate_rows
+from medrec.rundir import ScoringRun, positive_index_of
+from medrec.score.aggregate import aggregate_rows
 from medrec.score.findings import (
     CANDIDATE_MIN_PROBABILITY,
     FINDING_COLUMNS,
@@ -39,299 +33,20 @@ from medrec.score.findings import (
     top_finding,
 )
 from medrec.score.inference import Predictor
-from medrec.score.operating_point import needs_own_threshold, tta_threshold
-from medrec.score.operating_point import source_text as tta_source_text
+from medrec.score.inputs import input_fingerprint, load_input
+from medrec.score.layout import IDENTITY_COLUMNS, _base_row, output_columns, samples_path, score_columns
+from medrec.score.lock import output_lock
+from medrec.score.options import ScoreOptions, ScoreResult
 from medrec.score.pipeline import iterate_batches
-from medrec.score.shards import LEVEL_KEYS, check_part, select_part
-from medrec.score.writer import (
-    FindingsWriter,
-    PredictionsWriter,
-    findings_path,
-    read_rows,
-    read_sidecar,
-    sidecar_path,
-    write_sidecar,
-)
+from medrec.score.resume import _check_resume, _refresh_labels, studies_done
+from medrec.score.scoring_run import _run_threshold, _voxel_mm, load_scoring_run, scoring_transforms, selection_rules_of
+from medrec.score.shards import select_part
+from medrec.score.writer import FindingsWriter, PredictionsWriter, findings_path, read_rows, sidecar_path, write_sidecar
 from medrec.thresholds import is_positive
-
-if TYPE_CHECKING:
-    import torch
-    from monai.transforms import Compose
-
-    from medrec.index import SelectionRules
-
-LEVELS = tuple(LEVEL_KEYS)
-IDENTITY_COLUMNS = ("sample_id", "patient_id", "study_uid")
-# settings that must be the same for every row of one predictions file
-RESUME_KEYS = ("model_sha256", "level", "aggregate", "tta", "threshold", "num_parts", "part_id", "findings_file")
-
-
-@dataclass(frozen=True)
-class ScoreOptions:
-    """How to score (every ``medrec score`` option that is not an input or output path).
-
-    Attributes:
-        level: ``series`` (one row per sample), ``study`` or ``patient`` (rows grouped).
-        aggregate: ``max`` or ``mean`` at study / patient level; None: ``max`` for binary runs,
-            ``mean`` for multi-class.
-        threshold: operating threshold; None: the run's own.
-        tta: average over all flips of the spatial axes; adds ``uncertainty``.
-        batch_size: samples per inference batch.
-        workers: loader processes (0: load in this process).
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        amp: float16 autocast on CUDA.
-        explain_dir: write Grad-CAM maps (NIfTI + PNG) here.
-        retry_errors: score again the samples whose earlier row holds an error.
-        overwrite: discard an existing output instead of resuming it.
-        num_parts: split the job into this many deterministic parts ...
-        part_id: ... and score this one (0-based).
-    """
-
-    level: str = "series"
-    aggregate: str | None = None
-    threshold: float | None = None
-    tta: bool = False
-    batch_size: int = 8
-    workers: int = 0
-    device: str = "auto"
-    amp: bool = True
-    explain_dir: Path | None = None
-    retry_errors: bool = False
-    overwrite: bool = False
-    num_parts: int = 1
-    part_id: int = 0
-
-    def validate(self) -> None:
-        """Raises ConfigError naming the first invalid option."""
-        if self.level not in LEVELS:
-            raise ConfigError(f"--level must be one of {', '.join(LEVELS)}, got {self.level!r}")
-        if self.aggregate is not None and self.aggregate not in AGGREGATIONS:
-            raise ConfigError(f"--aggregate must be one of {', '.join(AGGREGATIONS)}, got {self.aggregate!r}")
-        if self.threshold is not None and not (0.0 <= self.threshold <= 1.0 and math.isfinite(self.threshold)):
-            raise ConfigError(f"--threshold must be a probability in [0, 1], got {self.threshold}")
-        if self.batch_size < 1:
-            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.workers < 0:
-            raise ConfigError(f"--workers must be >= 0, got {self.workers}")
-        check_part(self.num_parts, self.part_id)
-
-
-@dataclass
-class ScoreResult:
-    """What one ``score`` call did.
-
-    Attributes:
-        output: the predictions CSV.
-        sidecar: its JSON record.
-        scored: samples scored by this call.
-        failed: samples that failed in this call (their rows hold the reason).
-        skipped: samples already in the output (not scored again).
-        relabelled: samples already in the output whose label this call refreshed from the input.
-        rows: rows in the output after this call.
-        rows_ok: rows with a score.
-        failures: reason -> count, for this call.
-        record: the sidecar content.
-    """
-
-    output: Path
-    sidecar: Path
-    scored: int = 0
-    failed: int = 0
-    skipped: int = 0
-    relabelled: int = 0
-    rows: int = 0
-    rows_ok: int = 0
-    failures: Counter = field(default_factory=Counter)
-    record: dict[str, Any] = field(default_factory=dict)
-
-
-def input_fingerprint(manifest: pd.DataFrame) -> str:
-    """sha256 of the sorted sample list (ids, paths and file lists); changes when samples are added or moved."""
-    lines = sorted(
-        f"{row.get('sample_id', '')}\t{row.get('path', '')}\t{row.get('files', '')}"
-        for row in manifest.to_dict("records")
-    )
-    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
-
-
-def samples_path(output: str | Path) -> Path:
-    """Where sample-level rows are kept (resumably) when ``--level`` is study or patient."""
-    target = Path(output)
-    return target.with_name(f"{target.stem}.samples.csv")
-
-
-def index_dir(output: str | Path) -> Path:
-    """Where a scan folder given as INPUT is indexed: ``<output stem>.index/``."""
-    target = Path(output)
-    return target.with_name(f"{target.stem}.index")
-
-
-def score_columns(classes: Sequence[str]) -> list[str]:
-    """``["score"]`` for a binary run, ``score_<class>`` per class otherwise."""
-    return ["score"] if len(classes) == 2 else [f"score_{name}" for name in classes]
-
-
-def output_columns(classes: Sequence[str], level: str, tta: bool, findings: bool = False) -> list[str]:
-    """The header of the predictions file for these classes, level, TTA setting and model kind."""
-    columns = [*IDENTITY_COLUMNS, *score_columns(classes), "prediction", "label", "error"]
-    if tta:
-        columns.append("uncertainty")
-    if findings:
-        columns.extend(FINDING_COLUMNS)
-    if level != "series":
-        columns.extend(GROUP_COLUMNS)
-    return columns
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _run_threshold(run: ScoringRun, options: ScoreOptions, device: torch.device | None = None,
-                   model_sha256: str | None = None) -> tuple[float | None, str]:
-    """The operating threshold and where it came from (None for multi-class runs).
-
-    With ``options.tta`` a threshold the run chose on validation is replaced by the one chosen on
-    validation scored with TTA (:func:`medrec.score.operating_point.tta_threshold`): a threshold
-    belongs to the scores it was chosen on.
-    """
-    if len(run.classes) != 2:
-        return None, "argmax (multi-class)"
-    if options.threshold is not None:
-        return float(options.threshold), "command line (--threshold)"
-    if options.tta and needs_own_threshold(run):
-        entry = tta_threshold(run, device if device is not None else resolve_device(options.device),
-                              batch_size=options.batch_size, workers=options.workers, amp=options.amp,
-                              model_sha256=model_sha256)
-        return float(entry.value), tta_source_text(entry)
-    value = run.threshold
-    if value is None:
-        return 0.5, "default 0.5 (the run records no operating threshold)"
-    source = getattr(run, "threshold_source", None)
-    info = getattr(run, "info", None)
-    entry = info.threshold if isinstance(info, RunInfo) else None
-    if source is None and entry is not None and entry.method:
-        chosen_on = f", chosen on {entry.chosen_on}" if entry.chosen_on else ""
-        source = f"{entry.method}{chosen_on}"
-    return float(value), f"run: {source or MODEL_JSON}"
-
-
-def _check_resume(output: Path, rows_file: Path, record: Mapping[str, Any], overwrite: bool) -> dict[str, Any] | None:
-    """Refuse to mix two models or two settings in one file; returns the previous sidecar (if any)."""
-    if overwrite:
-        for path in {output, rows_file, sidecar_path(output), findings_path(output)}:
-            path.unlink(missing_ok=True)
-        return None
-    previous = read_sidecar(output)
-    has_rows = any(bool(read_rows(path)[1]) for path in {output, rows_file} if path.exists())
-    if not has_rows:
-        return previous
-    if previous is None:
-        raise OutputError(
-            f"{output}: exists but has no sidecar {sidecar_path(output).name}, so the model that made it is "
-            "unknown; pass --overwrite to start fresh or choose another -o"
-        )
-    if previous.get("model_sha256") != record["model_sha256"]:
-        raise OutputError(
-            f"{output}: was written by another model (sha256 {str(previous.get('model_sha256'))[:12]}..., this run "
-            f"has {record['model_sha256'][:12]}...); pass --overwrite to start fresh or choose another -o"
-        )
-    for key in RESUME_KEYS[1:]:
-        if previous.get(key) != record.get(key):
-            raise OutputError(
-                f"{output}: was written with {key}={previous.get(key)!r}, this command has {key}={record.get(key)!r}; "
-                "rerun with the same options, pass --overwrite to start fresh, or choose another -o"
-            )
-    return previous
-
-
-# Lock files held by this process (record locks do not exclude a second holder in one process).
-_HELD_LOCKS: set[str] = set()
-_HELD_GUARD = threading.Lock()
-
-
-@contextlib.contextmanager
-def output_lock(output: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``<output>.lock`` so that two scoring processes never append to one file.
-
-    A POSIX record lock (``lockf``): it belongs to this process alone, so loader workers forked
-    while it is held do not hold it too, and the kernel drops it when the process dies (even by
-    SIGKILL): a killed run never leaves a stale lock behind. (A ``flock`` lock would be shared with
-    the forked workers through the open file and outlive the parent until they exit.) The file is
-    removed when the scorer lets go, on success and on error alike; one left by a killed scorer
-    holds no lock and is taken over by the next.
-
-    A second scorer of the same file in this process is refused too.
-
-    Raises:
-        OutputError: another scorer holds the lock, or the output folder is not writable.
-    """
-    lock_path = output.with_name(output.name + ".lock")
-    # Record locks are per process: a second scorer in this process is refused here (before it
-    # opens the lock file: closing any descriptor of the file would drop this process's lock).
-    key = str(lock_path.absolute())
-    with _HELD_GUARD:
-        if key in _HELD_LOCKS:
-            raise OutputError(
-                f"{output}: another 'medrec score' is writing this file right now; wait for it or choose another -o"
-            )
-        _HELD_LOCKS.add(key)
-    try:
-        with _record_lock(output, lock_path):
-            yield
-    finally:
-        with _HELD_GUARD:
-            _HELD_LOCKS.discard(key)
-
-
-@contextlib.contextmanager
-def _record_lock(output: Path, lock_path: Path) -> Iterator[None]:
-    """The inter-process part of :func:`output_lock`: a ``lockf`` lock on ``lock_path``, removed on release."""
-    handle = _locked_handle(output, lock_path)
-    try:
-        yield
-    finally:
-        # removed while still locked: a scorer that opened this file meanwhile finds, once it has
-        # the lock, that the path no longer names it, and locks the path afresh
-        if _names_handle(lock_path, handle):
-            with contextlib.suppress(OSError):
-                lock_path.unlink()
-        handle.close()
-
-
-def _names_handle(lock_path: Path, handle: Any) -> bool:
-    """Whether ``lock_path`` still names the file open in ``handle`` (not removed, not replaced)."""
-    try:
-        on_disk, held = os.stat(lock_path), os.fstat(handle.fileno())
-    except OSError:
-        return False
-    return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
-
-
-def _locked_handle(output: Path, lock_path: Path, attempts: int = 20) -> Any:
-    """Open ``lock_path`` and take its ``lockf`` lock; retried when the holder removed the file as it let go."""
-    for _ in range(attempts):
-        try:
-            lock_path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(lock_path, "a+")  # held for the whole run (lockf needs write access)
-        except OSError as e:
-            raise OutputError(
-                f"{output}: cannot write here ({e.strerror}: {e.filename}); choose a writable output folder"
-            ) from e
-        try:
-            fcntl.lockf(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            handle.close()
-            raise OutputError(
-                f"{output}: another 'medrec score' is writing this file right now; wait for it or choose another -o"
-            ) from e
-        if _names_handle(lock_path, handle):
-            return handle
-        handle.close()  # locked a file its holder had just removed: lock the one the path names now
-    raise OutputError(
-        f"{lock_path}: removed and recreated {attempts} times while locking it; another 'medrec score' is "
-        "starting and stopping on this output; wait for it or choose another -o"
-    )
 
 
 def score_manifest(
@@ -538,220 +253,6 @@ def score_manifest(
         write_sidecar(output, record)
         result.record = record
         return result
-
-
-def _refresh_labels(writer: PredictionsWriter, done: dict[str, dict[str, str]], manifest: pd.DataFrame) -> int:
-    """Give the rows already written the label ``manifest`` has for their sample now; returns the rows changed.
-
-    The patient and study ids are refreshed with the label: a labels file matched by path names the
-    patient and study of a NIfTI file (which has no UIDs of its own), and study / patient rows are
-    grouped by them. Rows of samples that are not in ``manifest`` are kept as they are. The file is
-    rewritten atomically, and only when a row changed.
-    """
-    current = {row["sample_id"]: row for row in map(_base_row, manifest.to_dict("records"))}
-    changed = 0
-    for sample_id, row in done.items():
-        now = current.get(sample_id)
-        if now is None:
-            continue
-        fresh = {name: now[name] for name in ("patient_id", "study_uid", "label")}
-        if any(row.get(name, "") != value for name, value in fresh.items()):
-            row.update(fresh)
-            changed += 1
-    if changed:
-        writer.rewrite(done.values())
-    return changed
-
-
-def _voxel_mm(run: ScoringRun) -> float | None:
-    """The largest voxel edge (mm) of the run's preprocessed grid: one voxel of a finding map's location."""
-    spacing = getattr(getattr(run, "plan", None), "spacing", None)
-    return round(float(max(spacing)), 4) if spacing else None
-
-
-def scoring_transforms(run: ScoringRun, keep_geometry: bool = False) -> Compose:
-    """The run's deterministic preprocessing chain (training's, without augmentation).
-
-    Args:
-        run: the loaded run.
-        keep_geometry: end with a MetaTensor that keeps its affine (needed to map Grad-CAM back
-            onto the input grid); the voxel values are the same either way.
-    """
-    if keep_geometry and getattr(run, "plan", None) is not None:
-        from medrec.transforms import build_transforms
-
-        return build_transforms(run.plan, keys=("image",), track_meta=True)[0]
-    return run.deterministic_transforms()
-
-
-def _base_row(sample: Mapping[str, Any]) -> dict[str, Any]:
-    def text(name: str) -> str:
-        value = sample.get(name, "")
-        return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
-
-    return {"sample_id": text("sample_id"), "patient_id": text("patient_id"), "study_uid": text("study_uid"),
-            "label": text("label"), "error": "", "prediction": ""}
-
-
-def load_input(
-    input_path: str | Path, output: str | Path, rules: Any = None, labels: str | Path | None = None,
-    workers: int | None = None, match_on: str | None = None, filters: Any = None,
-    skip_studies: Sequence[str] = (),
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The manifest to score: a manifest CSV as is, or a scan folder indexed into ``<output stem>.index/``.
-
-    ``labels`` (and its key ``match_on``) label the samples of a scan folder, as ``medrec index --labels``.
-    A ``dicomweb:URL`` INPUT is fetched (the studies ``filters`` select, except ``skip_studies``) into
-    ``<output stem>.dicomweb/`` and indexed from there like a scan folder.
-
-    Returns:
-        ``(manifest, description)`` where description goes into the sidecar.
-
-    Raises:
-        InputError: INPUT does not exist, or is a file that is not a manifest CSV.
-    """
-    from medrec.index.dicomweb import is_dicomweb
-
-    if is_dicomweb(input_path):
-        return _load_dicomweb(str(input_path), output, rules, labels, workers, match_on, filters, skip_studies)
-    if filters is not None:
-        raise ConfigError("--study-uid / --patient-id / --modality / --accession / --since / --until select "
-                          "studies of a dicomweb:URL INPUT")
-    source = Path(input_path)
-    if source.is_dir():
-        from medrec.index import index_folder
-
-        target = index_dir(output)
-        console.print(f"Indexing {source} into {target} ...")
-        result = index_folder(source, target, labels=labels, match_on=match_on, rules=rules, workers=workers)
-        # absolute: 'medrec report' finds the scored manifest from any working directory
-        description = {"kind": "folder", "path": str(source.resolve()), "index_dir": str(target.resolve()),
-                       "rules": _describe_rules(rules)}
-        if labels is not None:
-            description["labels"] = {"file": Path(labels).name, "match_on": (result.summary.get("labels") or {})
-                                     .get("match_on", match_on)}
-        return result.manifest, description
-    if source.is_file():
-        if source.suffix.lower() != ".csv":
-            raise InputError(
-                f"{source}: INPUT must be a scan folder or a manifest CSV, got a {source.suffix or 'plain'} file"
-            )
-        if labels is not None or match_on is not None:
-            raise ConfigError("--labels applies to a scan folder; a manifest already carries its label column")
-        from medrec.manifest import read_manifest
-
-        return read_manifest(source), {"kind": "manifest", "path": str(source.resolve())}
-    raise InputError(f"{source}: INPUT not found; give a scan folder or a manifest CSV (from 'medrec index')")
-
-
-def dicomweb_cache(output: str | Path) -> Path:
-    """Where the studies of a ``dicomweb:URL`` INPUT are fetched: ``<output stem>.dicomweb/``."""
-    target = Path(output)
-    return target.with_name(f"{target.stem}.dicomweb")
-
-
-def _load_dicomweb(source: str, output: str | Path, rules: Any, labels: str | Path | None, workers: int | None,
-                   match_on: str | None, filters: Any,
-                   skip_studies: Sequence[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
-    from medrec.index.dicomweb import fetch_and_index
-
-    target, cache = index_dir(output), dicomweb_cache(output)
-    index, fetched = fetch_and_index(source, target, cache, filters, skip_studies=skip_studies, labels=labels,
-                                     match_on=match_on, rules=rules, workers=workers)
-    description = {"kind": "dicomweb", "path": str(cache.resolve()), "index_dir": str(target.resolve()),
-                   "dicomweb": {**fetched.describe(), "filters": filters.describe() if filters else {}},
-                   "rules": _describe_rules(rules)}
-    if labels is not None:
-        description["labels"] = {"file": Path(labels).name, "match_on": (index.summary.get("labels") or {})
-                                 .get("match_on", match_on)}
-    return index.manifest, description
-
-
-def studies_done(output: str | Path, level: str, retry_errors: bool) -> list[str]:
-    """The studies an existing output already scored (not fetched again from a PACS); with ``retry_errors``
-    a study with a failed row counts as not done."""
-    rows_file = Path(output) if level == "series" else samples_path(output)
-    if not rows_file.is_file():
-        return []
-    from medrec.score.writer import read_rows
-
-    done: dict[str, bool] = {}
-    for row in read_rows(rows_file)[1]:
-        study = str(row.get("study_uid") or "")
-        if study:
-            done[study] = done.get(study, True) and not (retry_errors and row.get("error"))
-    return sorted(study for study, ok in done.items() if ok)
-
-
-def _describe_rules(rules: Any) -> Any:
-    if rules is None:
-        return "SelectionRules defaults"
-    for method in ("model_dump", "_asdict"):
-        if hasattr(rules, method):
-            return getattr(rules, method)()
-    try:
-        from dataclasses import asdict
-
-        return asdict(rules)
-    except TypeError:
-        return repr(rules)
-
-
-def selection_rules_of(run_dir: str | Path) -> SelectionRules | None:
-    """The series-selection rules the run's scans were indexed with, or None for ``SelectionRules`` defaults.
-
-    ``medrec train`` takes a manifest and records no indexing rules; ``medrec run`` indexes the
-    scans itself and keeps its resolved recipe, ``index.rules`` included, in ``RUN/workflow.yaml``
-    (a cross-validation fold, ``RUN/folds/fold_i``, in its recipe's folder two levels up).
-
-    Raises:
-        ModelError: the recorded rules are not valid :class:`~medrec.index.SelectionRules`.
-    """
-    folder = Path(run_dir)
-    # the file and folder names of medrec.workflow, which lies above scoring in the pipeline
-    candidates = [folder / "workflow.yaml"]
-    if folder.parent.name == "folds":
-        candidates.append(folder.parent.parent / "workflow.yaml")
-    recipe = next((path for path in candidates if path.is_file()), None)
-    if recipe is None:
-        return None
-    try:
-        content = yaml.safe_load(recipe.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise ModelError(f"{recipe}: cannot be read ({e}); the series-selection rules of the run are unknown: "
-                         "repair or remove the file (without it the default rules apply)") from e
-    index = content.get("index") if isinstance(content, dict) else None
-    rules = index.get("rules") if isinstance(index, dict) else None
-    if rules is None:
-        return None
-    from medrec.index import SelectionRules
-
-    try:
-        return SelectionRules.model_validate(rules)
-    except ValueError as e:
-        raise ModelError(f"{recipe}: index.rules are not valid series-selection rules ({e})") from e
-
-
-def load_scoring_run(run_dir: str | Path) -> tuple[Run, str]:
-    """Load a run directory for scoring; returns ``(run, sha256 of model.safetensors)``.
-
-    Raises:
-        ModelError: RUN is a file (e.g. a pickled ``.pt`` checkpoint) or not a complete run directory.
-    """
-    folder = Path(run_dir)
-    if folder.is_file():
-        raise ModelError(
-            f"{folder}: RUN must be a run directory (model.safetensors + model.json from 'medrec train'), got a "
-            f"file; pickled checkpoints (.pt, .pth, .pkl) are never loaded"
-        )
-    if not folder.is_dir():
-        raise ModelError(
-            f"{folder}: run directory not found; train one with 'medrec train RECIPE -o RUN --manifest MANIFEST'")
-    run = load_run(folder)
-    weights = folder / MODEL_WEIGHTS
-    if not weights.is_file():
-        raise ModelError(f"{folder}: has no {MODEL_WEIGHTS}; only safetensors run directories are scored")
-    return run, sha256_file(weights)
 
 
 def score(

@@ -7,15 +7,9 @@
 
 from __future__ import annotations
 
-from medrec.synth.cohort import (
-    GROUND_TRUTH_COLUMNS,
-    LABEL_COLUMNS,
-    LesionTruth,
-    SynthCohort,
-    SynthStudy,
-    generate_cohort,
-)
+from medrec.synth.cohort import generate_cohort
 from medrec.synth.plan import FORMATS, KINDS, Identity, StudyPlan, plan_cohort
+from medrec.synth.records import GROUND_TRUTH_COLUMNS, LABEL_COLUMNS, LesionTruth, SynthCohort, SynthStudy
 from medrec.synth.render import render_modality_image, render_study
 
 __all__ = [

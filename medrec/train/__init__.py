@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from medrec.thresholds import ThresholdChoice, choose_threshold
 from medrec.train.calibration import TemperatureFit, calibrated_probabilities, fit_temperature
-from medrec.train.loop import RunResult, train
+from medrec.train.loop import train
+from medrec.train.result import RunResult
 
 __all__ = [
     "RunResult",

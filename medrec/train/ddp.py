@@ -9,7 +9,7 @@ early-stopping decision.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from medrec.errors import ConfigError
+import medrec.errors as errors
+from medrec.errors import ConfigError, MedrecError
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,25 @@ def broadcast_object(context: DistributedContext, value: Any) -> Any:
     holder = [value if context.is_main else None]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+def on_main(context: DistributedContext, action: Callable[[], Any]) -> Any:
+    """Run ``action`` on rank 0 and share its result; a :class:`MedrecError` there is raised on every rank
+    (same class and message), so no rank waits for a result that will not come."""
+    outcome: Any = None
+    if context.is_main:
+        try:
+            outcome = ("ok", action())
+        except MedrecError as e:
+            outcome = ("error", type(e).__name__, str(e))
+            if not context.enabled:
+                raise
+            broadcast_object(context, outcome)
+            raise
+    outcome = broadcast_object(context, outcome)
+    if outcome[0] == "error":
+        raise getattr(errors, outcome[1], MedrecError)(outcome[2])
+    return outcome[1]
 
 
 def all_reduce_sum(context: DistributedContext, values: list[float]) -> list[float]:

@@ -1,11 +1,17 @@
-"""Validation metrics computed during training (AUC, loss, accuracy)."""
+"""Validation during training: the model's validation logits and their metrics (AUC, loss, accuracy)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+
 import numpy as np
+import torch
 from sklearn.metrics import roc_auc_score
 
+from medrec.data.dataset import CachedImageDataset
 from medrec.train.calibration import negative_log_likelihood
+from medrec.train.ddp import DistributedContext, all_gather_objects
 
 
 def classification_auc(labels: np.ndarray, probabilities: np.ndarray, positive_index: int | None) -> float:
@@ -44,3 +50,35 @@ def validation_summary(logits: np.ndarray, labels: np.ndarray, positive_index: i
         "accuracy": float((probabilities.argmax(axis=1) == targets).mean()),
         "n": int(len(targets)),
     }
+
+
+@torch.no_grad()
+def validation_logits(
+    model: torch.nn.Module,
+    dataset: CachedImageDataset,
+    batch_size: int,
+    device: torch.device,
+    autocast: Callable[[], contextlib.AbstractContextManager],
+    context: DistributedContext,
+    sharded: bool,
+) -> np.ndarray:
+    """The logits of every validation sample in ``dataset`` order (model put in eval mode).
+
+    With ``sharded`` under torchrun each rank scores its share and the shares are gathered onto
+    every rank, so all ranks take the same early-stopping decision.
+    """
+    model = model.eval()
+    positions = list(range(len(dataset)))
+    if sharded and context.enabled:
+        positions = positions[context.rank :: context.world_size]
+    outputs: list[tuple[int, list[float]]] = []
+    for start in range(0, len(positions), batch_size):
+        chunk = positions[start : start + batch_size]
+        images = torch.stack([dataset[i][0] for i in chunk]).to(device)
+        with autocast():
+            logits = model(images).float().cpu().numpy()
+        outputs.extend(zip(chunk, logits.astype(np.float64).tolist(), strict=True))
+    if sharded and context.enabled:
+        outputs = [item for part in all_gather_objects(context, outputs) for item in part]
+    ordered = sorted(outputs, key=lambda item: item[0])
+    return np.asarray([logits for _, logits in ordered], dtype=np.float64)

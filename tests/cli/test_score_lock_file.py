@@ -8,7 +8,7 @@ import os
 import pytest
 
 from medrec.errors import OutputError
-from medrec.score.scorer import output_lock
+from medrec.score.lock import output_lock
 
 
 def test_the_lock_file_is_removed_on_success(tmp_path):
@@ -45,9 +45,9 @@ def test_a_refused_second_scorer_does_not_remove_the_holders_lock(tmp_path):
 
 
 def _try_once(out) -> None:
-    from medrec.score import scorer
+    from medrec.score import lock
 
-    scorer._HELD_LOCKS.clear()  # forked while the parent held it: be a separate scorer, not the same one
+    lock._HELD_LOCKS.clear()  # forked while the parent held it: be a separate scorer, not the same one
     try:
         with output_lock(out):
             os._exit(0)

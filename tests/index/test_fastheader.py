@@ -10,25 +10,27 @@ import pytest
 from pydicom.data import get_testdata_files
 
 import medrec.index.headers as headers
+import medrec.index.headers.dicom as dicom_header
 from medrec.index.fastheader import HEAD_BYTES, read_fast_header
+from medrec.index.problems import FileProblem
 from medrec.synth import generate_cohort
 
 
 def _both_paths(path: str, monkeypatch: pytest.MonkeyPatch) -> tuple[object, object, bool]:
     """(result with the fast path allowed, result read by pydicom only, whether the fast path was used)."""
     used = []
-    real = headers.read_fast_header
+    real = dicom_header.read_fast_header
 
     def spy(*args, **kwargs):
         result = real(*args, **kwargs)
         used.append(result is not None)
         return result
 
-    monkeypatch.setattr(headers, "read_fast_header", spy)
+    monkeypatch.setattr(dicom_header, "read_fast_header", spy)
     fast = headers.inspect_file(path)
-    monkeypatch.setattr(headers, "read_fast_header", lambda *args, **kwargs: None)
+    monkeypatch.setattr(dicom_header, "read_fast_header", lambda *args, **kwargs: None)
     slow = headers.inspect_file(path)
-    monkeypatch.setattr(headers, "read_fast_header", real)
+    monkeypatch.setattr(dicom_header, "read_fast_header", real)
     return fast, slow, any(used)
 
 
@@ -41,7 +43,7 @@ def _assert_same(fast: object, slow: object, path: str) -> None:
 def _fast(path: str) -> object:
     with open(path, "rb") as handle:
         head = handle.read(HEAD_BYTES)
-    return read_fast_header(head, Path(path).stat().st_size, headers._FAST_SELECTION)
+    return read_fast_header(head, Path(path).stat().st_size, dicom_header._FAST_SELECTION)
 
 
 def test_pydicom_test_files_match_the_pydicom_path(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -91,7 +93,7 @@ def test_truncated_header_falls_back(tmp_path: Path) -> None:
     cut = tmp_path / "cut.dcm"
     cut.write_bytes(source[:600])
     assert _fast(str(cut)) is None
-    assert isinstance(headers.inspect_file(str(cut)), headers.FileProblem)
+    assert isinstance(headers.inspect_file(str(cut)), FileProblem)
 
 
 def test_pixel_offset_is_where_pydicom_stops() -> None:

@@ -11,7 +11,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import RLELossless
 
-from medrec.index.headers import DicomHeader, FileProblem, expected_pixel_bytes, inspect_file, walk_files
+from medrec.index.headers import DicomHeader, expected_pixel_bytes, inspect_file, walk_files
+from medrec.index.problems import FileProblem
 
 from .builders import make_slice, save, truncate, uid
 
@@ -235,7 +236,7 @@ def test_process_pool_gives_the_same_results_as_serial(tmp_path: Path) -> None:
 
 
 def test_the_default_pool_needs_many_files_and_three_cores(monkeypatch) -> None:
-    from medrec.index import headers
+    from medrec.index.headers import reading as headers
 
     monkeypatch.setattr(headers.os, "sched_getaffinity", lambda pid: set(range(2)))
     assert headers.resolve_workers(None, 50_000) == 1  # two cores: serial is as fast (benchmarks, index)

@@ -9,7 +9,9 @@ import torch
 from medrec.errors import ConfigError, ModelError
 from medrec.models import create_model, model_family, stack_slice_context
 from medrec.models.findings import FindingMapModel, pool_map
-from medrec.train.findings import FindingSliceDataset, FindingTargets, finding_loss, slice_stack
+from medrec.train.findings import finding_loss
+from medrec.train.slices import FindingSliceDataset, slice_stack
+from medrec.train.targets import FindingTargets
 
 
 def test_volume_map_is_the_slice_network_applied_to_each_stack():
@@ -114,7 +116,7 @@ def test_finding_loss_prefers_the_right_map():
 
 
 def test_no_annotated_study_is_a_clear_error():
-    from medrec.train.findings import build_targets
+    from medrec.train.targets import build_targets
 
     store = _Store({"a": np.zeros((1, 4, 4, 4), np.float32)})
     with pytest.raises(ConfigError, match="no training study has a usable lesion annotation"):
@@ -122,7 +124,7 @@ def test_no_annotated_study_is_a_clear_error():
 
 
 def test_label_only_slices_train_their_maximum():
-    from medrec.train.findings import MIL_TARGET
+    from medrec.train.targets import MIL_TARGET
 
     logits = torch.full((3, 1, 4, 4), -5.0)
     logits[2, 0, 1, 1] = 3.0
@@ -140,7 +142,8 @@ def test_label_only_slices_train_their_maximum():
 
 
 def test_mil_items_come_from_the_top_slices():
-    from medrec.train.findings import MIL_TARGET, top_slices
+    from medrec.train.findings import top_slices
+    from medrec.train.targets import MIL_TARGET
 
     rng = np.random.default_rng(2)
     arrays = {s: rng.normal(size=(1, 8, 8, 6)).astype(np.float32) for s in ("pos", "neg", "weak")}
@@ -181,7 +184,8 @@ def test_hard_slices_come_from_the_top_slices_with_their_targets():
 
 
 def test_mil_gate_keeps_the_positives_above_the_lesion_free_quantile():
-    from medrec.train.findings import TopSlice, gated_top_slices
+    from medrec.train.findings import gated_top_slices
+    from medrec.train.targets import TopSlice
 
     candidates = {k: TopSlice(z, score) for k, (z, score) in
                   {"a": (3, 2.5), "b": (1, 0.4), "c": (7, 1.1), "d": (0, -1.0)}.items()}
@@ -197,7 +201,8 @@ def test_mil_gate_keeps_the_positives_above_the_lesion_free_quantile():
 
 
 def test_lesion_weight_scales_the_lesion_voxels_loss_and_auto_follows_their_share():
-    from medrec.train.findings import REFERENCE_LESION_FRACTION, finding_loss
+    from medrec.train.findings import finding_loss
+    from medrec.train.targets import REFERENCE_LESION_FRACTION
 
     logits = torch.tensor([[[[0.5, -1.0], [2.0, -3.0]]]])
     target = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]])
@@ -220,7 +225,8 @@ def test_lesion_weight_scales_the_lesion_voxels_loss_and_auto_follows_their_shar
 
 
 def test_patch_items_hold_the_lesion_and_the_peak():
-    from medrec.train.findings import TopSlice, top_slice_scores
+    from medrec.train.findings import top_slice_scores
+    from medrec.train.targets import TopSlice
 
     rng = np.random.default_rng(4)
     arrays = {s: rng.normal(size=(1, 64, 48, 6)).astype(np.float32) for s in ("pos", "neg")}

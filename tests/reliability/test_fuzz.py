@@ -251,8 +251,8 @@ def _write_mutant(workdir: Path, seed: Seed, mutations: list[tuple]) -> Path:
 @fuzz_settings(scale=5)
 @given(mutant=MUTANT)
 def test_fast_header_returns_a_header_or_none(seeds: dict[str, Seed], mutant: tuple) -> None:
-    from medrec.index.fastheader import FastHeader, read_fast_header
-    from medrec.index.headers import _FAST_SELECTION, HEAD_BYTES
+    from medrec.index.fastheader import HEAD_BYTES, FastHeader, read_fast_header
+    from medrec.index.headers.dicom import _FAST_SELECTION
 
     name, mutations = mutant
     data = mutate(seeds[name], mutations)
@@ -276,8 +276,9 @@ def _inspect(path: Path) -> object:
 @given(mutant=MUTANT)
 def test_index_records_every_mutant_and_never_raises(seeds: dict[str, Seed], workdir: Path, mutant: tuple) -> None:
     from medrec.index import index_folder
-    from medrec.index.headers import DicomHeader, FileProblem
+    from medrec.index.headers import DicomHeader
     from medrec.index.nifti import NiftiSample
+    from medrec.index.problems import FileProblem
     from medrec.index.selection import SelectionRules
 
     name, mutations = mutant
@@ -348,8 +349,9 @@ def test_loader_raises_only_medrec_errors(seeds: dict[str, Seed], workdir: Path,
 
 def test_seeds_load_unmutated(seeds: dict[str, Seed], workdir: Path) -> None:
     """Without mutations every image seed loads and indexes: the harness starts from working files."""
-    from medrec.index.headers import DicomHeader, FileProblem
+    from medrec.index.headers import DicomHeader
     from medrec.index.nifti import NiftiSample
+    from medrec.index.problems import FileProblem
     from medrec.loader import load_sample
 
     for name, seed in seeds.items():

@@ -15,7 +15,8 @@ import yaml
 
 from medrec.config import StudyContext
 from medrec.errors import ConfigError
-from medrec.report.build import synthetic_origin, write_report
+from medrec.report.build import write_report
+from medrec.report.data_origin import synthetic_origin
 
 
 def _first_page(path: Path) -> str:

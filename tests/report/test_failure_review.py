@@ -24,7 +24,7 @@ from medrec.annotations import Lesion
 from medrec.loader import load_volume
 from medrec.loader.volume import LPS_TO_RAS
 from medrec.report import figures
-from medrec.report.build import draw_thumbnails
+from medrec.report.case_pictures import draw_thumbnails
 from medrec.report.document import Case, failure_section
 from medrec.report.failures import other_studies, review_picture, review_slice, voxel_of
 

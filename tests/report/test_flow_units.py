@@ -16,7 +16,8 @@ import pandas as pd
 import pypdfium2 as pdfium
 import pytest
 
-from medrec.report.build import index_flow, write_report
+from medrec.report.build import write_report
+from medrec.report.cohort_flow import index_flow
 from medrec.report.document import flow_outcomes, flow_stages
 
 THRESHOLD = 0.5

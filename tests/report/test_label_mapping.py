@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from medrec.errors import LabelsError
-from medrec.report.build import label_mapping, run_label_space
+from medrec.report.label_space import label_mapping, run_label_space
 
 THRESHOLD = 0.5  # the frozen threshold in the run's model.json (report_inputs)
 SITE_LABELS = {"0": "normal", "1": "tumor"}

@@ -13,7 +13,7 @@ import pytest
 
 from medrec.errors import SecurityError
 from medrec.report import figures
-from medrec.report.build import draw_thumbnails
+from medrec.report.case_pictures import draw_thumbnails
 from medrec.report.document import fmt_metric, fmt_value, limitations, scrub_paths
 from medrec.report.pseudonym import Pseudonymiser, check_no_identifiers, key_from_file
 
@@ -380,7 +380,7 @@ def test_thumbnails_prefer_the_saliency_overlay(report_inputs, tmp_path) -> None
 def test_study_rows_show_their_top_sample_overlay_from_the_folder_the_sidecar_names(report_inputs, tmp_path) -> None:
     """At study level the flagged row is a study: its picture is the map of its highest-scoring sample, found in
     the folder 'medrec score --explain DIR' recorded, not only in explain/ beside the predictions."""
-    from medrec.report.build import _explain_folders
+    from medrec.report.case_pictures import _explain_folders
 
     manifest = pd.read_csv(report_inputs.manifest, dtype=str, keep_default_na=False)
     rows = {r["sample_id"]: r for r in manifest.to_dict("records")}
@@ -412,9 +412,9 @@ def test_every_qc_code_the_index_writes_has_a_flow_text():
     from pathlib import Path
 
     import medrec.index
-    from medrec.report.build import QC_CODE_TEXT
+    from medrec.report.cohort_flow import QC_CODE_TEXT
 
-    modules = [p for p in Path(medrec.index.__file__).parent.glob("*.py") if p.name != "__init__.py"]  # __all__
+    modules = [p for p in Path(medrec.index.__file__).parent.rglob("*.py") if p.name != "__init__.py"]  # __all__
     source = "\n".join(p.read_text() for p in modules)
     # a reason is written as a code literal on its own line (or after `return`) followed by an f-string message
     pattern = r'^\s*"([a-z][a-z_]+)",[ \t]*\n\s*f?"|(?:return\s+|\(\s*)"([a-z][a-z_]+)",\s*f?"'

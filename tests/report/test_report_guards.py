@@ -1,4 +1,4 @@
-"""Wrong numbers without a warning (issue 13): what the report refuses, leaves out or says loudly."""
+"""Wrong numbers without a warning: what the report refuses, leaves out or says loudly."""
 
 from __future__ import annotations
 
@@ -212,7 +212,7 @@ def test_study_rows_match_the_manifest_and_find_their_pictures(report_inputs, tm
 
 
 def test_score_records_where_its_input_lies_absolutely(tmp_path, monkeypatch) -> None:
-    from medrec.score.scorer import load_input
+    from medrec.score.inputs import load_input
 
     monkeypatch.chdir(tmp_path)
     pd.DataFrame([{"sample_id": "s1", "patient_id": "p1", "study_uid": "1.2.3", "series_uid": "1.2.3.4",

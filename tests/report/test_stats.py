@@ -19,6 +19,7 @@ from sklearn.metrics import (
 )
 
 from medrec.report import stats
+from medrec.report.stats import resampling
 
 # ----------------------------------------------------------------------------------------------
 # Proportions
@@ -352,9 +353,9 @@ def test_bootstrap_scales_to_100k_predictions():
 def test_weights_do_not_depend_on_chunk_size():
     labels, _ = _cohort(6)
     patients = np.arange(labels.size) // 2
-    codes, n_clusters, strata = stats._prepare_clusters(patients, labels, labels.size, True)
-    small = np.vstack(list(stats._weight_chunks(strata, 70, 9, 7)))
-    large = np.vstack(list(stats._weight_chunks(strata, 70, 9, 1000)))
+    codes, n_clusters, strata = resampling._prepare_clusters(patients, labels, labels.size, True)
+    small = np.vstack(list(resampling._weight_chunks(strata, 70, 9, 7)))
+    large = np.vstack(list(resampling._weight_chunks(strata, 70, 9, 1000)))
     np.testing.assert_array_equal(small, large)
     scores = _cohort(6)[1]
     first = stats.cluster_bootstrap(["auc", "f1"], labels, scores, patients, n_boot=70, seed=9, threshold=0.5,

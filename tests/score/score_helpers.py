@@ -8,6 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from monai.transforms import Compose, ScaleIntensityRanged
 from torch import nn
@@ -85,3 +86,12 @@ class StandInRun:
             LoadSampled(keys="image"),
             ScaleIntensityRanged(keys="image", a_min=-3.0, a_max=9.0, b_min=0.0, b_max=1.0, clip=True),
         ])
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str]:
+    """``medrec score ARGS`` in-process: its exit code and what it wrote to stderr."""
+    from medrec.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["score", *map(str, args)])
+    return int(exit_info.value.code or 0), capsys.readouterr().err

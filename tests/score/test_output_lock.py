@@ -10,7 +10,7 @@ import time
 import pytest
 
 from medrec.errors import OutputError
-from medrec.score.scorer import output_lock
+from medrec.score.lock import output_lock
 
 
 def test_a_forked_worker_does_not_keep_the_lock(tmp_path):

@@ -7,7 +7,6 @@ commands are read from the README itself, so the test fails when the README's co
 from __future__ import annotations
 
 import json
-import shlex
 import shutil
 import subprocess
 import sys
@@ -16,21 +15,7 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.slow
-README = Path(__file__).resolve().parents[2] / "README.md"
 MEDREC = [sys.executable, "-m", "medrec"]
-
-
-def readme_steps() -> dict[str, list[str]]:
-    """The README block's ``medrec`` commands by sub-command (``{"score": [...], "report": [...]}``)."""
-    text = README.read_text(encoding="utf-8")
-    block = text.split("Step by step on your own data", 1)[1].split("```", 2)[1]
-    steps: dict[str, list[str]] = {}
-    for line in block.splitlines():
-        command = line.split("#", 1)[0].strip()
-        if command.startswith("medrec "):
-            words = shlex.split(command)[1:]
-            steps[words[0]] = words
-    return steps
 
 
 def option(words: list[str], name: str) -> str | None:
@@ -44,11 +29,6 @@ def without_option(words: list[str], name: str) -> list[str]:
     return words[:at] + words[at + 2:]
 
 
-def local(words: list[str], root: Path) -> list[str]:
-    """The README's absolute example paths (/data/...) moved under ``root``."""
-    return [str(root / word.lstrip("/")) if word.startswith("/data/") else word for word in words]
-
-
 def medrec(words: list[str], cwd: Path) -> str:
     done = subprocess.run([*MEDREC, *words], cwd=cwd, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"medrec {' '.join(words)}:\n{done.stdout}\n{done.stderr}"
@@ -56,13 +36,13 @@ def medrec(words: list[str], cwd: Path) -> str:
 
 
 @pytest.fixture
-def workplace(trained_run, tmp_path) -> dict:
+def workplace(trained_run, tmp_path, readme_steps) -> dict:
     """A folder laid out as the README assumes: the run at runs/exp1, new studies under data/, their labels file."""
     from medrec.synth import generate_cohort
 
-    steps = readme_steps()
+    steps = readme_steps.steps
     assert {"score", "report"} <= set(steps), f"README step-by-step block lacks score / report: {steps}"
-    score = local(steps["score"], tmp_path)
+    score = readme_steps.local("score", tmp_path)
     run = Path(score[1])
     (tmp_path / run).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / run).symlink_to(trained_run["run"], target_is_directory=True)
@@ -74,7 +54,7 @@ def workplace(trained_run, tmp_path) -> dict:
     shutil.copy(cohort.labels_csv, tmp_path / labels)
     truth = {study.study_uid: str(study.label) for study in cohort.studies}
     assert set(truth.values()) == {"0", "1"}
-    return {"root": tmp_path, "score": score, "report": local(steps["report"], tmp_path), "labels": labels,
+    return {"root": tmp_path, "score": score, "report": readme_steps.local("report", tmp_path), "labels": labels,
             "truth": truth}
 
 

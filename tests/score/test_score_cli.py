@@ -3,15 +3,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from score_helpers import run_cli
 
 from medrec.cli import main
 from medrec.score import ScoreOptions, read_rows, score_manifest
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["score", *map(str, args)])
-    return int(exit_info.value.code or 0), capsys.readouterr().err
 
 
 def test_help_shows_examples(capsys):

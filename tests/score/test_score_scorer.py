@@ -206,7 +206,7 @@ def test_failure_reason_prefers_the_medrec_error():
 
 
 def test_a_second_writer_is_refused_while_the_first_holds_the_file(tmp_path, cohort, stand_in_run):
-    from medrec.score.scorer import output_lock
+    from medrec.score.lock import output_lock
 
     output = tmp_path / "p.csv"
     with output_lock(output), pytest.raises(OutputError, match="another 'medrec score'"):
@@ -249,7 +249,7 @@ def test_a_folder_is_indexed_with_the_rules_medrec_run_recorded(tmp_path):
 
     from medrec.errors import ModelError
     from medrec.index import SelectionRules
-    from medrec.score.scorer import selection_rules_of
+    from medrec.score.scoring_run import selection_rules_of
     from medrec.workflow import dump_workflow, load_workflow
 
     (tmp_path / "scans").mkdir()

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from score_helpers import run_cli
 
 from medrec.hashing import sha256_file
 from medrec.manifest import read_manifest
@@ -20,14 +21,6 @@ from medrec.score import read_rows, read_sidecar
 
 pytestmark = pytest.mark.slow
 MEDREC = [sys.executable, "-m", "medrec"]
-
-
-def run_cli(capsys, *args) -> tuple[int, str]:
-    from medrec.cli import main
-
-    with pytest.raises(SystemExit) as exit_info:
-        main(["score", *map(str, args)])
-    return int(exit_info.value.code or 0), capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

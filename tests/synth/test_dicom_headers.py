@@ -134,8 +134,9 @@ def test_radiograph_photometric_and_inversion(xr_dicom):
 def test_fast_encoder_matches_pydicom_save_as():
     """The series encoder writes the same bytes as pydicom's own writer, non-ASCII names included."""
     from medrec.synth import plan_cohort, render_study
-    from medrec.synth.cohort import _localizer_specs, _main_spec
-    from medrec.synth.dicom_writer import SeriesEncoder, build_series_datasets, encode, series_template
+    from medrec.synth.dicom_encoder import SeriesEncoder, encode
+    from medrec.synth.dicom_study import _localizer_specs, _main_spec
+    from medrec.synth.dicom_writer import build_series_datasets, series_template
 
     for kind in ("ct-lesion", "mri-tumor", "xr-nodule"):
         plan = plan_cohort(kind, patients=1, seed=1, image_size=16, slice_thickness=20.0,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from medrec.train.findings import FindingSliceDataset, FindingTargets, slice_stack
 from medrec.train.paste import cut_lesions, paste_lesion
+from medrec.train.slices import FindingSliceDataset, slice_stack
+from medrec.train.targets import FindingTargets
 
 NOISE = 0.02
 

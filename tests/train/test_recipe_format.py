@@ -1,4 +1,4 @@
-"""One recipe format for ``medrec run`` and ``medrec train`` (issue 18, item 2).
+"""One recipe format for ``medrec run`` and ``medrec train``.
 
 A recipe copied with ``medrec recipes show`` trains with ``medrec train --manifest``; ``train``
 says which sections it used and ignored; ``run`` refuses ``train``'s keys; the README's step-by-step
@@ -7,7 +7,6 @@ block (index, split, train) runs as written.
 
 from __future__ import annotations
 
-import shlex
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -110,29 +109,12 @@ def test_run_refuses_train_keys_in_one_line(tmp_path, medrec_cli, monkeypatch) -
     assert not (tmp_path / "run").exists()
 
 
-def _readme_steps() -> dict[str, list[str]]:
-    """The README step-by-step block's ``medrec`` commands by sub-command."""
-    block = README.read_text(encoding="utf-8").split("Step by step on your own data", 1)[1].split("```", 2)[1]
-    steps: dict[str, list[str]] = {}
-    for line in block.splitlines():
-        command = line.split("#", 1)[0].strip()
-        if command.startswith("medrec "):
-            words = shlex.split(command)[1:]
-            steps[words[0]] = words
-    return steps
-
-
-def _local(words: list[str], root: Path) -> list[str]:
-    return [str(root / word.lstrip("/")) if word.startswith("/data/") else word for word in words]
-
-
-def test_readme_index_split_train_with_a_copied_recipe(tmp_path, medrec_cli, monkeypatch) -> None:
+def test_readme_index_split_train_with_a_copied_recipe(tmp_path, medrec_cli, monkeypatch, readme_steps) -> None:
     """``recipes show > my_recipe.yaml``, ``index``, ``split``, ``train`` as the README writes them (1 short epoch)."""
     from medrec.synth import generate_cohort
 
-    steps = _readme_steps()
-    assert {"recipes", "index", "split", "train"} <= set(steps), steps
-    show, index, split, train = (_local(steps[name], tmp_path) for name in ("recipes", "index", "split", "train"))
+    assert {"recipes", "index", "split", "train"} <= set(readme_steps.steps), readme_steps.steps
+    show, index, split, train = (readme_steps.local(name, tmp_path) for name in ("recipes", "index", "split", "train"))
     scans = Path(index[1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

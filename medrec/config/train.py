@@ -1,0 +1,71 @@
+"""The training step's whole config: :class:`TrainConfig`, the data plus the sections that train
+(:class:`TrainingSections`, which a workflow recipe shares).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from medrec.config.base import _Section
+from medrec.config.data import DataConfig, SplitConfig
+from medrec.config.model import ModelConfig
+from medrec.config.operating_point import CalibrationConfig, ThresholdConfig
+from medrec.config.training import TrainingConfig
+from medrec.transforms import PreprocessConfig
+
+
+class TrainingSections(_Section):
+    """The sections a training recipe and a workflow recipe share (everything but the data).
+
+    Attributes:
+        split: how to split when no splits file is given.
+        preprocessing: the preprocessing recipe (planned against the training data).
+        model: the network.
+        training: the loop.
+        threshold: operating threshold choice (binary).
+        calibration: probability calibration.
+    """
+
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    preprocessing: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+
+    @field_validator("threshold", "calibration", mode="before")
+    @classmethod
+    def _method_shorthand(cls, value: Any) -> Any:
+        # ``calibration: none`` and ``threshold: youden`` are accepted as short forms.
+        return {"method": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _input_fits_budget(self) -> TrainingSections:
+        size = self.preprocessing.input_size
+        if size != "auto":
+            batch_bytes = self.training.batch_size * math.prod(size) * 4
+            if batch_bytes > self.training.memory_budget_gb * 1024**3:
+                raise ValueError(
+                    f"training.batch_size {self.training.batch_size} x preprocessing.input_size {list(size)} needs "
+                    f"{batch_bytes / 1024**3:.2f} GiB per batch > training.memory_budget_gb "
+                    f"{self.training.memory_budget_gb}; lower them or raise the budget"
+                )
+        return self
+
+
+class TrainConfig(TrainingSections):
+    """The whole training recipe: the data plus the shared sections of :class:`TrainingSections`.
+
+    Attributes:
+        data: manifest, splits and labels.
+    """
+
+    data: DataConfig
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        """The resolved config as plain data (absolute paths, every default filled in), data first."""
+        dumped = self.model_dump(mode="json")
+        return {"data": dumped.pop("data"), **dumped}

@@ -1,0 +1,179 @@
+"""The data a training run learns from: labelled manifest rows, classes, patient-level splits.
+
+Read on every rank; written into the run directory by rank 0 only (:func:`write_inputs`): the
+splits, copies of the manifest and its QC file, and the resolved config that ``--resume`` checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medrec.atomicio import write_csv, write_text
+from medrec.config import TrainConfig, dump_config
+from medrec.errors import ConfigError, LeakageError, ManifestError
+from medrec.manifest import read_manifest
+from medrec.rundir import CACHE_DIR, CONFIG_YAML, SPLITS_CSV
+from medrec.train.setup import (
+    LabelSpace,
+    check_partition,
+    check_splits_table,
+    label_space,
+    labelled_rows,
+    partition,
+)
+
+# Config keys that may differ between a run and its --resume (they do not change the result).
+RESUME_FREE_KEYS: frozenset[str] = frozenset({"training.device", "training.num_workers", "training.cache_dir"})
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The labelled samples of a run and where each one goes.
+
+    Attributes:
+        manifest_path: the manifest the rows come from.
+        rows: the labelled manifest rows (``label`` column), sample ids as strings.
+        splits: ``sample_id``, ``patient_id``, ``split`` (and fold columns) of the labelled samples.
+        parts: ``train`` / ``val`` / ``test`` -> sample ids (the fold's view for cross-validation).
+        labels: sample id -> label.
+        space: the classes and the positive class.
+    """
+
+    manifest_path: Path
+    rows: pd.DataFrame
+    splits: pd.DataFrame
+    parts: dict[str, list[str]]
+    labels: dict[str, str]
+    space: LabelSpace
+
+
+def cache_dir(config: TrainConfig, run_dir: Path) -> Path:
+    """Where preprocessed samples are cached (``training.cache_dir``, else the run's ``cache/``)."""
+    return Path(config.training.cache_dir) if config.training.cache_dir else run_dir / CACHE_DIR
+
+
+def resolved_config(config: TrainConfig, run_dir: Path) -> TrainConfig:
+    """The config as the run records it: the run's splits file and cache folder filled in."""
+    return config.model_copy(
+        update={
+            "data": config.data.model_copy(update={"splits": run_dir / SPLITS_CSV}),
+            "training": config.training.model_copy(update={"cache_dir": cache_dir(config, run_dir)}),
+        }
+    )
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): data}
+
+
+def check_config_unchanged(config: TrainConfig, run_dir: Path) -> None:
+    """A resumed run must use the config it started with (but for :data:`RESUME_FREE_KEYS`).
+
+    Raises:
+        ConfigError: naming the keys that changed.
+    """
+    import yaml
+
+    saved_path = run_dir / CONFIG_YAML
+    if not saved_path.is_file():
+        return
+    saved = _flatten(yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {})
+    current = _flatten(resolved_config(config, run_dir).to_yaml_dict())
+    changed = sorted(
+        key for key in set(saved) | set(current)
+        if key not in RESUME_FREE_KEYS and saved.get(key) != current.get(key)
+    )
+    if changed:
+        raise ConfigError(
+            f"{saved_path}: the config changed since this run started ({', '.join(changed)}); "
+            "--resume needs the same config, or start a new run in another folder"
+        )
+
+
+def _read_splits(config: TrainConfig, run_dir: Path, resume: bool, rows: pd.DataFrame, log: Log) -> pd.DataFrame:
+    """The run's own splits on resume, else the configured splits file, else new patient-level splits."""
+    run_splits = run_dir / SPLITS_CSV
+    configured = config.data.splits
+    if resume and run_splits.is_file():
+        source, frame = run_splits, pd.read_csv(run_splits, dtype=str, keep_default_na=False)
+        log(f"splits: reusing {run_splits.name} of this run")
+    elif configured is not None and Path(configured).is_file():
+        source, frame = configured, pd.read_csv(configured, dtype=str, keep_default_na=False)
+        log(f"splits: reusing {configured}")
+    else:
+        from medrec.split import make_splits
+
+        split = config.split
+        frame = make_splits(
+            rows,
+            val=split.val,
+            test=split.test,
+            folds=split.folds,
+            stratify_by=list(split.stratify_by) if split.stratify_by else None,
+            seed=split.seed,
+        )
+        source = "medrec.split.make_splits"
+        log(f"splits: made with seed {split.seed} (val {split.val}, test {split.test}, folds {split.folds})")
+    frame = check_splits_table(frame, str(source))
+    frame = frame[frame["sample_id"].isin(set(rows["sample_id"]))]
+    return frame.reset_index(drop=True)
+
+
+def prepare_training_data(config: TrainConfig, run_dir: Path, resume: bool, log: Log) -> TrainingData:
+    """Read the manifest, decide the classes and the splits, check that no sample crosses them.
+
+    Raises:
+        ManifestError: duplicate sample ids.
+        ConfigError, LeakageError: classes or splits that do not fit the task.
+    """
+    manifest_path = Path(config.data.manifest)
+    manifest = read_manifest(manifest_path)
+    rows = labelled_rows(manifest, config.data.label_column)
+    rows["sample_id"] = rows["sample_id"].astype(str)
+    if rows["sample_id"].duplicated().any():
+        raise ManifestError(f"{manifest_path}: sample ids are not unique; re-run 'medrec index'")
+    log(f"manifest: {len(manifest)} samples, {len(rows)} labelled ({len(manifest) - len(rows)} unlabelled not used)")
+    space = label_space(rows["label"], config.data.classes, config.data.positive_class)
+    log(f"classes: {list(space.classes)}; positive class: {space.positive_class or '(multi-class: argmax)'}")
+    splits = _read_splits(config, run_dir, resume, rows, log)
+    parts = partition(splits, config.split.fold)
+    labels = dict(zip(rows["sample_id"], rows["label"], strict=True))
+    unassigned = len(rows) - len(splits)
+    if unassigned:
+        log(f"splits: {unassigned} labelled samples are in no split and are not used")
+    check_partition(parts, labels, space)
+    if set(parts["test"]) & (set(parts["train"]) | set(parts["val"])):
+        raise LeakageError("a sample is both in test and in train/val; the splits table is inconsistent")
+    for name in ("train", "val", "test"):
+        counts = pd.Series([labels[s] for s in parts[name]], dtype=object).value_counts().to_dict()
+        log(f"split {name}: {len(parts[name])} samples {dict(sorted(counts.items()))}")
+    return TrainingData(manifest_path, rows, splits, parts, labels, space)
+
+
+def write_inputs(config: TrainConfig, run_dir: Path, resume: bool, data: TrainingData, log: Log) -> None:
+    """Audit leakage, then write splits, manifest copies and the resolved config (rank 0)."""
+    from medrec.split import audit_leakage
+
+    if not resume or not (run_dir / SPLITS_CSV).is_file():
+        audit_leakage(data.rows, data.splits, check_pixels=config.split.check_pixels)
+        log(f"leakage audit passed (pixel check: {'on' if config.split.check_pixels else 'off'})")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(run_dir / SPLITS_CSV, data.splits[["sample_id", "patient_id", "split"]])
+    for name in ("manifest.csv", "qc.csv"):
+        source = data.manifest_path if name == "manifest.csv" else data.manifest_path.parent / name
+        if source.is_file() and not (run_dir / name).is_file():
+            write_text(run_dir / name, source.read_text(encoding="utf-8"))
+    header = "# resolved by medrec train: absolute paths, defaults filled in; preprocessing plan: plan.json\n"
+    write_text(run_dir / CONFIG_YAML, header + dump_config(resolved_config(config, run_dir)))
