@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
 
         RECIPE.yaml is a recipe, the format of 'medrec run' ('medrec recipes show
         NAME > my.yaml' gives one to edit): training uses data.manifest (or
-        --manifest), data.splits (or --splits), the label keys of data and the
+        --manifest), data.splits (or --splits), the label keys of data, task and the
         split, preprocessing, model, training, threshold and calibration sections;
         it checks but ignores name, description, data.scans / labels / match_on,
         index and evaluation, and says so. Paths in it are relative to its folder.
@@ -72,7 +72,10 @@ def register(app: typer.Typer) -> None:
         preprocessed once into a cache, and the epoch with the best validation AUC
         is kept. The operating threshold and the temperature calibration are chosen
         on the validation split; the test split is never read. Under torchrun each
-        process trains on its shard (DDP) and rank 0 writes the run.
+        process trains on its shard (DDP) and rank 0 writes the run. With 'task:
+        anomaly' (recipes ct_anomaly, mri_anomaly) a finding-map model learns from
+        the training split's normal studies alone, with synthetic anomalies; the
+        labelled positives serve validation and test only.
 
         Examples:
 

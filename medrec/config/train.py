@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -21,6 +21,9 @@ class TrainingSections(_Section):
     """The sections a training recipe and a workflow recipe share (everything but the data).
 
     Attributes:
+        task: ``classification`` (learn the labelled classes) or ``anomaly`` (learn what normal
+            studies look like from the negatives alone, with synthetic anomalies as the only
+            positives; labelled positives are kept for validation and test; a finding-map model).
         split: how to split when no splits file is given.
         preprocessing: the preprocessing recipe (planned against the training data).
         model: the network.
@@ -29,6 +32,7 @@ class TrainingSections(_Section):
         calibration: probability calibration.
     """
 
+    task: Literal["classification", "anomaly"] = "classification"
     split: SplitConfig = Field(default_factory=SplitConfig)
     preprocessing: PreprocessConfig = Field(default_factory=PreprocessConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)

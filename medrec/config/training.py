@@ -61,6 +61,11 @@ class TrainingConfig(_Section):
         paste_fraction: finding-map models: share of the slices of a batch that are a study with
             known target with one of the annotated training lesions pasted into tissue like its
             own surroundings (lesion copy-paste, :mod:`medrec.train.paste`).
+        anomaly_fraction: ``task: anomaly``: share of the training slices given a synthetic anomaly
+            (the rest are normal slices with an empty target).
+        anomaly_modes: ``task: anomaly``: the synthetic alterations (``fpi``: blended with another
+            normal study; ``intensity``: made brighter or darker; :mod:`medrec.transforms.anomaly`).
+        anomaly_diameter_mm: ``task: anomaly``: range of the synthetic anomalies' diameters.
     """
 
     epochs: int = Field(30, ge=1)
@@ -87,11 +92,17 @@ class TrainingConfig(_Section):
     hard_fraction: float = Field(0.0, ge=0.0, le=1.0)
     patch_size: int | Literal["auto"] | None = None
     paste_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    anomaly_fraction: float = Field(0.5, gt=0.0, le=1.0)
+    anomaly_modes: tuple[Literal["fpi", "intensity"], ...] = Field(("fpi", "intensity"), min_length=1)
+    anomaly_diameter_mm: tuple[float, float] = (8.0, 48.0)
 
     @model_validator(mode="after")
     def _fractions(self) -> TrainingConfig:
         if self.patch_size is not None and self.patch_size != "auto" and self.patch_size < 16:
             raise ValueError(f"patch_size must be at least 16 voxels, auto or null, got {self.patch_size}")
+        if not 0 < self.anomaly_diameter_mm[0] <= self.anomaly_diameter_mm[1]:
+            raise ValueError(f"anomaly_diameter_mm must be [low, high] with 0 < low <= high, got "
+                             f"{list(self.anomaly_diameter_mm)}")
         if self.lesion_weight != "auto" and not self.lesion_weight > 0:
             raise ValueError(f"lesion_weight must be a positive number or auto, got {self.lesion_weight}")
         if self.foreground_fraction + self.mil_fraction + self.hard_fraction + self.paste_fraction > 1.0:

@@ -340,13 +340,13 @@ def write_report(
     report["data_origin"] = synthetic_origin(manifest_frame, [scanned_folder(record)])
     report["acceptance"] = judge_acceptance(acceptance, report, acceptance_source or "given to the report",
                                             acceptance_caveat)
-    report["limitations"] = doc_model.limitations(report)
     date = report_date()
     report["provenance"] = provenance_block(
         predictions_path, run, run_info, report, keep_identifiers,
         {"ci_method": ci_method, "n_boot": n_boot, "seed": seed}, date,
         compare_path=compare_path, manifest_path=manifest_path if manifest_frame is not None else None,
     )
+    report["limitations"] = doc_model.limitations(report)
 
     figures = draw_figures(report, compare_curves(compare_view, report))
     cases = draw_thumbnails(report, shown_to_raw, manifest_rows, _explain_folders(predictions_path, record),

@@ -153,13 +153,32 @@ def prepare_training_data(config: TrainConfig, run_dir: Path, resume: bool, log:
     unassigned = len(rows) - len(splits)
     if unassigned:
         log(f"splits: {unassigned} labelled samples are in no split and are not used")
-    check_partition(parts, labels, space)
+    if config.task == "anomaly":
+        parts["train"] = _normal_only(parts["train"], labels, space, log)
+    check_partition(parts, labels, space, ("val",) if config.task == "anomaly" else ("train", "val"))
     if set(parts["test"]) & (set(parts["train"]) | set(parts["val"])):
         raise LeakageError("a sample is both in test and in train/val; the splits table is inconsistent")
     for name in ("train", "val", "test"):
         counts = pd.Series([labels[s] for s in parts[name]], dtype=object).value_counts().to_dict()
         log(f"split {name}: {len(parts[name])} samples {dict(sorted(counts.items()))}")
     return TrainingData(manifest_path, rows, splits, parts, labels, space)
+
+
+def _normal_only(train: list[str], labels: dict[str, str], space: LabelSpace, log: Log) -> list[str]:
+    """``task: anomaly``: the training split's negatives; its positives are never read (not even cached).
+
+    Raises:
+        ConfigError: a multi-class task, or no negative in the training split.
+    """
+    if space.positive_class is None:
+        raise ConfigError(f"task: anomaly needs a binary task (normal vs finding); the labels have classes "
+                          f"{list(space.classes)}")
+    normal = [s for s in train if str(labels[s]) != str(space.positive_class)]
+    if not normal:
+        raise ConfigError("task: anomaly: the training split holds no normal study to learn from")
+    log(f"task anomaly: training on the {len(normal)} normal studies of the training split"
+        + (f"; its {len(train) - len(normal)} positives are not read" if len(normal) < len(train) else ""))
+    return normal
 
 
 def write_inputs(config: TrainConfig, run_dir: Path, resume: bool, data: TrainingData, log: Log) -> None:

@@ -35,7 +35,7 @@ from medrec.console import progress_bars
 from medrec.data.dataset import CachedImageDataset
 from medrec.determinism import enable_deterministic_mode, seed_everything
 from medrec.device import resolve_device
-from medrec.errors import OutputError
+from medrec.errors import ConfigError, OutputError
 from medrec.models.registry import model_family
 from medrec.planning import Plan
 from medrec.rundir import (
@@ -47,6 +47,7 @@ from medrec.rundir import (
     TrainLog,
     check_run_dir_for_training,
 )
+from medrec.train.anomaly import AnomalyTraining
 from medrec.train.checkpointing import checkpoint_state, restore_checkpoint
 from medrec.train.ddp import (
     DistributedContext,
@@ -137,7 +138,7 @@ class _Session:
     stopping: EarlyStopping
     train_dataset: CachedImageDataset
     val_dataset: CachedImageDataset
-    findings: FindingTraining | None
+    findings: FindingTraining | AnomalyTraining | None
 
     @property
     def val_labels(self) -> np.ndarray:
@@ -213,10 +214,17 @@ class _Trainer:
         config, log = self.config, self.log
         data = prepare_training_data(config, self.run_dir, self.resume, log)
         findings = model_family(config.model.name) == "finding-map"
-        annotations = read_training_annotations(config, data, log) if findings else None
-        diameters, from_masks = training_lesion_diameters(annotations, data.parts["train"]) if findings else ([], 0)
+        anomaly = config.task == "anomaly"
+        if anomaly and not findings:
+            raise ConfigError(f"task: anomaly learns a voxel map of what departs from normal: model.name must be a "
+                              f"finding-map model (finding_fcn), not {config.model.name}")
+        annotated = findings and not anomaly
+        annotations = read_training_annotations(config, data, log) if annotated else None
+        diameters, from_masks = training_lesion_diameters(annotations, data.parts["train"]) if annotated else ([], 0)
         self._on_main(lambda: write_inputs(config, self.run_dir, self.resume, data, log))
-        size = finding_size(diameters, from_masks) if findings else (None, "")
+        size = finding_size(diameters, from_masks) if annotated else (None, "")
+        if anomaly:
+            size = (config.training.anomaly_diameter_mm[0], "the smallest synthetic anomaly (anomaly_diameter_mm)")
         plan_data = self._on_main(
             lambda: make_run_plan(config, self.run_dir, self.resume, data, self.device, size, log))
         plan = Plan.model_validate(plan_data)
@@ -234,13 +242,16 @@ class _Trainer:
         seed_everything(config.training.seed)
         arch = architecture(config, plan, input_shape, len(data.space.classes), findings)
         model = build_model(arch, config, self.device, log)
-        finding_training = None
+        finding_training: FindingTraining | AnomalyTraining | None = None
         if findings:
             context = int(arch["kwargs"].get("context", 0)) if arch["spatial_dims"] == 3 else 0
-            finding_training = FindingTraining(config, data, plan, store, annotations, diameters, context,
-                                               self.context.rank, log)
-            if self.main:
-                write_problems(self.run_dir / ANNOTATIONS_QC_CSV, annotations)
+            if anomaly:
+                finding_training = AnomalyTraining(config, data, plan, store, context, self.context.rank, log)
+            else:
+                finding_training = FindingTraining(config, data, plan, store, annotations, diameters, context,
+                                                   self.context.rank, log)
+                if self.main:
+                    write_problems(self.run_dir / ANNOTATIONS_QC_CSV, annotations)
         ddp_model = (
             DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             if self.context.enabled else model
@@ -340,8 +351,8 @@ class _Trainer:
         )
         return record
 
-    def _loader(self, train_dataset: CachedImageDataset, findings: FindingTraining | None, model: torch.nn.Module,
-                num_classes: int, epoch: int) -> DataLoader:
+    def _loader(self, train_dataset: CachedImageDataset, findings: FindingTraining | AnomalyTraining | None,
+                model: torch.nn.Module, num_classes: int, epoch: int) -> DataLoader:
         if findings is not None:
             return finding_loader(findings.epoch_items(epoch, model), self.config, self.device)
         return classifier_loader(train_dataset, self.config, num_classes, self.context, self.device, epoch)

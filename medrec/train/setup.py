@@ -132,13 +132,17 @@ def partition(splits: pd.DataFrame, fold: int = 0) -> dict[str, list[str]]:
     }
 
 
-def check_partition(parts: dict[str, list[str]], labels: dict[str, str], space: LabelSpace) -> None:
+def check_partition(parts: dict[str, list[str]], labels: dict[str, str], space: LabelSpace,
+                    splits: tuple[str, ...] = ("train", "val")) -> None:
     """Training and validation must hold every class (AUC, threshold and calibration need them).
 
+    Args:
+        splits: the splits to check (an anomaly detector trains on negatives: validation only).
+
     Raises:
-        LabelsError: a class is missing from training or validation.
+        LabelsError: a class is missing from one of ``splits``.
     """
-    for name in ("train", "val"):
+    for name in splits:
         present = {labels[s] for s in parts[name]}
         absent = [c for c in space.classes if c not in present]
         if absent:

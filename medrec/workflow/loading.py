@@ -117,7 +117,7 @@ def load_train_recipe(recipe: str | Path, manifest: Path | None = None, splits: 
 
     Training reads ``data.manifest`` (``manifest``, from the current folder, wins) and
     ``data.splits`` (likewise ``splits``; without one the ``split`` section makes the splits), the
-    label keys of ``data``, and the ``split`` (its ``fold`` and ``check_pixels`` also with a splits
+    label keys of ``data``, ``task``, and the ``split`` (its ``fold`` and ``check_pixels`` also with a splits
     file), ``preprocessing``, ``model``, ``training``, ``threshold`` and ``calibration`` sections.
     ``name``, ``description``, ``data.scans`` / ``labels`` / ``match_on``, ``index`` and
     ``evaluation`` are validated but not used (the labels file still gives the lesion masks when it
@@ -136,7 +136,8 @@ def load_train_recipe(recipe: str | Path, manifest: Path | None = None, splits: 
     train_config = train_config_of(config, Path(data.manifest), Path(data.splits) if data.splits else None,
                                    source=f"{recipe} (medrec train)")
     masks_from_labels = data.masks is None and train_config.data.masks is not None
-    used = ["data.manifest", "data.splits" if data.splits else "split (to make the splits)"]
+    used = ["task"] if "task" in config.model_fields_set else []
+    used += ["data.manifest", "data.splits" if data.splits else "split (to make the splits)"]
     used += [f"data.{key}" for key in ("lesions", "masks", "classes", "positive_class")
              if getattr(data, key) is not None]
     if masks_from_labels:

@@ -145,7 +145,7 @@ def train_config_of(config: WorkflowConfig, manifest: Path, splits: Path | None,
     Raises:
         ConfigError: the derived config is invalid.
     """
-    sections = config.model_dump(mode="json", include={"split", "preprocessing", "model", "training",
+    sections = config.model_dump(mode="json", include={"task", "split", "preprocessing", "model", "training",
                                                        "threshold", "calibration"})
     sections["data"] = {
         "manifest": str(manifest),

@@ -135,17 +135,37 @@ class FaultProxy:
     Attributes:
         url: ``http://127.0.0.1:PORT`` (after :meth:`start`).
         dicomweb_url: ``url + "/dicom-web"``.
-        seen: every request answered, in order (a :class:`ProxiedRequest` each).
+        seen: every request answered, in order (a :class:`ProxiedRequest` each); reading it waits for
+            the requests still being answered (a client may hold the whole answer before the handler
+            thread has recorded it).
     """
 
     def __init__(self, upstream_url: str, dicomweb_root: str = DICOMWEB_ROOT) -> None:
         self.upstream_url = upstream_url
         self.dicomweb_root = dicomweb_root
-        self.seen: list[ProxiedRequest] = []
+        self._seen: list[ProxiedRequest] = []
         self._faults: tuple[Fault, ...] = ()
         self._server: _ProxyServer | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._answered = threading.Condition(self._lock)
+        self._in_flight = 0
+
+    @property
+    def seen(self) -> list[ProxiedRequest]:
+        with self._answered:
+            self._answered.wait_for(lambda: self._in_flight == 0, timeout=10)
+            return list(self._seen)
+
+    def begin(self) -> None:
+        """A request arrived (counted until its handler ends: see :attr:`seen`)."""
+        with self._lock:
+            self._in_flight += 1
+
+    def end(self) -> None:
+        with self._answered:
+            self._in_flight -= 1
+            self._answered.notify_all()
 
     @property
     def faults(self) -> tuple[Fault, ...]:
@@ -172,7 +192,7 @@ class FaultProxy:
 
     def record(self, request: ProxiedRequest) -> None:
         with self._lock:
-            self.seen.append(request)
+            self._seen.append(request)
 
     def start(self) -> FaultProxy:
         server = _ProxyServer(("127.0.0.1", 0), _handler_class(self))
@@ -213,6 +233,13 @@ def _handler_class(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             """Silent: what the proxy answered is in ``proxy.seen``."""
 
         def forward(self) -> None:
+            proxy.begin()
+            try:
+                self.answer_request()
+            finally:
+                proxy.end()
+
+        def answer_request(self) -> None:
             body = self.read_request_body()
             faults = proxy.faults  # one reading per request: a test may change them meanwhile
             slow = first_fault(faults, "slow")

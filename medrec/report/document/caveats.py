@@ -19,6 +19,11 @@ def limitations(report: Mapping) -> list[str]:
     elif kind == "user-given":
         notes.append("The threshold was given by the user; the report cannot tell whether it was fixed before the "
                      "test data were seen.")
+    if ((report.get("provenance") or {}).get("training") or {}).get("task") == "anomaly":
+        notes.append("An anomaly detector trained on normal studies only (no positive seen in training): it flags "
+                     "what departs from the studies it learned, whatever the finding; it cannot tell one kind of "
+                     "finding from another, and it also flags normal variants, devices and artefacts unlike its "
+                     "training studies.")
     n_patients = report.get("n_patients")
     if is_number(n_patients) and n_patients < 100:
         notes.append(f"Fewer than 100 patients (n={int(n_patients)}): wide confidence intervals.")
