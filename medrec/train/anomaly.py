@@ -23,6 +23,7 @@ from medrec.determinism import derive_seed
 from medrec.errors import ConfigError
 from medrec.planning import Plan
 from medrec.train.inputs import TrainingData
+from medrec.train.slices import context_picks
 from medrec.train.targets import MAX_LESION_WEIGHT, REFERENCE_LESION_FRACTION
 from medrec.transforms.anomaly import SyntheticAnomaly
 
@@ -35,9 +36,7 @@ def _slab(volume: np.ndarray, z: int, context: int) -> np.ndarray:
     (beyond either end the edge slice repeats); a 2D ``(C, X, Y)`` image is returned as it is."""
     if volume.ndim == 3:
         return np.asarray(volume, dtype=np.float32)
-    depth = volume.shape[-1]
-    picks = [min(max(z + offset, 0), depth - 1) for offset in range(-context, context + 1)]
-    return np.asarray(volume[..., picks], dtype=np.float32)
+    return np.asarray(volume[..., context_picks(z, volume.shape[-1], context)], dtype=np.float32)
 
 
 def _as_channels(slab: np.ndarray) -> np.ndarray:

@@ -46,27 +46,25 @@ def classifier_loader(
         sampler.set_epoch(epoch)
     else:
         sampler = RandomSampler(dataset, generator=generator)
-    return DataLoader(
-        dataset,
-        batch_size=training.batch_size,
-        sampler=sampler,
-        num_workers=training.num_workers,
-        worker_init_fn=die_with_parent if training.num_workers else None,
-        pin_memory=device.type == "cuda",
-        generator=torch.Generator().manual_seed(derive_seed(training.seed, epoch, 2)),
-    )
+    return _loader(dataset, config, device, sampler=sampler,
+                   generator=torch.Generator().manual_seed(derive_seed(training.seed, epoch, 2)))
 
 
 def finding_loader(dataset: torch.utils.data.Dataset, config: TrainConfig, device: torch.device) -> DataLoader:
     """The batches of a finding-map epoch: its items are already drawn in order."""
+    return _loader(dataset, config, device, shuffle=False)
+
+
+def _loader(dataset: torch.utils.data.Dataset, config: TrainConfig, device: torch.device, **order: Any) -> DataLoader:
+    """A training DataLoader: batch size and workers from the recipe, workers that die with the trainer."""
     training = config.training
     return DataLoader(
         dataset,
         batch_size=training.batch_size,
-        shuffle=False,
         num_workers=training.num_workers,
         worker_init_fn=die_with_parent if training.num_workers else None,
         pin_memory=device.type == "cuda",
+        **order,
     )
 
 

@@ -37,6 +37,11 @@ def _crop_origin(size: int, extent: int, centre: float) -> int:
     return int(np.clip(round(centre - size / 2), 0, extent - size))
 
 
+def context_picks(z: int, depth: int, context: int) -> list[int]:
+    """The slice indices ``z - context .. z + context``, the edge slice repeated beyond either end."""
+    return [min(max(z + offset, 0), depth - 1) for offset in range(-context, context + 1)]
+
+
 def slice_stack(volume: np.ndarray, z: int, context: int) -> np.ndarray:
     """Slice ``z`` of a ``(C, X, Y, Z)`` volume with ``context`` neighbours each side as channels.
 
@@ -45,9 +50,7 @@ def slice_stack(volume: np.ndarray, z: int, context: int) -> np.ndarray:
     """
     if volume.ndim == 3:
         return volume
-    depth = volume.shape[-1]
-    picks = [min(max(z + offset, 0), depth - 1) for offset in range(-context, context + 1)]
-    return np.concatenate([volume[..., k] for k in picks], axis=0)
+    return np.concatenate([volume[..., k] for k in context_picks(z, volume.shape[-1], context)], axis=0)
 
 
 class FindingSliceDataset(Dataset):
