@@ -140,6 +140,38 @@ def choose_threshold(y_true: np.ndarray, scores: np.ndarray, rule: str | Thresho
     )
 
 
+def specificity_threshold(negative_scores: np.ndarray, rule: str | ThresholdRule,
+                          upper: float = 1.0) -> tuple[float, float]:
+    """A ``specificity:<x>`` rule on negatives alone (no positive to weigh it against).
+
+    The same choice as :func:`choose_threshold` makes for that rule: the lowest candidate (a
+    distinct score) whose specificity reaches x, i.e. the false-positive rate ``1 - x`` on these
+    negatives. When no score is such a threshold (fewer than ``1 / (1 - x)`` negatives), the
+    threshold lies just above the highest score (at most ``upper``, the top of the score range).
+
+    Returns:
+        The threshold and the specificity it gives on ``negative_scores``.
+
+    Raises:
+        ConfigError: an unknown rule.
+        ValueError: not a specificity rule, no score, or non-finite scores.
+    """
+    parsed = rule if isinstance(rule, ThresholdRule) else parse_rule(rule)
+    if parsed.kind != "specificity" or parsed.target is None:
+        raise ValueError(f"only a specificity rule can be met on negatives alone, not {parsed.text}")
+    values = np.sort(np.asarray(negative_scores, dtype=np.float64).ravel())
+    if not values.size or not np.isfinite(values).all():
+        raise ValueError("specificity_threshold needs finite scores of at least one negative")
+    candidates = np.unique(values)
+    specificity = np.searchsorted(values, candidates, side="left") / values.size
+    reaching = np.flatnonzero(specificity >= parsed.target - 1e-12)
+    if not reaching.size:  # too few negatives for the rate: just above the highest of them
+        value = min(float(np.nextafter(values[-1], np.inf)), upper)
+        return value, float((values < value).mean())
+    index = int(reaching[0])
+    return float(candidates[index]), float(specificity[index])
+
+
 @overload
 def is_positive(scores: float, threshold: float) -> bool: ...
 

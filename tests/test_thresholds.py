@@ -106,3 +106,53 @@ def test_the_decision_rule_is_score_at_or_above_the_threshold():
 
     assert is_positive(0.5, 0.5) is True and is_positive(0.4999, 0.5) is False
     np.testing.assert_array_equal(is_positive(np.array([0.2, 0.5, 0.7]), 0.5), [False, True, True])
+
+
+def _lowest_specific_threshold(negatives: list[float], target: float) -> tuple[float, float]:
+    """Brute force: every distinct negative score as a candidate, the lowest with specificity >= target."""
+    for candidate in sorted(set(negatives)):
+        specificity = sum(score < candidate for score in negatives) / len(negatives)
+        if specificity >= target:
+            return candidate, specificity
+    raise AssertionError("no candidate meets the target")
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("target", [0.5, 0.8, 0.95])
+def test_a_specificity_rule_on_negatives_alone_matches_brute_force(seed, target):
+    from medrec.thresholds import specificity_threshold
+
+    rng = np.random.default_rng(seed)
+    negatives = np.round(rng.uniform(0, 1, 60), 2).tolist()  # rounded: ties
+    value, specificity = specificity_threshold(np.array(negatives), f"specificity:{target}")
+    assert (value, specificity) == pytest.approx(_lowest_specific_threshold(negatives, target))
+
+
+def test_a_specificity_rule_on_negatives_agrees_with_the_two_class_choice():
+    from medrec.thresholds import specificity_threshold
+
+    rng = np.random.default_rng(0)
+    negatives = rng.uniform(0, 0.5, 40)
+    positives = rng.uniform(0.6, 1.0, 10)  # above every negative: the same candidates below them
+    labels = np.r_[np.zeros(40), np.ones(10)]
+    both = choose_threshold(labels, np.r_[negatives, positives], "specificity:0.9")
+    value, specificity = specificity_threshold(negatives, "specificity:0.9")
+    assert value == both.value and specificity == both.specificity
+
+
+def test_too_few_negatives_for_the_rate_put_the_threshold_just_above_them():
+    from medrec.thresholds import specificity_threshold
+
+    value, specificity = specificity_threshold(np.array([0.2, 0.7, 0.4]), "specificity:0.95")
+    assert 0.7 < value < 0.7 + 1e-9 and specificity == 1.0
+    value, specificity = specificity_threshold(np.array([0.2, 1.0]), "specificity:0.95")
+    assert value == 1.0 and specificity == 0.5  # probabilities stop at 1
+
+
+def test_only_a_specificity_rule_can_be_met_on_negatives():
+    from medrec.thresholds import specificity_threshold
+
+    with pytest.raises(ValueError, match="only a specificity rule"):
+        specificity_threshold(np.array([0.1, 0.2]), "youden")
+    with pytest.raises(ValueError, match="finite scores"):
+        specificity_threshold(np.array([]), "specificity:0.9")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -27,6 +27,9 @@ class DataConfig(_Section):
             finding-map models learn from; lesions are rasterised as spheres.
         masks: a labels-style CSV with a ``mask`` column: NIfTI lesion masks (paths relative to
             the CSV, on any voxel grid of the scan's world geometry; empty = no lesion).
+        unlabelled: what rows without a label are: ``ignore`` (not used) or ``normal`` (``task:
+            anomaly`` only: assumed normal and split like the labelled rows; the run's manifest copy
+            marks them in ``label_assumed`` and the report states it).
     """
 
     manifest: ResolvedPath
@@ -36,6 +39,7 @@ class DataConfig(_Section):
     label_column: str = "label"
     classes: tuple[str, ...] | None = None
     positive_class: str | None = None
+    unlabelled: Literal["ignore", "normal"] = "ignore"
 
     @model_validator(mode="after")
     def _check_classes(self) -> DataConfig:

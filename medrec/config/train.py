@@ -17,6 +17,17 @@ from medrec.config.training import TrainingConfig
 from medrec.transforms import PreprocessConfig
 
 
+def check_unlabelled(task: str, unlabelled: str) -> None:
+    """``data.unlabelled: normal`` belongs to anomaly detection.
+
+    Raises:
+        ValueError: ``normal`` with another task.
+    """
+    if unlabelled == "normal" and task != "anomaly":
+        raise ValueError("data.unlabelled: normal (rows without a label assumed normal) is for task: anomaly "
+                         "only; a classifier learns from labelled rows")
+
+
 class TrainingSections(_Section):
     """The sections a training recipe and a workflow recipe share (everything but the data).
 
@@ -68,6 +79,11 @@ class TrainConfig(TrainingSections):
     """
 
     data: DataConfig
+
+    @model_validator(mode="after")
+    def _unlabelled_normal_for_anomaly(self) -> TrainConfig:
+        check_unlabelled(self.task, self.data.unlabelled)
+        return self
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """The resolved config as plain data (absolute paths, every default filled in), data first."""

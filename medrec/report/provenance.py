@@ -165,6 +165,8 @@ def provenance_block(
         "threshold": report.get("threshold"),
         "threshold_source": report.get("threshold_source"),
         "threshold_method": report.get("threshold_method"),
+        "threshold_note": (run_info.threshold.note if run_info is not None and run_info.threshold is not None
+                           else None),
         "calibration": doc_model.plain_text(calibration.to_json()) if calibration is not None else None,
         "data_fingerprint": _fingerprint_text(fingerprint.to_json() if fingerprint is not None else None),
         "ci_method": analysis_kw.get("ci_method"),

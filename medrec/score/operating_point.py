@@ -27,7 +27,13 @@ from medrec.rundir import LoadedRun, ScoringRun
 from medrec.runinfo import MODEL_JSON, RunInfo, ThresholdEntry, TtaThresholdEntry, read_run_info, write_run_info
 from medrec.score.inference import Predictor
 from medrec.score.pipeline import iterate_batches
-from medrec.thresholds import ThresholdRule, choose_threshold, parse_rule, sensitivity_specificity
+from medrec.thresholds import (
+    ThresholdRule,
+    choose_threshold,
+    parse_rule,
+    sensitivity_specificity,
+    specificity_threshold,
+)
 
 TTA_THRESHOLD_KEY = "threshold_tta"  # the RunInfo field
 TTA_SOURCE_MARK = "with test-time flip averaging"
@@ -136,15 +142,20 @@ def tta_threshold(run: LoadedRun, device: torch.device, *, batch_size: int = 8, 
     console.print("Choosing the operating threshold for test-time augmented scores on the run's validation split "
                   f"({entry.method}, as training chose its own) ...")
     _, positive, scores = validation_scores(run, device, tta=True, batch_size=batch_size, workers=workers, amp=amp)
+    sensitivity: float | None
     try:
-        choice = choose_threshold(positive, scores, rule)
+        if not positive.any() and rule.kind == "specificity":  # an anomaly run with normal validation studies only
+            value, specificity = specificity_threshold(scores, rule)
+            sensitivity = None
+        else:
+            value = choose_threshold(positive, scores, rule).value
+            sensitivity, specificity = sensitivity_specificity(positive, scores, value)
     except ValueError as e:
         raise ModelError(f"{Path(run.run_dir) / 'val_predictions.csv'}: cannot choose a threshold for TTA scores "
                          f"({e}); pass --threshold T, or score without --tta") from e
-    sensitivity, specificity = sensitivity_specificity(positive, scores, choice.value)
     result = TtaThresholdEntry(
-        value=choice.value,
-        method=choice.method,
+        value=value,
+        method=rule.text,
         chosen_on="validation",
         tta="mean over every flip of the input's spatial axes (as medrec score --tta)",
         val_sensitivity=sensitivity,

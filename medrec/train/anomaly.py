@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from medrec.config import TrainConfig
-from medrec.data.dataset import SampleStore
+from medrec.data.dataset import CachedImageDataset, SampleStore
 from medrec.determinism import derive_seed
 from medrec.errors import ConfigError
 from medrec.planning import Plan
@@ -26,6 +26,9 @@ from medrec.train.inputs import TrainingData
 from medrec.train.slices import context_picks
 from medrec.train.targets import MAX_LESION_WEIGHT, REFERENCE_LESION_FRACTION
 from medrec.transforms.anomaly import SyntheticAnomaly
+
+# derive_seed stream of the synthetic validation copies (apart from the training draws).
+VALIDATION_STREAM = 7919
 
 # Items drawn to measure the share of anomalous voxels (for ``lesion_weight: auto``).
 WEIGHT_PROBE_ITEMS = 64
@@ -105,6 +108,45 @@ class AnomalySliceDataset(Dataset):
                 torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32)), index)
 
 
+class SyntheticValidation(Dataset):
+    """Validation of an anomaly run whose validation split holds no labelled positive.
+
+    Items ``0 .. n-1`` are the normal validation studies as they are (class ``normal_index``),
+    items ``n .. 2n-1`` the same studies each with one synthetic anomaly (class ``positive_index``;
+    FPI from another validation study of the same shape, else an intensity change). Every copy is
+    drawn from its own fixed seed, so every epoch is judged on the same studies; the copies are
+    made when read, not kept.
+
+    Args:
+        base: the normal validation studies (``(image, label, position)`` items, no augmentation).
+        anomaly: the synthetic-anomaly transform (reseeded per copy).
+        positive_index: the class index of the altered copies.
+        seed: base seed of the copies.
+    """
+
+    def __init__(self, base: CachedImageDataset, anomaly: SyntheticAnomaly, positive_index: int, seed: int) -> None:
+        self.base, self.anomaly, self.seed = base, anomaly, seed
+        self.store, self.sample_ids = base.store, base.sample_ids
+        self.labels = [*base.labels, *[positive_index] * len(base)]
+
+    def __len__(self) -> int:
+        return 2 * len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        count = len(self.base)
+        if index < count:
+            return self.base[index]
+        position = index - count
+        rng = np.random.default_rng(derive_seed(self.seed, VALIDATION_STREAM, position))
+        image = np.asarray(self.store.get(self.sample_ids[position]).array, dtype=np.float32)
+        others = [i for i in range(count) if i != position]
+        source = np.asarray(self.store.get(self.sample_ids[others[rng.integers(len(others))]]).array,
+                            dtype=np.float32) if others else None
+        self.anomaly.set_random_state(seed=int(rng.integers(2**31)))
+        altered, _ = self.anomaly(image, source if source is not None and source.shape == image.shape else None)
+        return torch.from_numpy(altered), self.labels[index], index
+
+
 class AnomalyTraining:
     """The slice items of an anomaly run (the counterpart of :class:`~medrec.train.finding_setup.FindingTraining`).
 
@@ -123,6 +165,9 @@ class AnomalyTraining:
         training = config.training
         anomaly = SyntheticAnomaly(modes=training.anomaly_modes, diameter_mm=training.anomaly_diameter_mm,
                                    spacing=[float(s) for s in plan.spacing])
+        self._validation_anomaly = SyntheticAnomaly(
+            modes=training.anomaly_modes, diameter_mm=training.anomaly_diameter_mm,
+            spacing=[float(s) for s in plan.spacing])
         self.dataset = AnomalySliceDataset(
             store, data.parts["train"], context, training.steps_per_epoch * training.batch_size, anomaly,
             training.anomaly_fraction, training.seed, rank=rank, flips=plan.augment is not None)
@@ -141,6 +186,10 @@ class AnomalyTraining:
         weight = float(np.clip(REFERENCE_LESION_FRACTION / max(fraction, 1e-9), 1.0, MAX_LESION_WEIGHT))
         return round(weight, 2), (f"auto: synthetic anomalies are {fraction:.2%} of their slices, "
                                   f"{REFERENCE_LESION_FRACTION:.2%} is the reference")
+
+    def validation(self, base: CachedImageDataset, positive_index: int) -> SyntheticValidation:
+        """The validation items when the validation split holds no labelled positive."""
+        return SyntheticValidation(base, self._validation_anomaly, positive_index, self.dataset.seed)
 
     def epoch_items(self, epoch: int, model: torch.nn.Module) -> AnomalySliceDataset:
         """The slice items of ``epoch`` (the model is not consulted)."""

@@ -33,12 +33,16 @@ from medrec.runinfo import (
     WeightsRecord,
     write_run_info,
 )
-from medrec.thresholds import choose_threshold, sensitivity_specificity
+from medrec.thresholds import choose_threshold, parse_rule, sensitivity_specificity, specificity_threshold
 from medrec.train.calibration import TemperatureFit, calibrated_probabilities, fit_temperature, negative_log_likelihood
 from medrec.train.early_stopping import EarlyStopping
 from medrec.train.evaluation import classification_auc
 from medrec.train.inputs import TrainingData
 from medrec.train.result import RunResult
+
+# The threshold rule of an anomaly run whose validation holds no positive, unless the recipe gives a
+# specificity rule: a 5 % false-positive rate on the normal validation studies.
+NORMALS_ONLY_RULE = "specificity:0.95"
 
 
 def json_number(value: float | None) -> float | None:
@@ -83,6 +87,8 @@ def _threshold(config: TrainConfig, data: TrainingData, probabilities: np.ndarra
         )
     positive = val_labels == space.positive_index
     scores = probabilities[:, space.positive_index]
+    if not positive.any():
+        return _threshold_on_normals(config, scores, val_metrics, log)
     choice = choose_threshold(positive, scores, config.threshold.rule)
     sensitivity, specificity = sensitivity_specificity(positive, scores, choice.value)
     val_metrics.update(sensitivity=sensitivity, specificity=specificity,
@@ -100,6 +106,32 @@ def _threshold(config: TrainConfig, data: TrainingData, probabilities: np.ndarra
     )
 
 
+def _threshold_on_normals(config: TrainConfig, scores: np.ndarray, val_metrics: dict[str, Any],
+                          log: Callable[[str], None]) -> ThresholdEntry:
+    """An anomaly run whose validation holds no positive: the threshold at a false-positive rate on
+    the normal validation studies (the recipe's ``specificity:<x>`` rule, else
+    :data:`NORMALS_ONLY_RULE`)."""
+    rule = config.threshold.rule
+    why = "threshold.method"
+    if rule.kind != "specificity":
+        rule = parse_rule(NORMALS_ONLY_RULE)
+        why = f"as threshold.method {config.threshold.rule.text} needs positives"
+    value, specificity = specificity_threshold(scores, rule)
+    val_metrics.update(specificity=specificity)
+    log(f"threshold {value:.4f} ({rule.text}: {why}; chosen on the {len(scores)} normal validation studies, "
+        f"validation holds no labelled positive): specificity {specificity:.3f}, sensitivity unknown")
+    return ThresholdEntry(
+        value=value,
+        method=rule.text,
+        chosen_on="validation",
+        val_specificity=specificity,
+        applies_to="probability of an anomaly (uncalibrated: validation holds no labelled positive)",
+        rule="positive if score >= value",
+        note=(f"validation held no labelled positive: the threshold gives a false-positive rate of "
+              f"{1 - specificity:.1%} on the {len(scores)} normal validation studies; its sensitivity is unknown"),
+    )
+
+
 def finalise(config: TrainConfig, data: TrainingData, run_dir: Path, logits: np.ndarray, val_labels: np.ndarray,
              trained: TrainedModel, log: Callable[[str], None]) -> RunResult:
     """Calibrate, choose the threshold, write ``val_predictions.csv`` and then ``model.json``.
@@ -109,7 +141,10 @@ def finalise(config: TrainConfig, data: TrainingData, run_dir: Path, logits: np.
         val_labels: the validation class indices, same order.
     """
     space = data.space
-    if config.calibration.method == "temperature":
+    normals_only = space.positive_index is not None and not (val_labels == space.positive_index).any()
+    if normals_only and config.calibration.method == "temperature":
+        log("calibration: none (validation holds no labelled positive to fit a temperature on)")
+    if config.calibration.method == "temperature" and not normals_only:
         fit = fit_temperature(logits, val_labels)
     else:
         nll = negative_log_likelihood(logits, val_labels)

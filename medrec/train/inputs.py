@@ -15,7 +15,7 @@ import pandas as pd
 
 from medrec.atomicio import write_csv, write_text
 from medrec.config import TrainConfig, dump_config
-from medrec.errors import ConfigError, LeakageError, ManifestError
+from medrec.errors import ConfigError, LabelsError, LeakageError, ManifestError
 from medrec.manifest import read_manifest
 from medrec.rundir import CACHE_DIR, CONFIG_YAML, SPLITS_CSV
 from medrec.train.setup import (
@@ -26,6 +26,11 @@ from medrec.train.setup import (
     labelled_rows,
     partition,
 )
+
+# The classes of an anomaly run whose rows carry fewer than two labels (data.unlabelled: normal).
+ANOMALY_CLASSES: tuple[str, str] = ("anomaly", "normal")
+# The run's manifest copy marks the rows assumed normal in this column.
+ASSUMED_COLUMN = "label_assumed"
 
 # Config keys that may differ between a run and its --resume (they do not change the result).
 RESUME_FREE_KEYS: frozenset[str] = frozenset({"training.device", "training.num_workers", "training.cache_dir"})
@@ -44,6 +49,7 @@ class TrainingData:
         parts: ``train`` / ``val`` / ``test`` -> sample ids (the fold's view for cross-validation).
         labels: sample id -> label.
         space: the classes and the positive class.
+        assumed_normal: rows that had no label and were taken as normal (``data.unlabelled: normal``).
     """
 
     manifest_path: Path
@@ -52,6 +58,7 @@ class TrainingData:
     parts: dict[str, list[str]]
     labels: dict[str, str]
     space: LabelSpace
+    assumed_normal: frozenset[str] = frozenset()
 
 
 def cache_dir(config: TrainConfig, run_dir: Path) -> Path:
@@ -140,12 +147,16 @@ def prepare_training_data(config: TrainConfig, run_dir: Path, resume: bool, log:
     """
     manifest_path = Path(config.data.manifest)
     manifest = read_manifest(manifest_path)
-    rows = labelled_rows(manifest, config.data.label_column)
-    rows["sample_id"] = rows["sample_id"].astype(str)
+    manifest["sample_id"] = manifest["sample_id"].astype(str)
+    if config.data.unlabelled == "normal":
+        rows, assumed, classes = _with_assumed_normals(manifest, config, log)
+    else:
+        rows, assumed, classes = labelled_rows(manifest, config.data.label_column), frozenset(), config.data.classes
+        log(f"manifest: {len(manifest)} samples, {len(rows)} labelled "
+            f"({len(manifest) - len(rows)} unlabelled not used)")
     if rows["sample_id"].duplicated().any():
         raise ManifestError(f"{manifest_path}: sample ids are not unique; re-run 'medrec index'")
-    log(f"manifest: {len(manifest)} samples, {len(rows)} labelled ({len(manifest) - len(rows)} unlabelled not used)")
-    space = label_space(rows["label"], config.data.classes, config.data.positive_class)
+    space = label_space(rows["label"], classes, config.data.positive_class)
     log(f"classes: {list(space.classes)}; positive class: {space.positive_class or '(multi-class: argmax)'}")
     splits = _read_splits(config, run_dir, resume, rows, log)
     parts = partition(splits, config.split.fold)
@@ -155,13 +166,45 @@ def prepare_training_data(config: TrainConfig, run_dir: Path, resume: bool, log:
         log(f"splits: {unassigned} labelled samples are in no split and are not used")
     if config.task == "anomaly":
         parts["train"] = _normal_only(parts["train"], labels, space, log)
-    check_partition(parts, labels, space, ("val",) if config.task == "anomaly" else ("train", "val"))
+    if config.task == "anomaly":
+        _check_anomaly_validation(parts["val"], labels, space, log)
+    else:
+        check_partition(parts, labels, space)
     if set(parts["test"]) & (set(parts["train"]) | set(parts["val"])):
         raise LeakageError("a sample is both in test and in train/val; the splits table is inconsistent")
     for name in ("train", "val", "test"):
         counts = pd.Series([labels[s] for s in parts[name]], dtype=object).value_counts().to_dict()
         log(f"split {name}: {len(parts[name])} samples {dict(sorted(counts.items()))}")
-    return TrainingData(manifest_path, rows, splits, parts, labels, space)
+    return TrainingData(manifest_path, rows, splits, parts, labels, space, assumed)
+
+
+def _with_assumed_normals(manifest: pd.DataFrame, config: TrainConfig,
+                          log: Log) -> tuple[pd.DataFrame, frozenset[str], tuple[str, ...]]:
+    """``data.unlabelled: normal``: every row, those without a label given the normal class.
+
+    The classes are ``data.classes``, else the labelled rows' two classes, else
+    :data:`ANOMALY_CLASSES` (rows with no label at all, or one class only).
+
+    Raises:
+        LabelsError: labels outside those classes.
+        ConfigError: more than two classes.
+    """
+    column = config.data.label_column
+    text = (manifest[column] if column in manifest.columns else pd.Series("", index=manifest.index, dtype=object))
+    text = text.fillna("").astype(str).str.strip()
+    given = text[text != ""]
+    classes = config.data.classes or (tuple(sorted(set(given))) if given.nunique() >= 2 else ANOMALY_CLASSES)
+    space = label_space(given, classes, config.data.positive_class)
+    if space.positive_class is None:
+        raise ConfigError(f"task: anomaly needs a binary task (normal vs finding); the labels have classes "
+                          f"{list(space.classes)}")
+    normal = next(c for c in space.classes if c != space.positive_class)
+    rows = manifest.copy()
+    rows["label"] = text.where(text != "", normal)
+    assumed = frozenset(rows.loc[text == "", "sample_id"])
+    log(f"manifest: {len(manifest)} samples, {len(given)} labelled; the {len(assumed)} without a label are assumed "
+        f"normal ({normal!r}, data.unlabelled: normal)")
+    return rows.reset_index(drop=True), assumed, space.classes
 
 
 def _normal_only(train: list[str], labels: dict[str, str], space: LabelSpace, log: Log) -> list[str]:
@@ -181,6 +224,24 @@ def _normal_only(train: list[str], labels: dict[str, str], space: LabelSpace, lo
     return normal
 
 
+def _check_anomaly_validation(val: list[str], labels: dict[str, str], space: LabelSpace, log: Log) -> None:
+    """An anomaly run's validation split needs normal studies; positives are optional.
+
+    Raises:
+        LabelsError: no normal study in validation.
+    """
+    positives = sum(str(labels[s]) == str(space.positive_class) for s in val)
+    if positives == len(val):
+        raise LabelsError(f"the val split has no normal study ({len(val)} samples); an anomaly detector's threshold "
+                          "is set on normal validation studies: use more patients, a larger split.val, or another "
+                          "split.seed")
+    if not positives:
+        log("validation holds no labelled positive: each epoch is judged on the validation studies against copies "
+            "of them with a synthetic anomaly, the threshold is set at the threshold.method specificity on the "
+            "normal validation studies (specificity:0.95 unless a specificity rule is given), and no calibration "
+            "is fitted")
+
+
 def write_inputs(config: TrainConfig, run_dir: Path, resume: bool, data: TrainingData, log: Log) -> None:
     """Audit leakage, then write splits, manifest copies and the resolved config (rank 0)."""
     from medrec.split import audit_leakage
@@ -192,7 +253,21 @@ def write_inputs(config: TrainConfig, run_dir: Path, resume: bool, data: Trainin
     write_csv(run_dir / SPLITS_CSV, data.splits[["sample_id", "patient_id", "split"]])
     for name in ("manifest.csv", "qc.csv"):
         source = data.manifest_path if name == "manifest.csv" else data.manifest_path.parent / name
-        if source.is_file() and not (run_dir / name).is_file():
+        if not source.is_file() or (run_dir / name).is_file():
+            continue
+        if name == "manifest.csv" and data.assumed_normal:
+            write_csv(run_dir / name, _manifest_with_assumed(source, config.data.label_column, data))
+        else:
             write_text(run_dir / name, source.read_text(encoding="utf-8"))
     header = "# resolved by medrec train: absolute paths, defaults filled in; preprocessing plan: plan.json\n"
     write_text(run_dir / CONFIG_YAML, header + dump_config(resolved_config(config, run_dir)))
+
+
+def _manifest_with_assumed(source: Path, label_column: str, data: TrainingData) -> pd.DataFrame:
+    """The manifest as the run saw it: rows assumed normal carry the normal class in the label column
+    and ``1`` in :data:`ASSUMED_COLUMN`, so evaluation and the report read the same labels."""
+    manifest = read_manifest(source)
+    ids = manifest["sample_id"].astype(str)
+    manifest[label_column] = [data.labels.get(i, "") for i in ids]
+    manifest[ASSUMED_COLUMN] = ["1" if i in data.assumed_normal else "" for i in ids]
+    return manifest

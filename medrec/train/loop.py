@@ -47,7 +47,7 @@ from medrec.rundir import (
     TrainLog,
     check_run_dir_for_training,
 )
-from medrec.train.anomaly import AnomalyTraining
+from medrec.train.anomaly import AnomalyTraining, SyntheticValidation
 from medrec.train.checkpointing import checkpoint_state, restore_checkpoint
 from medrec.train.ddp import (
     DistributedContext,
@@ -137,7 +137,7 @@ class _Session:
     optimisation: Optimisation
     stopping: EarlyStopping
     train_dataset: CachedImageDataset
-    val_dataset: CachedImageDataset
+    val_dataset: CachedImageDataset | SyntheticValidation
     findings: FindingTraining | AnomalyTraining | None
 
     @property
@@ -247,6 +247,9 @@ class _Trainer:
             context = int(arch["kwargs"].get("context", 0)) if arch["spatial_dims"] == 3 else 0
             if anomaly:
                 finding_training = AnomalyTraining(config, data, plan, store, context, self.context.rank, log)
+                positive = data.space.positive_index
+                if positive is not None and positive not in val_dataset.labels:
+                    val_dataset = finding_training.validation(val_dataset, positive)
             else:
                 finding_training = FindingTraining(config, data, plan, store, annotations, diameters, context,
                                                    self.context.rank, log)
@@ -390,4 +393,7 @@ class _Trainer:
             stopping=session.stopping, epochs_completed=epochs_completed, device=self.device.type,
             world_size=self.context.world_size,
         )
-        return finalise(self.config, session.data, self.run_dir, logits, session.val_labels, trained, self.log)
+        # Synthetic validation copies (an anomaly run without labelled validation positives) only judge epochs.
+        count = len(session.data.parts["val"])
+        return finalise(self.config, session.data, self.run_dir, logits[:count], session.val_labels[:count], trained,
+                        self.log)

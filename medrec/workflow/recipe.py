@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from medrec.config import (
     AcceptanceCriteria,
@@ -21,6 +21,7 @@ from medrec.config import (
     TrainingSections,
     parse_config,
 )
+from medrec.config.train import check_unlabelled
 from medrec.index.selection import SelectionRules
 
 RECIPE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -124,6 +125,11 @@ class WorkflowConfig(TrainingSections):
     evaluation: EvaluationStep = Field(default_factory=EvaluationStep)
     context: StudyContext = Field(default_factory=StudyContext)
 
+    @model_validator(mode="after")
+    def _unlabelled_normal_for_anomaly(self) -> WorkflowConfig:
+        check_unlabelled(self.task, self.data.unlabelled)
+        return self
+
 
 def dump_workflow(config: WorkflowConfig) -> str:
     """The resolved recipe as YAML (absolute paths, every default filled in)."""
@@ -156,6 +162,7 @@ def train_config_of(config: WorkflowConfig, manifest: Path, splits: Path | None,
         "positive_class": config.data.positive_class,
         "lesions": str(config.data.lesions) if config.data.lesions else None,
         "masks": str(masks) if (masks := _masks_file(config)) else None,
+        "unlabelled": config.data.unlabelled,
     }
     return parse_config(sections, base_dir=Path(manifest).parent, source=source)
 

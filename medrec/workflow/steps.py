@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from medrec.atomicio import write_csv
 from medrec.console import console
 from medrec.errors import ConfigError
@@ -18,6 +20,9 @@ from medrec.hashing import sha256_file, sha256_json
 from medrec.workflow.layout import _fold_dir, _fold_splits_path
 from medrec.workflow.recipe import TRAIN_DATA_KEYS, WorkflowConfig, train_config_of
 from medrec.workflow.state import folder_fingerprint
+
+# data.unlabelled: normal: how the split step names the rows without a label (a stratum of their own).
+UNLABELLED_STRATUM = "unlabelled (assumed normal)"
 
 
 def _index_step(config: WorkflowConfig, run_dir: Path) -> tuple[str, Callable[[], str]]:
@@ -49,7 +54,8 @@ def _index_step(config: WorkflowConfig, run_dir: Path) -> tuple[str, Callable[[]
 def _split_step(config: WorkflowConfig, run_dir: Path) -> tuple[str, Callable[[], str]]:
     manifest_path = run_dir / "index" / "manifest.csv"
     fingerprint = sha256_json({"manifest": sha256_file(manifest_path) if manifest_path.is_file() else None,
-                                "split": config.split.model_dump(mode="json")})
+                                "split": config.split.model_dump(mode="json"),
+                                "unlabelled": config.data.unlabelled})
 
     def run() -> str:
         from medrec.console import print_summary
@@ -57,6 +63,9 @@ def _split_step(config: WorkflowConfig, run_dir: Path) -> tuple[str, Callable[[]
         from medrec.split import audit_leakage, make_splits, split_summary
 
         manifest = read_manifest(manifest_path)
+        if config.data.unlabelled == "normal":  # split with the labelled rows, as a stratum of their own
+            labels = manifest.get("label", pd.Series("", index=manifest.index)).fillna("").astype(str).str.strip()
+            manifest["label"] = labels.where(labels != "", UNLABELLED_STRATUM)
         split = config.split
         splits = make_splits(manifest, val=split.val, test=split.test, folds=split.folds,
                              stratify_by=split.stratify_by, seed=split.seed)

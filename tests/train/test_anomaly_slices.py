@@ -58,3 +58,25 @@ def test_items_are_seeded_and_their_targets_mark_the_altered_voxels():
             assert any(np.array_equal(image.numpy(), slice_stack(store.get(s).array, k, 1))
                        for s in "abc" for k in range(6)), "an item without a target is not a plain slice stack"
     assert 10 <= altered <= 30  # anomaly_fraction 0.5 of 40 items
+
+
+def test_synthetic_validation_pairs_each_normal_study_with_an_altered_copy():
+    from medrec.data.dataset import CachedImageDataset
+    from medrec.train.anomaly import SyntheticValidation
+
+    volumes = {name: _volume(seed)[..., :4] for seed, name in enumerate("abc")}
+    base = CachedImageDataset(_Store(volumes), list("abc"), [1, 1, 1])
+    anomaly = SyntheticAnomaly(modes=("fpi", "intensity"), diameter_mm=(8.0, 16.0))
+    validation = SyntheticValidation(base, anomaly, positive_index=0, seed=3)
+    assert len(validation) == 6 and validation.labels == [1, 1, 1, 0, 0, 0]
+    for index, name in enumerate("abc"):
+        image, label, position = validation[index]
+        assert label == 1 and position == index and np.array_equal(image.numpy(), volumes[name])
+        copy, label, position = validation[index + 3]
+        assert label == 0 and position == index + 3
+        changed = copy.numpy() != volumes[name]
+        assert changed.any(), "every copy carries an anomaly"
+        assert not changed[0][volumes[name][0] == 0].any(), "nothing changes outside the body"
+        assert np.array_equal(copy.numpy(), validation[index + 3][0].numpy()), "every epoch sees the same copy"
+    other = SyntheticValidation(base, anomaly, positive_index=0, seed=4)
+    assert not np.array_equal(other[3][0].numpy(), validation[3][0].numpy())
