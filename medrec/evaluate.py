@@ -24,6 +24,8 @@ from medrec.hashing import sha256_file, sha256_json
 from medrec.manifest import read_manifest
 
 EVALUATION_DIR = "evaluation"
+# Where the finding maps of a finding-map run with a lesion table are written (inside EVALUATION_DIR).
+EXPLAIN_DIR = "explain"
 RUN_RECIPE = "workflow.yaml"  # the resolved recipe 'medrec run' writes into the run directory
 RECIPE_PREVALENCE = "recipe evaluation.prevalence"
 RECIPE_ACCEPTANCE = "recipe evaluation.acceptance"
@@ -157,7 +159,8 @@ def evaluate_run(
             with TTA (computed on first use and kept in ``model.json``).
         device: ``auto``, ``cpu`` or ``cuda``.
         keep_identifiers: write raw identifiers in the report (pseudonyms by default).
-        lesions: a lesion table: finding-map runs get lesion-level results (hit rate, FROC);
+        lesions: a lesion table: finding-map runs get lesion-level results (hit rate, FROC, and the
+            voxel-level average precision of their finding maps, written to ``evaluation/explain/``);
             ignored for other runs, which have no findings to compare.
         prevalence_source: where ``prevalence`` came from (default: the recipe's
             ``evaluation.prevalence``), printed beside every PPV / NPV at it.
@@ -183,13 +186,16 @@ def evaluate_run(
     previous = read_sidecar(predictions)
     stale = previous is not None and (previous.get("model_sha256") != model_hash or bool(previous.get("tta")) != tta
                                       or (tta and TTA_SOURCE_MARK not in str(previous.get("threshold_source"))))
-    options = ScoreOptions(batch_size=batch_size, workers=workers, tta=tta, device=device, overwrite=stale)
-    score_manifest(run, manifest, predictions, options, model_sha256=model_hash,
-                   input_description={"kind": "test split", "run_dir": str(folder.resolve()), "samples": len(manifest)})
-    qc = folder / "qc.csv"
     from medrec.models.findings import is_finding_model
 
     lesion_table = lesions if lesions is not None and is_finding_model(run.model) else None
+    # Finding maps on the scans' grids, for the voxel-level average precision of the lesion-level results.
+    explain_dir = out_dir / EXPLAIN_DIR if lesion_table is not None else None
+    options = ScoreOptions(batch_size=batch_size, workers=workers, tta=tta, device=device, overwrite=stale,
+                           explain_dir=explain_dir)
+    score_manifest(run, manifest, predictions, options, model_sha256=model_hash,
+                   input_description={"kind": "test split", "run_dir": str(folder.resolve()), "samples": len(manifest)})
+    qc = folder / "qc.csv"
     return write_report(predictions, out_dir, run_dir=folder, manifest=folder / "manifest.csv",
                         qc=qc if qc.is_file() else None, subgroups=subgroups, prevalence=prevalence,
                         ci_method=ci_method, n_boot=n_boot, seed=seed, keep_identifiers=keep_identifiers,

@@ -28,6 +28,11 @@ def _fmt_probability_threshold(value: object) -> str:
 
 def lesion_method_sentence(lesion: Mapping) -> str:
     """How the lesion-level numbers were obtained (one sentence for the methods list)."""
+    voxel = ""
+    if is_number((lesion.get("voxel_ap") or {}).get("value")):
+        voxel = ("; voxel-level average precision: every voxel of the analysed studies' finding maps pooled (score: "
+                 "the map's probability; label: inside a lesion sphere of the lesion table), AP as scikit-learn "
+                 "defines it (step-wise sum of recall increments times precision, not interpolated)")
     return (
         f"a finding hits a lesion when its distance to the lesion's centre is at most the lesion's radius plus "
         f"{fmt_mm(lesion.get('tolerance_mm'))} ({lesion.get('tolerance_source') or 'tolerance'}); hit rate: "
@@ -35,8 +40,34 @@ def lesion_method_sentence(lesion: Mapping) -> str:
         "sensitivity (lesions of reference-positive studies hit by a candidate finding at or above the probability "
         "threshold) against mean candidates hitting no lesion per study, read at 1/8 to 8 false positives per "
         "study at the lowest threshold whose rate does not exceed the target, CPM = their mean; positive studies "
-        "without an annotated lesion are left out"
+        f"without an annotated lesion are left out{voxel}"
     )
+
+
+def voxel_ap_row(voxel: Mapping) -> list[str]:
+    """The table row of the voxel-level average precision (n/a, with the reason in the note, when not computed)."""
+    computed = is_number(voxel.get("value"))
+    count = (f"{fmt_count(voxel.get('lesion_voxels'))} of {fmt_count(voxel.get('voxels'))} voxels in lesions"
+             if computed else "")
+    return ["Voxel-level average precision (all voxels pooled)", fmt_value(voxel.get("value")), "", count,
+            "no CI (voxels are not independent)" if computed else "not computed"]
+
+
+def voxel_ap_note(voxel: Mapping) -> str:
+    """What the voxel-level AP pools and leaves out, or why it was not computed."""
+    if not is_number(voxel.get("value")):
+        return f"Voxel-level average precision was not computed: {voxel.get('reason') or 'no reason recorded'}."
+    left = [(voxel.get("studies_without_map"), "without a finding map"),
+            (voxel.get("studies_with_unreadable_map"), "with an unreadable finding map"),
+            (voxel.get("positive_without_lesions"), "positive without an annotated lesion"),
+            (voxel.get("positive_lesions_off_map"), "positive with their lesions on none of their maps' voxels")]
+    out = "; ".join(f"{int(n)} {text}" for n, text in left if is_number(n) and n)
+    folders = ", ".join(str(name) for name in voxel.get("folders") or []) or "n/a"
+    return (f"Voxel-level average precision pools every voxel of the finding maps ({voxel.get('source')}, folder "
+            f"{folders}) of {fmt_count(voxel.get('studies'))} studies ({fmt_count(voxel.get('positive_studies'))} "
+            f"reference-positive, {fmt_count(voxel.get('maps'))} maps); score: the map's probability, label: inside a "
+            f"lesion sphere; AP as scikit-learn's average_precision_score."
+            + (f" Left out: {out}." if out else ""))
 
 
 def _band_table(rows: Sequence[Mapping], first: str, caption: str) -> Table:
@@ -64,14 +95,19 @@ def lesion_section(report: Mapping, figures: Mapping[str, bytes]) -> Section | N
         f"{fmt_mm(lesion.get('tolerance_mm'))} ({lesion.get('tolerance_source')}). Candidate findings come "
         f"from {lesion.get('findings_file')}{candidates}; their probabilities are uncalibrated per-voxel values."))
     hit_rate = lesion.get("hit_rate") or {}
-    section.blocks.append(Table(
-        ["Measure", "Value", "95% CI", "Count", "CI method"],
-        [["Top finding inside a lesion (true-positive studies)", fmt_value(hit_rate.get("value"), "pct"),
-          fmt_ci(hit_rate.get("ci95"), "pct"), _count_cell(hit_rate), str(hit_rate.get("method", ""))]],
-        caption=f"Hit rate of the top finding at the operating threshold {fmt_threshold(report.get('threshold'))}",
-        note=f"{fmt_count(hit_rate.get('n_true_positive_studies'))} true-positive studies; "
-             f"{fmt_count(hit_rate.get('n_without_lesions'))} without an annotated lesion and "
-             f"{fmt_count(hit_rate.get('n_without_location'))} without a finding location are not counted."))
+    rows = [["Top finding inside a lesion (true-positive studies)", fmt_value(hit_rate.get("value"), "pct"),
+             fmt_ci(hit_rate.get("ci95"), "pct"), _count_cell(hit_rate), str(hit_rate.get("method", ""))]]
+    note = (f"{fmt_count(hit_rate.get('n_true_positive_studies'))} true-positive studies; "
+            f"{fmt_count(hit_rate.get('n_without_lesions'))} without an annotated lesion and "
+            f"{fmt_count(hit_rate.get('n_without_location'))} without a finding location are not counted.")
+    caption = f"Hit rate of the top finding at the operating threshold {fmt_threshold(report.get('threshold'))}"
+    voxel = lesion.get("voxel_ap")
+    if voxel:
+        rows.append(voxel_ap_row(voxel))
+        note = f"{note} {voxel_ap_note(voxel)}"
+        caption += ", and voxel-level average precision"
+    section.blocks.append(Table(["Measure", "Value", "95% CI", "Count", "CI method"], rows, caption=caption,
+                                note=note))
     froc = lesion.get("froc") or {}
     rows = [[f"{point.get('fp_per_study_target'):g}" if is_number(point.get("fp_per_study_target")) else "n/a",
              fmt_value(point.get("sensitivity"), "pct"), fmt_count(point.get("n_detected")),

@@ -4,7 +4,9 @@
   CPM and the sensitivity by lesion diameter and contrast of a set of studies (its docstring gives
   the definitions);
 * :mod:`~medrec.report.lesions.results`: the predictions, their findings file and the lesion table
-  read into those studies.
+  read into those studies;
+* :mod:`~medrec.report.lesions.voxel_ap`: the voxel-level average precision of the studies' finding
+  maps (``medrec score --explain``), every voxel pooled, as the MOOD challenge scores anomaly maps.
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ from medrec.report.lesions.froc import (
     lesion_level_analysis,
 )
 from medrec.report.lesions.results import findings_file_of, lesion_level_results
+from medrec.report.lesions.voxel_ap import (
+    ThresholdCounts,
+    VoxelStudy,
+    pooled_average_precision,
+    voxel_level_ap,
+)
 
 __all__ = [
     "BAND_FP_RATE",
@@ -29,6 +37,8 @@ __all__ = [
     "FP_RATES",
     "LesionCase",
     "Point",
+    "ThresholdCounts",
+    "VoxelStudy",
     "contrast_tertiles",
     "findings_file_of",
     "froc_curve",
@@ -36,4 +46,6 @@ __all__ = [
     "hits",
     "lesion_level_analysis",
     "lesion_level_results",
+    "pooled_average_precision",
+    "voxel_level_ap",
 ]

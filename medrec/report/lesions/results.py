@@ -1,7 +1,8 @@
 """Lesion-level results of a predictions file: its sidecar, its candidate findings file and a lesion
 table read into the studies (:class:`~medrec.report.lesions.froc.LesionCase`) that
 :func:`~medrec.report.lesions.froc.lesion_level_analysis` judges, with the hit tolerance and the
-counts of lesion rows left out."""
+counts of lesion rows left out; and the same studies' finding maps, when scoring wrote them, pooled
+into the voxel-level average precision (:mod:`~medrec.report.lesions.voxel_ap`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pandas as pd
 from medrec.annotations import Lesion, read_annotations
 from medrec.errors import ConfigError, InputError
 from medrec.report.lesions.froc import LesionCase, Point, lesion_level_analysis
+from medrec.report.lesions.voxel_ap import VoxelStudy, map_folders, voxel_level_ap
 from medrec.score.writer import read_findings, read_rows, read_sidecar, sidecar_path
 
 
@@ -87,8 +89,9 @@ def lesion_level_results(
         ci_method: ``wilson`` or ``clopper-pearson``.
 
     Returns:
-        :func:`lesion_level_analysis`'s dict plus the file names, the tolerance's source and the
-        counts of lesion rows left out.
+        :func:`lesion_level_analysis`'s dict plus the file names, the tolerance's source, the
+        counts of lesion rows left out and ``voxel_ap``
+        (:func:`~medrec.report.lesions.voxel_ap.voxel_level_ap`: a value, or the reason there is none).
 
     Raises:
         InputError: no findings file (not a finding-map run), or an unreadable findings file.
@@ -133,7 +136,9 @@ def lesion_level_results(
                 (probability, _point(finding.get("x"), finding.get("y"), finding.get("z"))))
 
     negative = next((name for name in classes if name != positive_label), None)
+    failed = {_text(r.get("sample_id")) for r in samples if _text(r.get("error"))}
     cases, analysed_sources = [], set()
+    voxel_studies: list[VoxelStudy] = []
     for row, sample_ids in zip(rows, members, strict=True):
         label, score = _text(row.get("label")), _number(row.get("score"))
         if _text(row.get("error")) or label not in (positive_label, negative) or score is None:
@@ -151,6 +156,8 @@ def lesion_level_results(
             candidates=tuple(c for sample_id in sample_ids for c in candidates.get(sample_id, [])),
             top=_point(row.get("finding_x"), row.get("finding_y"), row.get("finding_z")),
         ))
+        scored = tuple(sample_id for sample_id in sample_ids if sample_id not in failed)  # failed: no map
+        voxel_studies.append(VoxelStudy(positive, tuple(lesions.values()), scored))
     result = lesion_level_analysis(cases, tolerance, ci_method)
     counts = annotations.counts
     attached = {lesion.source for found in annotations.lesions.values() for lesion in found}
@@ -160,6 +167,7 @@ def lesion_level_results(
         tolerance_source=tolerance_source,
         candidate_min_probability=_number(record.get("findings_min_probability")),
         candidate_max_per_sample=_number(record.get("findings_max_per_sample")),
+        voxel_ap=voxel_level_ap(voxel_studies, map_folders(source, record)),
         lesion_rows={
             "total": counts["lesion_rows"],
             "bad": counts["lesion_rows_bad"],
