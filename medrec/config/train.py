@@ -16,6 +16,9 @@ from medrec.config.operating_point import CalibrationConfig, ThresholdConfig
 from medrec.config.training import TrainingConfig
 from medrec.transforms import PreprocessConfig
 
+# The reconstruction baseline's network (training.anomaly_method: reconstruction).
+AUTOENCODER = "anomaly_autoencoder"
+
 
 def check_unlabelled(task: str, unlabelled: str) -> None:
     """``data.unlabelled: normal`` belongs to anomaly detection.
@@ -56,6 +59,17 @@ class TrainingSections(_Section):
     def _method_shorthand(cls, value: Any) -> Any:
         # ``calibration: none`` and ``threshold: youden`` are accepted as short forms.
         return {"method": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _anomaly_method_fits_the_model(self) -> TrainingSections:
+        autoencoder = self.model.name.strip().lower() == AUTOENCODER
+        if (self.training.anomaly_method == "reconstruction") != autoencoder:
+            raise ValueError(
+                f"training.anomaly_method reconstruction goes with model.name {AUTOENCODER} (and only it); got "
+                f"anomaly_method {self.training.anomaly_method} with model {self.model.name}")
+        if autoencoder and self.task != "anomaly":
+            raise ValueError(f"model {AUTOENCODER} learns normal studies for task: anomaly only")
+        return self
 
     @model_validator(mode="after")
     def _input_fits_budget(self) -> TrainingSections:

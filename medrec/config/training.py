@@ -66,6 +66,13 @@ class TrainingConfig(_Section):
         anomaly_modes: ``task: anomaly``: the synthetic alterations (``fpi``: blended with another
             normal study; ``intensity``: made brighter or darker; :mod:`medrec.transforms.anomaly`).
         anomaly_diameter_mm: ``task: anomaly``: range of the synthetic anomalies' diameters.
+        anomaly_method: ``task: anomaly``: how a study departs from normal. ``synthetic``: the
+            finding-map network's head, trained on the synthetic anomalies, scores each voxel;
+            ``features``: the same network trained the same way, then a Gaussian of its features
+            on the normal training slices, each voxel scored by its Mahalanobis distance
+            (PaDiM-style, :mod:`medrec.train.feature_fit`); ``reconstruction``: an autoencoder
+            (``model.name: anomaly_autoencoder``) learns to redraw normal slices, each voxel scored
+            by how badly it is redrawn (the baseline).
     """
 
     epochs: int = Field(30, ge=1)
@@ -95,6 +102,7 @@ class TrainingConfig(_Section):
     anomaly_fraction: float = Field(0.5, gt=0.0, le=1.0)
     anomaly_modes: tuple[Literal["fpi", "intensity"], ...] = Field(("fpi", "intensity"), min_length=1)
     anomaly_diameter_mm: tuple[float, float] = (8.0, 48.0)
+    anomaly_method: Literal["synthetic", "features", "reconstruction"] = "synthetic"
 
     @model_validator(mode="after")
     def _fractions(self) -> TrainingConfig:

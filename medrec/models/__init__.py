@@ -7,6 +7,7 @@ Examples:
 
 from __future__ import annotations
 
+from medrec.models import anomaly_maps as _anomaly_maps  # noqa: F401  (registers the reconstruction baseline)
 from medrec.models import findings as _findings  # noqa: F401  (registers the finding-map models)
 from medrec.models import networks as _networks  # noqa: F401  (registers the built-in models)
 from medrec.models.aggregation import AGGREGATIONS, SliceAggregator, stack_slice_context

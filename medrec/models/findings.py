@@ -28,6 +28,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from medrec.errors import ModelError
 from medrec.models.aggregation import stack_slice_context
+from medrec.models.normal_reference import FEATURE_SMOOTHING, FeatureDistance, smooth
 from medrec.models.registry import register_model
 
 POOLINGS: tuple[str, ...] = ("max", "topk_mean", "lse")
@@ -79,6 +80,21 @@ class FindingNet2d(nn.Module):
         logits = self.head(self.features(x.contiguous(memory_format=torch.channels_last)))
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
+    def layer_features(self, x: torch.Tensor, layers: tuple[int, ...]) -> torch.Tensor:
+        """The outputs of the convolutions ``layers`` (indices into :attr:`features`), at half
+        resolution, concatenated and averaged over a small neighbourhood (for
+        :class:`~medrec.models.normal_reference.FeatureDistance`)."""
+        picked, h = [], x.contiguous(memory_format=torch.channels_last)
+        for index, block in enumerate(self.features):
+            h = block(h)
+            if index in layers:
+                picked.append(h)
+            if index >= max(layers):
+                break
+        size = picked[-1].shape[-2:]
+        picked = [F.adaptive_avg_pool2d(p, size) if p.shape[-2:] != size else p for p in picked]
+        return smooth(torch.cat(picked, dim=1), FEATURE_SMOOTHING)
+
     def fused(self) -> FindingNet2d:
         """An inference copy with each batch norm folded into its convolution (~20 % faster on a CPU)."""
         if self.training:
@@ -120,6 +136,10 @@ class FindingMapModel(nn.Module):
         top_k: voxels averaged by ``topk_mean``.
         channels: widths of :class:`FindingNet2d`.
         chunk_size: slices per forward chunk when mapping a volume (bounds memory).
+        distance_layers: ``training.anomaly_method: features``: the convolutions (indices 0-5) whose
+            features the Gaussian of normal voxels describes (:class:`~medrec.models.normal_reference.FeatureDistance`).
+        positive_output: which of the two study logits is the finding's (the positive class's index
+            in the run's classes: 0 when it sorts first, as ``anomaly`` before ``normal``).
     """
 
     def __init__(
@@ -131,6 +151,8 @@ class FindingMapModel(nn.Module):
         top_k: int = 8,
         channels: tuple[int, ...] = (24, 32, 48, 48, 64, 64),
         chunk_size: int = 32,
+        distance_layers: tuple[int, ...] = (),
+        positive_output: int = 1,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -140,12 +162,22 @@ class FindingMapModel(nn.Module):
         for label, value, lowest in (("context", context, 0), ("top_k", top_k, 1), ("chunk_size", chunk_size, 1)):
             if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
                 raise ModelError(f"finding_fcn: {label} must be an integer >= {lowest}, got {value!r}")
+        if positive_output not in (0, 1):
+            raise ModelError(f"finding_fcn: positive_output must be 0 or 1, got {positive_output!r}")
+        self.positive_output = positive_output
         self.spatial_dims = spatial_dims
         self.context = context if spatial_dims == 3 else 0
         self.pooling = pooling
         self.top_k = top_k
         self.chunk_size = chunk_size
         self.net = FindingNet2d(in_channels * (2 * self.context + 1), channels)
+        self.distance_layers = tuple(int(layer) for layer in distance_layers)
+        if any(not 0 <= layer < len(channels) for layer in self.distance_layers):
+            raise ModelError(f"finding_fcn: distance_layers must index the {len(channels)} convolutions, got "
+                             f"{list(distance_layers)}")
+        # training.anomaly_method features: once fitted, the map is the features' Mahalanobis distance.
+        self.distance = (FeatureDistance(sum(int(channels[layer]) for layer in self.distance_layers))
+                         if self.distance_layers else None)
 
     @property
     def slice_channels(self) -> int:
@@ -160,19 +192,27 @@ class FindingMapModel(nn.Module):
         if self.spatial_dims == 2:
             if x.ndim != 4:
                 raise ModelError(f"finding_fcn (2D): expected (B, C, X, Y) images, got shape {tuple(x.shape)}")
-            return net(x)
+            return self._map(net, x)
         stacks = stack_slice_context(x, self.context)  # (B, Z, C', X, Y)
         batch, depth = stacks.shape[:2]
         flat = stacks.reshape(batch * depth, *stacks.shape[2:])
         chunks = range(0, flat.shape[0], self.chunk_size)
-        maps = torch.cat([net(flat[start : start + self.chunk_size]) for start in chunks])
+        maps = torch.cat([self._map(net, flat[start : start + self.chunk_size]) for start in chunks])
         return maps.reshape(batch, depth, 1, *maps.shape[-2:]).permute(0, 2, 3, 4, 1)
+
+    def _map(self, net: nn.Module, stacks: torch.Tensor) -> torch.Tensor:
+        """The logit map of ``(N, C', X, Y)`` slice stacks: the head's, or the fitted feature distance."""
+        if self.distance is None or not bool(self.distance.fitted):
+            return net(stacks)
+        distance = self.distance(net.layer_features(stacks, self.distance_layers))
+        return F.interpolate(distance, size=stacks.shape[-2:], mode="bilinear", align_corners=False)
 
     def forward(self, x: torch.Tensor, dense: bool = False) -> torch.Tensor:
         if dense:
             return self.net(x)
         score = pool_map(self.finding_map(x), self.pooling, self.top_k)
-        return torch.stack([-score / 2, score / 2], dim=1)
+        pair = (-score / 2, score / 2) if self.positive_output == 1 else (score / 2, -score / 2)
+        return torch.stack(pair, dim=1)
 
     def extra_repr(self) -> str:
         return f"spatial_dims={self.spatial_dims}, context={self.context}, pooling={self.pooling!r}, top_k={self.top_k}"

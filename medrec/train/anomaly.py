@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from medrec.config import TrainConfig
@@ -22,6 +23,8 @@ from medrec.data.dataset import CachedImageDataset, SampleStore
 from medrec.determinism import derive_seed
 from medrec.errors import ConfigError
 from medrec.planning import Plan
+from medrec.train.feature_fit import fit_normal_reference
+from medrec.train.findings import finding_loss
 from medrec.train.inputs import TrainingData
 from medrec.train.slices import context_picks
 from medrec.train.targets import MAX_LESION_WEIGHT, REFERENCE_LESION_FRACTION
@@ -168,14 +171,23 @@ class AnomalyTraining:
         self._validation_anomaly = SyntheticAnomaly(
             modes=training.anomaly_modes, diameter_mm=training.anomaly_diameter_mm,
             spacing=[float(s) for s in plan.spacing])
+        self.method, self.store, self.normal_ids = training.anomaly_method, store, list(data.parts["train"])
+        reconstruction = self.method == "reconstruction"
         self.dataset = AnomalySliceDataset(
             store, data.parts["train"], context, training.steps_per_epoch * training.batch_size, anomaly,
-            training.anomaly_fraction, training.seed, rank=rank, flips=plan.augment is not None)
-        self.lesion_weight, why = self._weight(training.lesion_weight)
+            0.0 if reconstruction else training.anomaly_fraction, training.seed, rank=rank,
+            flips=plan.augment is not None)
         self.mil_weight = 1.0
+        if reconstruction:
+            self.lesion_weight = 1.0
+            log("reconstruction: the autoencoder learns to redraw the normal training slices (mean squared error)")
+            return
+        self.lesion_weight, why = self._weight(training.lesion_weight)
         log(f"synthetic anomalies ({', '.join(training.anomaly_modes)}, "
             f"{training.anomaly_diameter_mm[0]:g}-{training.anomaly_diameter_mm[1]:g} mm) on "
-            f"{training.anomaly_fraction:.0%} of the slices; anomalous voxels weighted {self.lesion_weight:g} ({why})")
+            f"{training.anomaly_fraction:.0%} of the slices; anomalous voxels weighted {self.lesion_weight:g} ({why})"
+            + ("; afterwards the voxels are scored by a Gaussian of the network's features"
+               if self.method == "features" else ""))
 
     def _weight(self, setting: float | str) -> tuple[float, str]:
         if setting != "auto":
@@ -186,6 +198,21 @@ class AnomalyTraining:
         weight = float(np.clip(REFERENCE_LESION_FRACTION / max(fraction, 1e-9), 1.0, MAX_LESION_WEIGHT))
         return round(weight, 2), (f"auto: synthetic anomalies are {fraction:.2%} of their slices, "
                                   f"{REFERENCE_LESION_FRACTION:.2%} is the reference")
+
+    def loss(self, output: torch.Tensor, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The training loss of a batch: the reconstruction error, or the finding-map loss on the synthetic
+        anomalies' targets."""
+        if self.method == "reconstruction":
+            return F.mse_loss(output.float(), images.float())
+        return finding_loss(output, targets, self.lesion_weight, self.mil_weight)
+
+    def finish(self, model: torch.nn.Module, log: Callable[[str], None]) -> bool:
+        """After the epochs, on the best weights: fit the normal reference of ``features`` and
+        ``reconstruction`` (:mod:`medrec.train.feature_fit`); returns whether the weights changed."""
+        if self.method == "synthetic":
+            return False
+        fit_normal_reference(model, self.method, self.store, self.normal_ids, self.dataset.seed, log)
+        return True
 
     def validation(self, base: CachedImageDataset, positive_index: int) -> SyntheticValidation:
         """The validation items when the validation split holds no labelled positive."""

@@ -18,7 +18,7 @@ from medrec.config import TrainConfig
 from medrec.data.dataset import SampleStore
 from medrec.errors import AnnotationError, ConfigError
 from medrec.planning import Plan
-from medrec.train.findings import gated_top_slices, top_slice_scores
+from medrec.train.findings import finding_loss, gated_top_slices, top_slice_scores
 from medrec.train.inputs import TrainingData
 from medrec.train.slices import FindingSliceDataset
 from medrec.train.targets import FindingTargets, build_targets, mask_function, positive_checker
@@ -141,6 +141,14 @@ class FindingTraining:
                 "times the lesion weight)")
         self._top_slices_epoch = 0
         self._hard_slices_epoch = 0
+
+    def loss(self, logits: torch.Tensor, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The training loss of a batch of slice items (:func:`~medrec.train.findings.finding_loss`)."""
+        return finding_loss(logits, targets, self.lesion_weight, self.mil_weight)
+
+    def finish(self, model: torch.nn.Module, log: Log) -> bool:
+        """Nothing is fitted after the epochs of annotated training (the weights stay as kept)."""
+        return False
 
     def epoch_items(self, epoch: int, model: torch.nn.Module) -> FindingSliceDataset:
         """The slice items of ``epoch``, after re-examining hard slices and label-only positives

@@ -65,7 +65,6 @@ from medrec.train.finding_setup import (
     read_training_annotations,
     training_lesion_diameters,
 )
-from medrec.train.findings import finding_loss
 from medrec.train.inputs import (
     TrainingData,
     cache_dir,
@@ -240,7 +239,7 @@ class _Trainer:
             for name in ("train", "val"))
 
         seed_everything(config.training.seed)
-        arch = architecture(config, plan, input_shape, len(data.space.classes), findings)
+        arch = architecture(config, plan, input_shape, len(data.space.classes), findings, data.space.positive_index)
         model = build_model(arch, config, self.device, log)
         finding_training: FindingTraining | AnomalyTraining | None = None
         if findings:
@@ -373,9 +372,8 @@ class _Trainer:
         model, optimisation, findings = session.ddp_model, session.optimisation, session.findings
         if findings is None:
             return optimisation.step(lambda: model(images), lambda logits: optimisation.criterion(logits, targets))
-        # A finding-map model's targets are its slices' voxel targets.
-        return optimisation.step(lambda: model(images, dense=True), lambda logits: finding_loss(
-            logits, targets, findings.lesion_weight, findings.mil_weight))
+        # A finding-map model's targets are its slices' voxel targets (an autoencoder's, its slices).
+        return optimisation.step(lambda: model(images, dense=True), lambda out: findings.loss(out, images, targets))
 
     def _validation_logits(self, session: _Session, sharded: bool) -> np.ndarray:
         return validation_logits(session.model, session.val_dataset, self.config.training.batch_size, self.device,
@@ -386,6 +384,8 @@ class _Trainer:
     def _finalise(self, session: _Session, epochs_completed: int) -> RunResult:
         """Reload the best weights, then calibrate, choose the threshold and write ``model.json`` (rank 0)."""
         session.model.load_state_dict(load_safetensors(self.run_dir / MODEL_WEIGHTS))
+        if session.findings is not None and session.findings.finish(session.model, self.log):
+            save_weights(self.run_dir / MODEL_WEIGHTS, session.model.state_dict())  # with the fitted reference
         logits = self._validation_logits(session, sharded=False)
         trained = TrainedModel(
             architecture=session.architecture, plan=session.plan, plan_hash=session.plan_hash,

@@ -13,7 +13,8 @@ from medrec.planning import Plan
 
 
 def architecture(
-    config: TrainConfig, plan: Plan, input_shape: tuple[int, ...], num_classes: int, findings: bool
+    config: TrainConfig, plan: Plan, input_shape: tuple[int, ...], num_classes: int, findings: bool,
+    positive_index: int | None = None,
 ) -> dict[str, Any]:
     """The registry name, dimensions and options of the network for inputs of ``input_shape``.
 
@@ -37,6 +38,14 @@ def architecture(
         if spatial_dims == 3:
             kwargs.setdefault("context", model_config.context or plan.slice_context or 1)
         mode = "2.5d" if spatial_dims == 3 else "2d"
+        # The finding's logit goes where the positive class is (medrec's choice, never the recipe's).
+        kwargs.pop("positive_output", None)
+        if positive_index == 0:
+            kwargs["positive_output"] = 0
+        if config.task == "anomaly" and config.training.anomaly_method == "features":
+            from medrec.train.feature_fit import DISTANCE_LAYERS
+
+            kwargs.setdefault("distance_layers", list(DISTANCE_LAYERS))
     elif spatial_dims == 3 and (mode in ("2d", "2.5d") or model_config.spatial_dims == 2):
         mode = mode if mode in ("2d", "2.5d") else "2d"
         kwargs["slice_mode"] = mode

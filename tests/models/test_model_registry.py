@@ -21,7 +21,7 @@ from medrec.models import (
 from medrec.models.registry import _REGISTRY
 
 EXPECTED = {"cnn_small", "resnet10", "resnet18", "resnet34", "resnet50", "densenet121", "seresnet50",
-            "efficientnet_b0", "finding_fcn"}
+            "efficientnet_b0", "finding_fcn", "anomaly_autoencoder"}
 
 
 def test_registry_holds_the_promised_models() -> None:
@@ -208,7 +208,8 @@ def test_model_kwargs_are_the_network_arguments_a_recipe_may_set() -> None:
     from medrec.models.registry import model_kwargs
 
     assert model_kwargs("cnn_small") == ("channels", "convs_per_block", "dropout", "norm")
-    assert set(model_kwargs("finding_fcn")) == {"context", "pooling", "top_k", "channels", "chunk_size"}
+    assert set(model_kwargs("finding_fcn")) == {"context", "pooling", "top_k", "channels", "chunk_size",
+                                                "distance_layers", "positive_output"}
     resnet = set(model_kwargs("resnet18"))
     assert {"conv1_t_size", "conv1_t_stride", "no_max_pool", "widen_factor", "norm"} <= resnet
     # set by the factory itself: passing them again would fail
