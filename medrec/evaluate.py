@@ -39,18 +39,20 @@ class RecipeEvaluation:
         prevalence: ``evaluation.prevalence``.
         acceptance: ``evaluation.acceptance``.
         context: ``context``.
+        lesions: ``data.lesions`` (the lesion table), when the file is there.
     """
 
     prevalence: float | None = None
     acceptance: AcceptanceCriteria | None = None
     context: StudyContext | None = None
+    lesions: Path | None = None
 
 
 def recipe_evaluation(run_dir: str | Path) -> RecipeEvaluation:
     """The evaluation settings of the recipe a run was made from (``RUN/workflow.yaml``, written by ``medrec run``;
     for a fold ``RUN/folds/fold_i``, the run's).
 
-    Only ``evaluation.prevalence``, ``evaluation.acceptance`` and ``context`` are read; a run
+    Only ``evaluation.prevalence``, ``evaluation.acceptance``, ``context`` and ``data.lesions`` are read; a run
     trained with ``medrec train`` has no such file and gets none.
 
     Raises:
@@ -75,8 +77,11 @@ def recipe_evaluation(run_dir: str | Path) -> RecipeEvaluation:
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, f"{path} context", root=StudyContext,
                                                   what="study context")) from e
+    data = content.get("data") if isinstance(content.get("data"), dict) else {}
+    lesions = Path(str(data["lesions"])) if data.get("lesions") else None
     return RecipeEvaluation(float(prevalence) if prevalence is not None else None,
-                            acceptance if acceptance.criteria() else None, context)
+                            acceptance if acceptance.criteria() else None, context,
+                            lesions if lesions is not None and lesions.is_file() else None)
 
 
 def _sha256_file(path: Path) -> str | None:
@@ -191,6 +196,7 @@ def evaluate_run(
     lesion_table = lesions if lesions is not None and is_finding_model(run.model) else None
     # Finding maps on the scans' grids, for the voxel-level average precision of the lesion-level results.
     explain_dir = out_dir / EXPLAIN_DIR if lesion_table is not None else None
+    stale = stale or (explain_dir is not None and not explain_dir.is_dir())  # scored before without the maps
     options = ScoreOptions(batch_size=batch_size, workers=workers, tta=tta, device=device, overwrite=stale,
                            explain_dir=explain_dir)
     score_manifest(run, manifest, predictions, options, model_sha256=model_hash,

@@ -29,6 +29,10 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
         keep_identifiers: bool = typer.Option(
             False, "--keep-identifiers", help="Write raw patient identifiers (default: pseudonyms)."),
+        lesions: Path | None = typer.Option(
+            None, "--lesions", help="Lesion table (study_uid or series_uid, center_x/y/z LPS mm, diameter_mm): a "
+                                    "finding-map run gets lesion-level results (hit rate, FROC, voxel-level AP "
+                                    "of its maps); default: the run's recipe's data.lesions."),
         acceptance: Path | None = typer.Option(
             None, "--acceptance", help="YAML file of pre-specified acceptance criteria (as a recipe's "
                                        "evaluation.acceptance); default: the run's recipe's."),
@@ -45,7 +49,9 @@ def register(app: typer.Typer) -> None:
         evaluation.prevalence (unless --prevalence), evaluation.acceptance (unless
         --acceptance) and context are used, so the report says what the validation
         is about and judges the pre-specified acceptance criteria (PASS / FAIL; the
-        exit status does not change).
+        exit status does not change). Its data.lesions (or --lesions) gives a
+        finding-map run lesion-level results; the finding maps they need are written
+        to RUN/evaluation/explain/.
 
         Examples:
 
@@ -70,6 +76,7 @@ def register(app: typer.Typer) -> None:
         report = evaluate_run(run_dir, prevalence=stated, subgroups=subgroup, ci_method=ci_method,
                               n_boot=bootstrap, seed=seed, batch_size=batch_size, workers=workers, tta=tta,
                               device=device, keep_identifiers=keep_identifiers,
+                              lesions=lesions if lesions is not None else recipe.lesions,
                               prevalence_source="--prevalence" if prevalence is not None else RECIPE_PREVALENCE,
                               acceptance=criteria, acceptance_source=criteria_source, context=recipe.context)
         print_summary("medrec evaluate: locked test split", metric_rows(report), ("metric", "value", "95% CI"))

@@ -220,15 +220,18 @@ def test_a_missing_map_leaves_its_study_out_and_says_so(tmp_path):
 
 
 def test_evaluating_a_finding_map_run_with_lesions_reports_its_voxel_ap(annotated_ct, annotated_ct_run, tmp_path):
-    """``evaluate_run`` writes the maps (``evaluation/explain``) and the report pools them."""
+    """``medrec evaluate --lesions`` writes the maps (``evaluation/explain``) and the report pools them."""
     import shutil
 
-    from medrec.evaluate import evaluate_run
+    from medrec.cli import main
 
     run = tmp_path / "run"
     shutil.copytree(annotated_ct_run, run, ignore=shutil.ignore_patterns("evaluation"))
     truth = annotated_ct["cohort"].ground_truth_csv
-    report = evaluate_run(run, lesions=truth, n_boot=200, device="cpu")
+    with pytest.raises(SystemExit) as done:
+        main(["evaluate", str(run), "--lesions", str(truth), "--bootstrap", "200", "--device", "cpu"])
+    assert done.value.code in (0, None)
+    report = json.loads((run / "evaluation" / "report.json").read_text())
     voxel = report["lesion_level"]["voxel_ap"]
     maps = sorted((run / "evaluation" / "explain").glob("*.nii.gz"))
     assert len(maps) == report["n_samples"] and voxel["maps"] == len(maps)
