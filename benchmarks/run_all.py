@@ -155,6 +155,8 @@ def main() -> None:
         "last_invocation": {"only": names, "quick": args.quick, "load_average_start": start_load},
         "benchmarks": {name: record for name, record in benchmarks.items() if record is not None},
         "planned": PLANNED,
+        # what finished runs detect (benchmarks/detection.py), kept as recorded
+        **({"detection": previous["detection"]} if "detection" in previous else {}),
     }
     _atomic_write(RESULTS, json.dumps(results, indent=2, default=str) + "\n")
     write_readme(render_table(results))

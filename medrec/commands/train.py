@@ -74,8 +74,10 @@ def register(app: typer.Typer) -> None:
         on the validation split; the test split is never read. Under torchrun each
         process trains on its shard (DDP) and rank 0 writes the run. With 'task:
         anomaly' (recipes ct_anomaly, mri_anomaly) a finding-map model learns from
-        the training split's normal studies alone, with synthetic anomalies; the
-        labelled positives serve validation and test only.
+        the training split's normal studies alone (training.anomaly_method:
+        synthetic anomalies, a Gaussian of its features, or an autoencoder's
+        reconstruction error); the labelled positives serve validation and test
+        only, and with data.unlabelled: normal a folder without labels trains.
 
         Examples:
 

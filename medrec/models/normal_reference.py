@@ -18,6 +18,11 @@ from torch import nn
 # Feature vectors are averaged over this many pixels square before they are scored (PatchCore's
 # local neighbourhood aggregation): a patch, not a pixel, departs from normal.
 FEATURE_SMOOTHING = 3
+# The Gaussian's ridge, a multiple of the features' mean variance. Many features of a small network
+# barely vary on normal voxels, and an unregularised precision lets them decide: on the MR phantoms'
+# validation split (one trained network) ridge 0.01 / 0.1 / 1 / 10 / 100 gave AUC 0.52 / 0.58 /
+# 0.68 / 0.75 / 0.76.
+DISTANCE_RIDGE = 100.0
 
 
 def smooth(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -63,7 +68,7 @@ class FeatureDistance(NormalReference):
         self.register_buffer("mean", torch.zeros(features))
         self.register_buffer("precision", torch.eye(features))
 
-    def fit(self, bank: torch.Tensor, ridge: float = 0.01) -> None:
+    def fit(self, bank: torch.Tensor, ridge: float = DISTANCE_RIDGE) -> None:
         """Fit mean and precision on ``(n, F)`` normal feature vectors (covariance + ``ridge`` x its mean
         variance on the diagonal)."""
         data = bank.double()

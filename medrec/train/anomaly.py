@@ -114,7 +114,7 @@ class AnomalySliceDataset(Dataset):
 class SyntheticValidation(Dataset):
     """Validation of an anomaly run whose validation split holds no labelled positive.
 
-    Items ``0 .. n-1`` are the normal validation studies as they are (class ``normal_index``),
+    Items ``0 .. n-1`` are the normal validation studies as they are (with their own labels),
     items ``n .. 2n-1`` the same studies each with one synthetic anomaly (class ``positive_index``;
     FPI from another validation study of the same shape, else an intensity change). Every copy is
     drawn from its own fixed seed, so every epoch is judged on the same studies; the copies are
