@@ -8,8 +8,9 @@ probabilities, calibration, thresholds, ``--explain``) handles them as it handle
   2021): a Gaussian of the finding network's own features (layers trained on synthetic
   anomalies, :mod:`medrec.transforms.anomaly`), fitted on the normal training slices; each voxel
   is scored by the Mahalanobis distance of its locally averaged feature vector. One Gaussian for
-  every position (scans are not aligned the way PaDiM's product photographs are), with a small
-  ridge on the covariance.
+  every position (scans are not aligned the way PaDiM's product photographs are), with a strong
+  ridge on the covariance (``normal_reference.DISTANCE_RIDGE``: a small network has many
+  near-constant features that would otherwise decide).
 - :class:`ResidualMapNet` (``training.anomaly_method: reconstruction``, model ``anomaly_autoencoder``):
   a small convolutional autoencoder learns to redraw normal slices through a narrow bottleneck
   (1/8 of the resolution, 16 channels); each voxel is scored by its locally averaged absolute
