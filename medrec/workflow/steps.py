@@ -55,7 +55,8 @@ def _split_step(config: WorkflowConfig, run_dir: Path) -> tuple[str, Callable[[]
     manifest_path = run_dir / "index" / "manifest.csv"
     fingerprint = sha256_json({"manifest": sha256_file(manifest_path) if manifest_path.is_file() else None,
                                 "split": config.split.model_dump(mode="json"),
-                                "unlabelled": config.data.unlabelled})
+                                # only when set: runs made before the setting keep their fingerprint
+                                **({"unlabelled": "normal"} if config.data.unlabelled == "normal" else {})})
 
     def run() -> str:
         from medrec.console import print_summary
