@@ -183,6 +183,10 @@ def evaluate_run(
 
     folder = Path(run_dir)
     manifest = test_manifest(folder)
+    if lesions is not None:  # before the test split is scored
+        from medrec.report.lesions import require_lesion_table
+
+        require_lesion_table(lesions)
     out_dir = folder / EVALUATION_DIR
     predictions = out_dir / "predictions.csv"
     run, model_hash = load_scoring_run(folder)

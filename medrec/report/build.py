@@ -195,9 +195,7 @@ def write_report(
         if multiclass:
             raise ConfigError("--lesions applies to binary finding-map runs; these predictions are multi-class")
         lesion_module.findings_file_of(predictions_path)  # fail before the analysis, naming the file
-        if not Path(lesions).is_file():
-            raise InputError(f"{lesions}: lesion table not found; pass a CSV with study_uid or series_uid, "
-                             "center_x, center_y, center_z (LPS mm) and diameter_mm")
+        lesion_module.require_lesion_table(lesions)
 
     run_info = None
     if run is not None and ((threshold is None and not exploratory_threshold) or (run / MODEL_JSON).is_file()):

@@ -23,6 +23,7 @@ from medrec.train.setup import (
     check_partition,
     check_splits_table,
     label_space,
+    label_text,
     labelled_rows,
     partition,
 )
@@ -189,9 +190,7 @@ def _with_assumed_normals(manifest: pd.DataFrame, config: TrainConfig,
         LabelsError: labels outside those classes.
         ConfigError: more than two classes.
     """
-    column = config.data.label_column
-    text = (manifest[column] if column in manifest.columns else pd.Series("", index=manifest.index, dtype=object))
-    text = text.fillna("").astype(str).str.strip()
+    text = label_text(manifest, config.data.label_column)
     given = text[text != ""]
     classes = config.data.classes or (tuple(sorted(set(given))) if given.nunique() >= 2 else ANOMALY_CLASSES)
     space = label_space(given, classes, config.data.positive_class)

@@ -31,6 +31,13 @@ class LabelSpace:
         return self.classes.index(label)
 
 
+def label_text(manifest: pd.DataFrame, label_column: str) -> pd.Series:
+    """The labels as stripped text, ``""`` where a row has none (or the column is missing)."""
+    if label_column not in manifest.columns:
+        return pd.Series("", index=manifest.index, dtype=object)
+    return manifest[label_column].fillna("").astype(str).str.strip()
+
+
 def labelled_rows(manifest: pd.DataFrame, label_column: str) -> pd.DataFrame:
     """Rows with a non-empty label, with the label (as text) also under ``label``.
 
@@ -41,7 +48,7 @@ def labelled_rows(manifest: pd.DataFrame, label_column: str) -> pd.DataFrame:
         raise ManifestError(
             f"manifest has no column {label_column!r} (data.label_column); columns: {', '.join(manifest.columns)}"
         )
-    labels = manifest[label_column].fillna("").astype(str).str.strip()
+    labels = label_text(manifest, label_column)
     frame = manifest.loc[labels != ""].copy()
     frame["label"] = labels[labels != ""]
     if frame.empty:

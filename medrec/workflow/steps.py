@@ -11,12 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from medrec.atomicio import write_csv
 from medrec.console import console
 from medrec.errors import ConfigError
 from medrec.hashing import sha256_file, sha256_json
+from medrec.train.setup import label_text
 from medrec.workflow.layout import _fold_dir, _fold_splits_path
 from medrec.workflow.recipe import TRAIN_DATA_KEYS, WorkflowConfig, train_config_of
 from medrec.workflow.state import folder_fingerprint
@@ -65,7 +64,7 @@ def _split_step(config: WorkflowConfig, run_dir: Path) -> tuple[str, Callable[[]
 
         manifest = read_manifest(manifest_path)
         if config.data.unlabelled == "normal":  # split with the labelled rows, as a stratum of their own
-            labels = manifest.get("label", pd.Series("", index=manifest.index)).fillna("").astype(str).str.strip()
+            labels = label_text(manifest, "label")
             manifest["label"] = labels.where(labels != "", UNLABELLED_STRATUM)
         split = config.split
         splits = make_splits(manifest, val=split.val, test=split.test, folds=split.folds,

@@ -219,6 +219,21 @@ def test_a_missing_map_leaves_its_study_out_and_says_so(tmp_path):
     assert any("without a finding map" in note for note in report["limitations"])
 
 
+def test_an_unreadable_map_leaves_its_study_out_and_is_named(tmp_path):
+    files = _write_maps_cohort(tmp_path / "scores")
+    (tmp_path / "scores" / "maps" / "smpB.nii.gz").write_bytes(b"not a NIfTI file")
+    values, inside = zip(*(files["truth"][s] for s in ("A", "C")), strict=True)
+    expected = average_precision_score(np.concatenate([m.ravel() for m in inside]),
+                                       np.concatenate([v.ravel() for v in values]))
+    report = _report(files, tmp_path / "report")
+    voxel = report["lesion_level"]["voxel_ap"]
+    assert voxel["value"] == pytest.approx(expected, rel=1e-12)
+    assert voxel["studies_with_unreadable_map"] == 1
+    assert len(voxel["unreadable_maps"]) == 1 and voxel["unreadable_maps"][0].startswith("smpB.nii.gz: unreadable")
+    html = " ".join((tmp_path / "report" / "report.html").read_text(encoding="utf-8").split())
+    assert "Unreadable: smpB.nii.gz: unreadable finding map" in html
+
+
 def test_evaluating_a_finding_map_run_with_lesions_reports_its_voxel_ap(annotated_ct, annotated_ct_run, tmp_path):
     """``medrec evaluate --lesions`` writes the maps (``evaluation/explain``) and the report pools them."""
     import shutil
@@ -239,3 +254,16 @@ def test_evaluating_a_finding_map_run_with_lesions_reports_its_voxel_ap(annotate
     # a model that learned where the lesions are ranks their voxels far above the base rate
     base_rate = voxel["lesion_voxels"] / voxel["voxels"]
     assert voxel["value"] > max(5 * base_rate, 0.2)
+
+
+def test_evaluate_refuses_a_missing_lesion_table_before_scoring(annotated_ct_run, tmp_path):
+    import shutil
+
+    from medrec.errors import InputError
+    from medrec.evaluate import evaluate_run
+
+    run = tmp_path / "run"
+    shutil.copytree(annotated_ct_run, run, ignore=shutil.ignore_patterns("evaluation"))
+    with pytest.raises(InputError, match=r"nope\.csv: lesion table not found"):
+        evaluate_run(run, lesions=tmp_path / "nope.csv", n_boot=200, device="cpu")
+    assert not (run / "evaluation" / "predictions.csv").exists()

@@ -67,7 +67,9 @@ def voxel_ap_note(voxel: Mapping) -> str:
             f"{folders}) of {fmt_count(voxel.get('studies'))} studies ({fmt_count(voxel.get('positive_studies'))} "
             f"reference-positive, {fmt_count(voxel.get('maps'))} maps); score: the map's probability, label: inside a "
             f"lesion sphere; AP as scikit-learn's average_precision_score."
-            + (f" Left out: {out}." if out else ""))
+            + (f" Left out: {out}." if out else "")
+            + (f" Unreadable: {'; '.join(str(m) for m in voxel['unreadable_maps'])}." if voxel.get("unreadable_maps")
+               else ""))
 
 
 def _band_table(rows: Sequence[Mapping], first: str, caption: str) -> Table:

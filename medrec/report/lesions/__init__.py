@@ -23,7 +23,7 @@ from medrec.report.lesions.froc import (
     hits,
     lesion_level_analysis,
 )
-from medrec.report.lesions.results import findings_file_of, lesion_level_results
+from medrec.report.lesions.results import findings_file_of, lesion_level_results, require_lesion_table
 from medrec.report.lesions.voxel_ap import (
     ThresholdCounts,
     VoxelStudy,
@@ -47,5 +47,6 @@ __all__ = [
     "lesion_level_analysis",
     "lesion_level_results",
     "pooled_average_precision",
+    "require_lesion_table",
     "voxel_level_ap",
 ]

@@ -21,6 +21,19 @@ from medrec.report.lesions.voxel_ap import VoxelStudy, map_folders, voxel_level_
 from medrec.score.writer import read_findings, read_rows, read_sidecar, sidecar_path
 
 
+def require_lesion_table(lesions: str | os.PathLike[str]) -> Path:
+    """``lesions`` as a path, checked to exist before anything is scored or analysed.
+
+    Raises:
+        InputError: the file is missing, naming it and the columns it needs.
+    """
+    path = Path(lesions)
+    if not path.is_file():
+        raise InputError(f"{lesions}: lesion table not found; pass a CSV with study_uid or series_uid, "
+                         "center_x, center_y, center_z (LPS mm) and diameter_mm")
+    return path
+
+
 def findings_file_of(predictions_csv: str | os.PathLike[str]) -> Path:
     """The candidate findings file that the predictions' sidecar names.
 

@@ -55,6 +55,7 @@ from medrec.errors import InputError
 CACHE_VOXELS = 1 << 25  # maps kept in memory between the two passes (float32: 128 MiB)
 CHUNK_VOXELS = 1 << 22  # voxels counted at once (bounds the searchsorted index array)
 MAP_SUFFIX = ".nii.gz"
+NAMED_UNREADABLE = 10  # unreadable maps named in the result (all are counted)
 SOURCE_TEXT = "finding maps written by 'medrec score --explain'"
 HOW_TO_GET = "score with 'medrec score --explain DIR' to get voxel-level AP"
 
@@ -164,13 +165,13 @@ def read_map(path: Path) -> tuple[np.ndarray, np.ndarray]:
         values = np.asarray(image.dataobj, dtype=np.float32)
         affine = np.asarray(image.affine, dtype=np.float64)
     except Exception as e:  # nibabel raises many unrelated types for damaged files
-        raise InputError(f"unreadable finding map ({type(e).__name__})") from e
+        raise InputError(f"{path.name}: unreadable finding map ({type(e).__name__})") from e
     while values.ndim > 3 and values.shape[-1] == 1:
         values = values[..., 0]
     if values.ndim not in (2, 3):
-        raise InputError(f"a finding map must be 2D or 3D, got shape {values.shape}")
+        raise InputError(f"{path.name}: a finding map must be 2D or 3D, got shape {values.shape}")
     if not np.isfinite(values).all():
-        raise InputError("a finding map holds non-finite values")
+        raise InputError(f"{path.name}: the finding map holds non-finite values")
     return values, affine
 
 
@@ -195,7 +196,8 @@ def voxel_level_ap(studies: Sequence[VoxelStudy], folders: Sequence[Path],
     Returns:
         ``value`` (None when not computed), ``reason`` (why not; None when computed), ``source``,
         ``studies`` (pooled), ``positive_studies``, ``maps``, ``voxels``, ``lesion_voxels`` and the
-        studies left out: ``studies_without_map``, ``studies_with_unreadable_map``,
+        studies left out: ``studies_without_map``, ``studies_with_unreadable_map`` (the first
+        :data:`NAMED_UNREADABLE` named with their reason in ``unreadable_maps``),
         ``positive_without_lesions``, ``positive_lesions_off_map``.
 
     Raises:
@@ -206,7 +208,7 @@ def voxel_level_ap(studies: Sequence[VoxelStudy], folders: Sequence[Path],
         "over all voxels of all pooled studies (step-wise, not interpolated)", "folders": [],
         "studies": 0, "positive_studies": 0, "maps": 0, "voxels": 0, "lesion_voxels": 0,
         "studies_analysed": len(studies), "studies_without_map": 0, "studies_with_unreadable_map": 0,
-        "positive_without_lesions": 0, "positive_lesions_off_map": 0,
+        "positive_without_lesions": 0, "positive_lesions_off_map": 0, "unreadable_maps": [],
     }
     lesion_scores: list[np.ndarray] = []
     kept: list[np.ndarray] = []
@@ -224,8 +226,10 @@ def voxel_level_ap(studies: Sequence[VoxelStudy], folders: Sequence[Path],
             continue
         try:
             maps = [read_map(path) for path in paths]  # type: ignore[arg-type]
-        except InputError:
+        except InputError as e:
             result["studies_with_unreadable_map"] += 1
+            if len(result["unreadable_maps"]) < NAMED_UNREADABLE:
+                result["unreadable_maps"].append(str(e))
             continue
         inside = [_lesion_scores(values, affine, lesions) for values, affine in maps]
         if study.positive and not sum(len(found) for found in inside):
